@@ -1,0 +1,193 @@
+"""HTTP plumbing: stream request bodies instead of spooling them.
+
+Stock twisted.web renders a request only once its whole body is in, spooled
+to memory or to a temporary file. A pipe must render at header time and pass
+each body chunk on as it arrives, so this module subclasses the channel and
+the request. It leans on names Twisted documents as "not intended for
+users" (``gotLength``, ``handleContentChunk``, ``requestReceived``) and on the
+channel's private ``_command``/``_path``/``_version``: the supported Twisted
+range is pinned in setup.cfg and ``tests/test_twisted_internals.py`` fails
+if they change.
+"""
+
+from __future__ import annotations
+
+import io
+import select
+from typing import Any, Dict, Optional, Protocol
+
+from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
+from twisted.python.failure import Failure
+from twisted.web import http, server
+from zope.interface import implementer
+
+STREAMED_METHODS = (b"PUT", b"POST")
+
+
+class BodySink(Protocol):
+    """Where a streamed request's body goes (``pipe.Upload`` is one)."""
+
+    def bodyChunk(self, data: bytes) -> None: ...
+
+    def bodyEnded(self) -> None: ...
+
+    def connectionLost(self, reason: Failure) -> None: ...
+
+
+class PipeRequest(server.Request):
+    """A request whose body is handed on as it arrives, never stored.
+
+    PUT and POST are rendered as soon as their headers are complete
+    (``dispatchEarly``); their resource attaches a ``bodySink``. A response
+    may be written while the body still arrives, but ``finish`` is held back
+    until the body has ended, since finishing earlier breaks the channel.
+    """
+
+    bodySink: Optional[BodySink] = None
+    streamed = False
+    _bodyEnded = False
+    _finishPending = False
+
+    @property
+    def bodyComplete(self) -> bool:
+        """True once the whole request body has been read."""
+        return not self.streamed or self._bodyEnded
+
+    def gotLength(self, length: Optional[int]) -> None:
+        # Never spool: a body goes to the sink or nowhere.
+        self.content = io.BytesIO()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        sink = self.bodySink
+        if sink is not None:
+            sink.bodyChunk(data)
+
+    def dispatchEarly(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Render now, at header time, as ``requestReceived`` would later."""
+        self.streamed = True
+        self.method, self.uri, self.clientproto = command, path, version
+        self.args = {}
+        self.path, _, query = path.partition(b"?")
+        if query:
+            self.args = http.parse_qs(query, 1)
+        self.process()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if not self.streamed:
+            super().requestReceived(command, path, version)
+            return
+        self._bodyEnded = True
+        if self.bodySink is not None:
+            self.bodySink.bodyEnded()
+        if self._finishPending:
+            self._finishPending = False
+            super().finish()
+
+    def finish(self) -> None:
+        if self.streamed and not self._bodyEnded:
+            self._finishPending = True
+            return
+        super().finish()
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        sink, self.bodySink = self.bodySink, None
+        if sink is not None:
+            sink.connectionLost(reason)
+
+
+class PipeChannel(http.HTTPChannel):
+    """An HTTP/1.1 channel that dispatches PUT and POST at header time."""
+
+    def allHeadersReceived(self) -> None:
+        request = self.requests[-1]
+        # super() answers "Expect: 100-continue" first, so any response
+        # written while dispatching comes after it on the wire.
+        super().allHeadersReceived()
+        if self.length != 0 and self._command in STREAMED_METHODS:
+            # The idle timeout must not cut an upload that waits or is paused;
+            # requestDone() puts it back for the next request.
+            if self.timeOut:
+                self._savedTimeOut = self.setTimeout(None)
+            request.dispatchEarly(self._command, self._path, self._version)
+
+
+class PipeSite(server.Site):
+    """A Site that builds :class:`PipeChannel` and :class:`PipeRequest`."""
+
+    # Plain HTTP/1.1: no h2 negotiation, whose streams have flow control of
+    # their own that the pipe does not drive.
+    protocol = PipeChannel
+    requestFactory = PipeRequest
+
+
+@implementer(IReadDescriptor)
+class HangupWatcher:
+    """Sees a paused sender hang up.
+
+    A transport that is not reading never notices its peer leaving, yet a
+    waiting sender must free its place at once. The kernel still knows: one
+    epoll set, registered with the reactor as a reader, reports the peer's
+    shutdown (EPOLLRDHUP) or reset for the watched sockets, and the watcher
+    aborts that transport so the normal connection-lost path runs.
+    Where epoll is missing it does nothing and the deadline still applies.
+    """
+
+    def __init__(self, reactor: IReactorFDSet) -> None:
+        self._reactor = reactor
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        self._watched: Dict[int, Any] = {}
+
+    def watch(self, transport: Any) -> None:
+        fileno = getattr(transport, "fileno", None)
+        if self._epoll is None or fileno is None:
+            return
+        try:
+            fd = fileno()
+        except Exception:
+            return
+        if fd < 0:
+            return
+        mask = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+        try:
+            self._epoll.register(fd, mask)
+        except FileExistsError:
+            self._epoll.modify(fd, mask)
+        except OSError:
+            return
+        if not self._watched:
+            self._reactor.addReader(self)
+        self._watched[fd] = transport
+
+    def unwatch(self, transport: Any) -> None:
+        for fd, watched in list(self._watched.items()):
+            if watched is transport:
+                self._forget(fd)
+
+    def _forget(self, fd: int) -> None:
+        self._watched.pop(fd, None)
+        if self._epoll is not None:
+            try:
+                self._epoll.unregister(fd)
+            except (OSError, ValueError):
+                pass
+        if not self._watched:
+            self._reactor.removeReader(self)
+
+    # IReadDescriptor
+    def fileno(self) -> int:
+        return self._epoll.fileno() if self._epoll is not None else -1
+
+    def doRead(self) -> None:
+        assert self._epoll is not None
+        for fd, _events in self._epoll.poll(0):
+            transport = self._watched.get(fd)
+            self._forget(fd)
+            if transport is not None:
+                transport.abortConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        pass
+
+    def logPrefix(self) -> str:
+        return "HangupWatcher"

@@ -1,0 +1,107 @@
+"""The rejections a request can meet, with their exact status and text (SPEC §6)."""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+
+def seconds(value: float) -> str:
+    """Format a duration the way the texts show it: ``300``, ``0.5``."""
+    return f"{value:g}"
+
+
+class Rejection(Exception):
+    """A request that is answered with an error instead of joining a pipe.
+
+    ``text`` is the body without its final newline; ``headers`` are extra
+    response headers (``Allow``, ``Retry-After``, ``WWW-Authenticate``).
+    """
+
+    def __init__(
+        self, status: int, text: str, headers: Sequence[Tuple[str, str]] = ()
+    ) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+        self.headers = tuple(headers)
+
+    @property
+    def body(self) -> bytes:
+        return (self.text + "\n").encode("utf-8")
+
+
+def bad(text: str) -> Rejection:
+    return Rejection(400, text)
+
+
+def reserved_path(path: str) -> Rejection:
+    return bad(f"[ERROR] Cannot send to the reserved path '{path}'. (e.g. '/mypath123')")
+
+
+def content_range() -> Rejection:
+    return bad("[ERROR] Content-Range is not supported for now in PUT")
+
+
+def sender_n_invalid() -> Rejection:
+    return bad('[ERROR] Invalid "n" query parameter')
+
+
+def receiver_n_invalid() -> Rejection:
+    return bad('[ERROR] Invalid query parameter "n"')
+
+
+def n_not_positive(n: int) -> Rejection:
+    return bad(f"[ERROR] n should > 0, but n = {n}.")
+
+
+def n_too_large(n: int, limit: int) -> Rejection:
+    return bad(f"[ERROR] n should be at most {limit}, but n = {n}.")
+
+
+def established(path: str) -> Rejection:
+    return bad(f"[ERROR] Connection on '{path}' has been established already.")
+
+
+def second_sender(path: str) -> Rejection:
+    return bad(f"[ERROR] Another sender has been connected on '{path}'.")
+
+
+def n_mismatch(expected: int, got: int) -> Rejection:
+    return bad(f"[ERROR] The number of receivers should be {expected} but {got}.")
+
+
+def receivers_full() -> Rejection:
+    return bad("[ERROR] The number of receivers has reached limits.")
+
+
+def service_worker() -> Rejection:
+    return bad("[ERROR] Service Worker registration is rejected.")
+
+
+ALLOWED_METHODS = "GET, HEAD, POST, PUT, OPTIONS"
+
+
+def method_not_allowed(method: str) -> Rejection:
+    return Rejection(
+        405, f"[ERROR] Unsupported method: {method}.", [("Allow", ALLOWED_METHODS)]
+    )
+
+
+def unauthorized() -> Rejection:
+    return Rejection(
+        401,
+        "[ERROR] Missing or invalid token.",
+        [("WWW-Authenticate", 'Bearer realm="pipe"')],
+    )
+
+
+def over_limit(text: str, retry_after: int = 5) -> Rejection:
+    return Rejection(503, f"[ERROR] {text}", [("Retry-After", str(retry_after))])
+
+
+def no_sender(path: str, wait: float) -> str:
+    return f"[ERROR] No sender arrived on '{path}' within {seconds(wait)} seconds."
+
+
+def not_all_receivers(path: str, wait: float) -> str:
+    return f"[ERROR] Not all receivers arrived on '{path}' within {seconds(wait)} seconds."

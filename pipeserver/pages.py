@@ -1,0 +1,146 @@
+"""The reserved pages: ``/``, ``/noscript``, ``/help``, ``/version`` and friends."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from pipeserver import __version__
+
+
+def _text(request: Any, body: str, ctype: bytes = b"text/plain; charset=utf-8") -> bytes:
+    request.setHeader(b"content-type", ctype)
+    request.setHeader(b"access-control-allow-origin", b"*")
+    return body.encode("utf-8")
+
+
+def base_url(request: Any) -> str:
+    """The URL clients reach us at, as the request names it (proxies included)."""
+    proto = request.getHeader(b"x-forwarded-proto")
+    if proto:
+        scheme = proto.split(b",")[0].strip().decode("latin-1")
+    else:
+        scheme = "https" if request.isSecure() else "http"
+    host = request.getHeader(b"host")
+    if host:
+        name = host.decode("latin-1")
+    else:
+        address = request.getHost()
+        name = f"{getattr(address, 'host', 'localhost')}:{getattr(address, 'port', '')}"
+    return f"{scheme}://{name}"
+
+
+def version(request: Any) -> bytes:
+    return _text(request, __version__ + "\n")
+
+
+def help_page(request: Any) -> bytes:
+    url = base_url(request)
+    return _text(
+        request,
+        f"""Help for pipeserver {__version__}
+A pipe is any path: a sender PUTs or POSTs to it, receivers GET it.
+
+======= Get  =======
+curl {url}/mypath
+
+======= Send =======
+# Send asdf
+echo 'asdf' | curl -T - {url}/mypath
+
+# Send a file
+curl -T myfile {url}/mypath
+
+# Send a directory (zip)
+zip -q -r - ./mydir | curl -T - {url}/mypath
+
+# Send a directory (tar.gz)
+tar zfcp - ./mydir | curl -T - {url}/mypath
+
+# Encryption
+## Send
+cat myfile | openssl aes-256-cbc | curl -T - {url}/mypath
+## Get
+curl {url}/mypath | openssl aes-256-cbc -d
+
+======= Many receivers =======
+seq 1000 | curl -T - '{url}/mypath?n=3'
+curl '{url}/mypath?n=3'   # three times: every receiver gets every byte
+
+======= Tokens =======
+# When the server asks for a token
+curl -H 'Authorization: Bearer TOKEN' {url}/mypath
+""",
+    )
+
+
+_STYLE = "body{font-family:sans-serif;max-width:40em;margin:2em auto;padding:0 1em}"
+
+
+def index(request: Any) -> bytes:
+    url = html.escape(base_url(request))
+    return _text(
+        request,
+        f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>pipeserver</title><style>{_STYLE}</style></head>
+<body>
+<h1>pipeserver</h1>
+<p>Stream bytes from one client to others over plain HTTP.
+A sender PUTs or POSTs to a path; receivers GET the same path.</p>
+<pre>echo hello | curl -T - {url}/mypath
+curl {url}/mypath</pre>
+<p><a href="/noscript">Send or receive with a form</a> ·
+<a href="/help">curl recipes</a> · version {html.escape(__version__)}</p>
+</body></html>
+""",
+        b"text/html; charset=utf-8",
+    )
+
+
+def noscript(request: Any) -> bytes:
+    path = request.args.get(b"path", [b"mypath"])[0].decode("utf-8", "replace")
+    path = "/" + path.lstrip("/")
+    mode = request.args.get(b"mode", [b"file"])[0]
+    field = (
+        '<textarea name="input_text" rows="8" cols="60"></textarea>'
+        if mode == b"text"
+        else '<input type="file" name="input_file">'
+    )
+    action = html.escape(path, quote=True)
+    request.setHeader(
+        b"content-security-policy",
+        b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+    )
+    return _text(
+        request,
+        f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>pipeserver: send</title><style>{_STYLE}</style></head>
+<body>
+<h1>Send to {html.escape(path)}</h1>
+<form method="GET" action="/noscript">
+<label>Path <input name="path" value="{action}"></label>
+<select name="mode"><option value="file">file</option>
+<option value="text"{' selected' if mode == b'text' else ''}>text</option></select>
+<button type="submit">Change</button></form>
+<form method="POST" action="{action}" enctype="multipart/form-data">
+{field}
+<button type="submit">Send</button></form>
+<p>Receive with <code>curl {html.escape(base_url(request))}{html.escape(path)}</code>
+or open <a href="{action}">{html.escape(path)}</a>.</p>
+</body></html>
+""",
+        b"text/html; charset=utf-8",
+    )
+
+
+def favicon(request: Any) -> bytes:
+    request.setResponseCode(204)
+    return b""
+
+
+def robots(request: Any) -> bytes:
+    request.setResponseCode(404)
+    return _text(request, "")

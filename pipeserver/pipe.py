@@ -1,0 +1,578 @@
+"""The pipe: one sender, K receivers, a rendezvous deadline and backpressure.
+
+A :class:`Pipe` is the only place where the state of a transfer changes; read
+its methods top to bottom to follow a transfer's life. :class:`Upload` and
+:class:`Download` adapt the sender's and the receivers' HTTP requests to it,
+and :class:`PipeRegistry` maps ``(project, path)`` to the pipe that holds it.
+
+The upload is paused (its transport stops reading, so the kernel holds the
+bytes) while the pipe waits and while any receiver cannot take more; it reads
+again only once every receiver can.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Dict, Iterable, List, Optional, Protocol, Set, Tuple
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from zope.interface import implementer
+
+from pipeserver import errors
+from pipeserver.multipart import FirstPartDecoder, MultipartError, boundary_of
+
+log = Logger()
+
+Key = Tuple[str, bytes]
+
+# How long a party we closed may keep its socket to drain what it was sent.
+CLOSE_GRACE = 10.0
+
+
+class Watcher(Protocol):
+    """Tells when the peer of a paused transport goes away (see channel.py)."""
+
+    def watch(self, transport: object) -> None: ...
+
+    def unwatch(self, transport: object) -> None: ...
+
+
+class _NoWatcher:
+    def watch(self, transport: object) -> None:
+        pass
+
+    def unwatch(self, transport: object) -> None:
+        pass
+
+
+def display_path(path: bytes) -> str:
+    return path.decode("utf-8", "replace")
+
+
+def buffered_bytes(transport: object) -> int:
+    """Bytes a Twisted transport holds in user space, waiting for the socket."""
+    buffer = getattr(transport, "dataBuffer", b"")
+    offset = getattr(transport, "offset", 0)
+    temp = getattr(transport, "_tempDataLen", 0)
+    try:
+        return max(0, len(buffer) - offset) + temp
+    except TypeError:
+        return 0
+
+
+def _close(transport: object, clock: IReactorTime, half: bool = False) -> None:
+    """Close a connection so its client sees a failure, not a clean end.
+
+    What is already buffered is still sent; a peer that does not take it
+    within ``CLOSE_GRACE`` seconds is cut. With ``half`` only our side is shut,
+    so a sender still uploading reads our last lines instead of a reset.
+    """
+    shut = getattr(transport, "loseWriteConnection", None)
+    if half and shut is not None:
+        shut()
+        resume = getattr(transport, "resumeProducing", None)
+        if resume is not None:
+            resume()
+    else:
+        transport.loseConnection()  # type: ignore[attr-defined]
+
+    def cut() -> None:
+        if getattr(transport, "connected", False) and hasattr(
+            transport, "abortConnection"
+        ):
+            transport.abortConnection()  # type: ignore[attr-defined]
+
+    clock.callLater(CLOSE_GRACE, cut)
+
+
+def _content_type(value: bytes) -> bytes:
+    """``text/html`` is served as ``text/plain`` so a pipe cannot host pages."""
+    mime, sep, params = value.partition(b";")
+    if mime.strip().lower() == b"text/html":
+        return b"text/plain" + sep + params
+    return value
+
+
+class Upload:
+    """The sender's request, as its pipe sees it.
+
+    It is the request's body sink: the HTTP layer hands it body chunks as
+    they arrive, the end of the body, and the loss of the connection.
+    """
+
+    def __init__(self, pipe: "Pipe", request: "PipeRequestLike") -> None:
+        self.pipe = pipe
+        self.request = request
+        self.transport = request.transport
+        self._buffered = request.clientproto != b"HTTP/1.1"
+        self._lines: List[bytes] = []
+        self.reading = True
+        self.decoder: Optional[FirstPartDecoder] = None
+        ctype = request.getHeader(b"content-type")
+        if ctype is not None:
+            boundary = boundary_of(ctype)
+            if boundary is not None:
+                self.decoder = FirstPartDecoder(boundary)
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"text/plain")
+        request.setHeader(b"access-control-allow-origin", b"*")
+        request.bodySink = self
+
+    # -- what the sender sees
+    def say(self, line: str) -> None:
+        data = line.encode("utf-8") + b"\n"
+        if self._buffered:
+            # HTTP/1.0 has no chunks: send it all at the end with a length,
+            # so a failure (no response at all) is told apart from success.
+            self._lines.append(data)
+        else:
+            self.request.write(data)
+
+    def finish(self) -> None:
+        if self._buffered:
+            body = b"".join(self._lines)
+            self.request.setHeader(b"content-length", b"%d" % len(body))
+            self.request.write(body)
+        self.request.finish()
+
+    def close(self, clock: IReactorTime) -> None:
+        self.pipe.watcher.unwatch(self.transport)
+        _close(self.transport, clock, half=True)
+
+    # -- reading the body
+    def setReading(self, reading: bool) -> None:
+        if reading == self.reading:
+            return
+        self.reading = reading
+        if reading:
+            self.pipe.watcher.unwatch(self.transport)
+            self.transport.resumeProducing()
+        else:
+            # Never the channel's pauseProducing: that is its write-buffer signal.
+            self.transport.pauseProducing()
+            if self.pipe.state is State.WAITING:
+                self.pipe.watcher.watch(self.transport)
+
+    def receiverHeaders(self) -> Optional[List[Tuple[bytes, bytes]]]:
+        """The headers receivers get, or None until a form's part headers are in."""
+        headers: List[Tuple[bytes, bytes]] = []
+        source: Headers = self.request.requestHeaders
+        if self.decoder is not None:
+            if self.decoder.headers is None:
+                return None
+            source = self.decoder.headers
+        else:
+            length = source.getRawHeaders(b"content-length")
+            if length:
+                headers.append((b"Content-Length", length[0]))
+        for value in source.getRawHeaders(b"content-type", [])[:1]:
+            headers.append((b"Content-Type", _content_type(value)))
+        for value in source.getRawHeaders(b"content-disposition", [])[:1]:
+            headers.append((b"Content-Disposition", value))
+        piping = self.request.requestHeaders.getRawHeaders(b"x-piping", [])
+        for value in piping:
+            headers.append((b"X-Piping", value))
+        headers.append((b"Access-Control-Allow-Origin", b"*"))
+        if piping:
+            headers.append((b"Access-Control-Expose-Headers", b"X-Piping"))
+        headers.append((b"X-Robots-Tag", b"none"))
+        return headers
+
+    # -- the body sink, called by the HTTP layer
+    def bodyChunk(self, data: bytes) -> None:
+        self.pipe.write(data)
+
+    def bodyEnded(self) -> None:
+        self.pipe.bodyEnded()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.pipe.watcher.unwatch(self.transport)
+        self.pipe.senderLost(self)
+
+
+@implementer(IPushProducer)
+class Download:
+    """A receiver's request: a push producer registered on it once streaming.
+
+    Its transport pauses it when its write buffer is full; the pipe then
+    pauses the upload until every receiver can take more.
+    """
+
+    def __init__(self, pipe: "Pipe", request: "PipeRequestLike") -> None:
+        self.pipe = pipe
+        self.request = request
+        self.transport = request.transport
+        # Twisted would otherwise label the bytes text/html.
+        request.defaultContentType = None
+        request.notifyFinish().addErrback(self._lost)
+
+    def _lost(self, reason: Failure) -> None:
+        self.pipe.receiverLost(self)
+
+    # IPushProducer, driven by this receiver's transport
+    def pauseProducing(self) -> None:
+        self.pipe.receiverPaused(self)
+
+    def resumeProducing(self) -> None:
+        self.pipe.receiverResumed(self)
+
+    def stopProducing(self) -> None:
+        # The connection is going; notifyFinish's errback tells the pipe.
+        pass
+
+    def start(self, headers: Iterable[Tuple[bytes, bytes]]) -> None:
+        request = self.request
+        request.setResponseCode(200)
+        for name, value in headers:
+            request.responseHeaders.addRawHeader(name, value)
+        request.registerProducer(self, True)
+        request.write(b"")
+
+    def write(self, data: bytes) -> None:
+        self.request.write(data)
+
+    def finish(self) -> None:
+        self.request.unregisterProducer()
+        self.request.finish()
+
+    def close(self, clock: IReactorTime) -> None:
+        """End before the response does: a chunked stream gets no last chunk,
+        a counted one comes up short, so the client knows it is truncated."""
+        if self.request.producer is not None:
+            self.request.unregisterProducer()
+        _close(self.transport, clock)
+
+    def reject(self, status: int, text: str) -> None:
+        request = self.request
+        body = (text + "\n").encode("utf-8")
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"text/plain")
+        request.setHeader(b"access-control-allow-origin", b"*")
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+
+
+class PipeRequestLike(Protocol):
+    """What the pipe needs of a request (``channel.PipeRequest`` provides it)."""
+
+    transport: object
+    clientproto: bytes
+    requestHeaders: Headers
+    responseHeaders: Headers
+    producer: object
+    bodySink: object
+    defaultContentType: Optional[bytes]
+
+    def getHeader(self, key: bytes) -> Optional[bytes]: ...
+
+    def setHeader(self, name: bytes, value: bytes) -> None: ...
+
+    def setResponseCode(self, code: int) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def notifyFinish(self): ...  # type: ignore[no-untyped-def]
+
+    def registerProducer(self, producer: object, streaming: bool) -> None: ...
+
+    def unregisterProducer(self) -> None: ...
+
+
+class State(enum.Enum):
+    WAITING = "waiting"
+    STREAMING = "streaming"
+    DONE = "done"
+
+
+class Pipe:
+    """The rendezvous and transfer on one ``(project, path)``.
+
+    Waiting: parties join until the sender and all K receivers are there, or
+    the deadline (a ``callLater`` on the injected clock) releases them all.
+    Streaming: body bytes go to every receiver; any paused receiver pauses
+    the upload. Done: the pipe has left the registry and ignores everything.
+    """
+
+    def __init__(self, registry: "PipeRegistry", key: Key, n: int) -> None:
+        self.registry = registry
+        self.clock = registry.clock
+        self.watcher = registry.watcher
+        self.key = key
+        self.path = display_path(key[1])
+        self.n = n
+        self.state = State.WAITING
+        self.sender: Optional[Upload] = None
+        self.receivers: List[Download] = []
+        self.started = False
+        self.bytes = 0
+        self._pending: List[bytes] = []
+        self._bodyEnded = False
+        self._paused: Set[Download] = set()
+        self._deadline: Optional[IDelayedCall] = self.clock.callLater(
+            registry.wait_timeout, self._expire
+        )
+
+    # ---- joining
+    def addSender(self, request: PipeRequestLike, n: int) -> Upload:
+        if self.state is not State.WAITING:
+            raise errors.established(self.path)
+        if self.sender is not None:
+            raise errors.second_sender(self.path)
+        if n != self.n:
+            raise errors.n_mismatch(self.n, n)
+        upload = self.sender = Upload(self, request)
+        upload.say(f"[INFO] Waiting for {self.n} receiver(s)...")
+        if self.receivers:
+            upload.say(f"[INFO] {len(self.receivers)} receiver(s) has/have been connected.")
+        # A body that ended with its headers (small, or empty) needs no pause.
+        self._bodyEnded = getattr(request, "bodyComplete", False)
+        if not self._maybeEstablish() and not self._bodyEnded:
+            upload.setReading(False)
+        return upload
+
+    def addReceiver(self, request: PipeRequestLike, n: int) -> Download:
+        if self.state is not State.WAITING:
+            raise errors.established(self.path)
+        if n != self.n:
+            raise errors.n_mismatch(self.n, n)
+        if len(self.receivers) >= self.n:
+            raise errors.receivers_full()
+        download = Download(self, request)
+        self.receivers.append(download)
+        if self.sender is not None:
+            self.sender.say("[INFO] A receiver was connected.")
+        self._maybeEstablish()
+        return download
+
+    def _maybeEstablish(self) -> bool:
+        if self.sender is None or len(self.receivers) < self.n:
+            return False
+        self.state = State.STREAMING
+        self._cancelDeadline()
+        self.sender.say(f"[INFO] Start sending to {self.n} receiver(s)!")
+        self.registry.established(self)
+        pending, self._pending = self._pending, []
+        self._startReceivers()
+        for data in pending:
+            self.write(data)
+        if self._bodyEnded and self.state is State.STREAMING:
+            self._complete()
+        else:
+            self._updateReading()
+        return True
+
+    def _startReceivers(self) -> None:
+        if self.started or self.sender is None:
+            return
+        headers = self.sender.receiverHeaders()
+        if headers is None:
+            return
+        self.started = True
+        for download in list(self.receivers):
+            download.start(headers)
+
+    # ---- the body
+    def write(self, data: bytes) -> None:
+        """A chunk of the sender's body (IConsumer.write)."""
+        if self.state is State.STREAMING:
+            upload = self.sender
+            assert upload is not None
+            if upload.decoder is not None:
+                try:
+                    data = upload.decoder.feed(data)
+                except MultipartError:
+                    self._fail()
+                    return
+                self._startReceivers()
+            if data:
+                self.bytes += len(data)
+                for download in self.receivers:
+                    download.write(data)
+        elif self.state is State.WAITING:
+            # Read before the pause took hold: at most about one read.
+            self._pending.append(data)
+
+    def bodyEnded(self) -> None:
+        self._bodyEnded = True
+        if self.state is State.WAITING and self.sender is not None:
+            # Nothing more to hold back; reading again lets us see a hang-up.
+            self.sender.setReading(True)
+        elif self.state is State.STREAMING:
+            self._complete()
+
+    def _complete(self) -> None:
+        upload = self.sender
+        assert upload is not None
+        if upload.decoder is not None and not upload.decoder.done:
+            self._fail()
+            return
+        upload.say("[INFO] Sent successfully!")
+        for download in self.receivers:
+            download.finish()
+        received = len(self.receivers)
+        if received == self.n:
+            upload.say("[INFO] All receiver(s) was/were received successfully.")
+        else:
+            upload.say(f"[INFO] {received} of {self.n} receiver(s) received successfully.")
+        self._end("completed")
+        upload.finish()
+
+    def _fail(self) -> None:
+        """The body broke: truncate every receiver and drop the sender."""
+        for download in self.receivers:
+            download.close(self.clock)
+        if self.sender is not None:
+            self.sender.close(self.clock)
+        self._end("aborted")
+
+    # ---- backpressure
+    def receiverPaused(self, download: Download) -> None:
+        if download in self.receivers:
+            self._paused.add(download)
+            self._updateReading()
+
+    def receiverResumed(self, download: Download) -> None:
+        self._paused.discard(download)
+        self._updateReading()
+
+    def _updateReading(self) -> None:
+        if self.sender is not None and self.state is State.STREAMING:
+            self.sender.setReading(not self._paused)
+
+    # ---- parties leaving
+    def senderLost(self, upload: Upload) -> None:
+        if upload is not self.sender:
+            return
+        if self.state is State.WAITING:
+            self.sender = None
+            self._pending = []
+            self._bodyEnded = False
+            if not self.receivers:
+                self._end("left")
+        elif self.state is State.STREAMING:
+            log.info("Sender on {path} went away mid-transfer", path=self.path)
+            for download in self.receivers:
+                download.close(self.clock)
+            self._end("aborted")
+
+    def receiverLost(self, download: Download) -> None:
+        if download not in self.receivers:
+            return
+        self.receivers.remove(download)
+        self._paused.discard(download)
+        if self.state is State.WAITING:
+            if self.sender is None and not self.receivers:
+                self._end("left")
+        elif self.state is State.STREAMING:
+            upload = self.sender
+            assert upload is not None
+            upload.say("[INFO] A receiver aborted.")
+            if self.receivers:
+                self._updateReading()
+            else:
+                upload.say("[INFO] All receiver(s) was/were aborted halfway.")
+                upload.close(self.clock)
+                self._end("aborted")
+
+    # ---- the deadline
+    def _expire(self) -> None:
+        self._deadline = None
+        wait = self.registry.wait_timeout
+        if self.sender is None:
+            text = errors.no_sender(self.path, wait)
+        else:
+            text = errors.not_all_receivers(self.path, wait)
+        for download in self.receivers:
+            download.reject(504, text)
+        if self.sender is not None:
+            self.sender.say(errors.not_all_receivers(self.path, wait))
+            self.sender.close(self.clock)
+        self._end("timed out")
+
+    def _cancelDeadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _end(self, how: str) -> None:
+        if self.state is State.DONE:
+            return
+        self.state = State.DONE
+        self._cancelDeadline()
+        self._pending = []
+        self._paused.clear()
+        self.registry.remove(self, how)
+
+    # ---- observation
+    def bytesHeld(self) -> int:
+        held = sum(len(data) for data in self._pending)
+        for download in self.receivers:
+            held += buffered_bytes(download.transport)
+        return held
+
+
+class PipeRegistry:
+    """All pipes of the server, by ``(project, path)``.
+
+    Time comes from the injected ``clock``; ``watcher`` tells when a paused
+    sender hangs up (the reactor cannot see it while the socket is unread).
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        wait_timeout: float = 300.0,
+        max_receivers: int = 256,
+        watcher: Optional[Watcher] = None,
+    ) -> None:
+        self.clock = clock
+        self.wait_timeout = wait_timeout
+        self.max_receivers = max_receivers
+        self.watcher: Watcher = watcher if watcher is not None else _NoWatcher()
+        self.pipes: Dict[Key, Pipe] = {}
+        self.counts: Dict[str, int] = {}
+
+    def send(self, key: Key, n: int, request: PipeRequestLike) -> Pipe:
+        pipe = self._pipe(key, n)
+        pipe.addSender(request, n)
+        return pipe
+
+    def receive(self, key: Key, n: int, request: PipeRequestLike) -> Pipe:
+        pipe = self._pipe(key, n)
+        pipe.addReceiver(request, n)
+        return pipe
+
+    def _pipe(self, key: Key, n: int) -> Pipe:
+        pipe = self.pipes.get(key)
+        if pipe is None:
+            pipe = self.pipes[key] = Pipe(self, key, n)
+        return pipe
+
+    def established(self, pipe: Pipe) -> None:
+        self._count("established")
+
+    def remove(self, pipe: Pipe, how: str) -> None:
+        if self.pipes.get(pipe.key) is pipe:
+            del self.pipes[pipe.key]
+        self._count(how)
+
+    def _count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    def waiting(self) -> int:
+        """Parties waiting for their pipe to be established."""
+        return sum(
+            len(p.receivers) + (p.sender is not None)
+            for p in self.pipes.values()
+            if p.state is State.WAITING
+        )
+
+    def bytesHeld(self) -> int:
+        """Body bytes the server holds in its own memory, over all pipes."""
+        return sum(pipe.bytesHeld() for pipe in self.pipes.values())

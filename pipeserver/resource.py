@@ -1,0 +1,124 @@
+"""Routing: reserved pages, CORS, checks on what was asked, and error replies."""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Dict, Optional, Union
+
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from pipeserver import __version__, errors, pages
+from pipeserver.errors import Rejection
+from pipeserver.pipe import PipeRegistry, PipeRequestLike
+
+_INTEGER = re.compile(rb"^\s*[+-]?\d+\s*$")
+
+#: Returns the request's project, or raises the 401 Rejection.
+Authorizer = Callable[[PipeRequestLike], str]
+
+
+def open_project(request: PipeRequestLike) -> str:
+    """Without tokens everybody shares one anonymous project."""
+    return ""
+
+
+class PipeResource(Resource):
+    """The one resource of the server: every path is a pipe or a reserved page."""
+
+    isLeaf = True
+
+    def __init__(
+        self, registry: PipeRegistry, authorize: Authorizer = open_project
+    ) -> None:
+        super().__init__()
+        self.registry = registry
+        self.authorize = authorize
+        self.reserved: Dict[bytes, Callable[[PipeRequestLike], bytes]] = {
+            b"/": pages.index,
+            b"/noscript": pages.noscript,
+            b"/help": pages.help_page,
+            b"/version": pages.version,
+            b"/favicon.ico": pages.favicon,
+            b"/robots.txt": pages.robots,
+        }
+
+    def render(self, request: PipeRequestLike) -> Union[bytes, int]:  # type: ignore[override]
+        try:
+            return self._route(request)
+        except Rejection as rejection:
+            return reject(request, rejection)
+
+    def _route(self, request: PipeRequestLike) -> Union[bytes, int]:
+        method = request.method  # type: ignore[attr-defined]
+        path: bytes = request.path  # type: ignore[attr-defined]
+        if method == b"OPTIONS":
+            return preflight(request)
+        if method in (b"GET", b"HEAD"):
+            page = self.reserved.get(path)
+            if page is not None:
+                return page(request)
+            return self._receive(request, path, method == b"HEAD")
+        if method in (b"PUT", b"POST"):
+            if path in self.reserved:
+                raise errors.reserved_path(path.decode("utf-8", "replace"))
+            return self._send(request, path)
+        raise errors.method_not_allowed(method.decode("latin-1"))
+
+    def _send(self, request: PipeRequestLike, path: bytes) -> int:
+        if request.getHeader(b"content-range") is not None:
+            raise errors.content_range()
+        project = self.authorize(request)
+        n = self._n(request, errors.sender_n_invalid)
+        self.registry.send((project, path), n, request)
+        return NOT_DONE_YET
+
+    def _receive(self, request: PipeRequestLike, path: bytes, head: bool) -> Union[bytes, int]:
+        if request.getHeader(b"service-worker") == b"script":
+            raise errors.service_worker()
+        project = self.authorize(request)
+        n = self._n(request, errors.receiver_n_invalid)
+        if head:
+            # Answer at once and take no place in the pipe.
+            request.setHeader(b"content-type", b"text/plain")
+            request.setHeader(b"access-control-allow-origin", b"*")
+            return b""
+        self.registry.receive((project, path), n, request)
+        return NOT_DONE_YET
+
+    def _n(self, request: PipeRequestLike, invalid: Callable[[], Rejection]) -> int:
+        values = request.args.get(b"n")  # type: ignore[attr-defined]
+        if not values:
+            return 1
+        if not _INTEGER.match(values[0]):
+            raise invalid()
+        n = int(values[0])
+        if n <= 0:
+            raise errors.n_not_positive(n)
+        if n > self.registry.max_receivers:
+            raise errors.n_too_large(n, self.registry.max_receivers)
+        return n
+
+
+def reject(request: PipeRequestLike, rejection: Rejection) -> bytes:
+    request.setResponseCode(rejection.status)
+    request.setHeader(b"content-type", b"text/plain")
+    request.setHeader(b"access-control-allow-origin", b"*")
+    for name, value in rejection.headers:
+        request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+    return rejection.body
+
+
+def preflight(request: PipeRequestLike) -> bytes:
+    request.setResponseCode(200)
+    request.setHeader(b"access-control-allow-origin", b"*")
+    request.setHeader(b"access-control-allow-methods", errors.ALLOWED_METHODS.encode())
+    request.setHeader(
+        b"access-control-allow-headers",
+        b"Content-Type, Content-Disposition, X-Piping, Authorization",
+    )
+    request.setHeader(b"access-control-max-age", b"86400")
+    if request.getHeader(b"access-control-request-private-network") == b"true":
+        request.setHeader(b"access-control-allow-private-network", b"true")
+    request.setHeader(b"content-length", b"0")
+    return b""

@@ -1,0 +1,21 @@
+# twistd -ny tap/pipe.tac -- the same server as `twistd -n pipe`.
+# Settings come from the environment: PIPE_LISTEN (space-separated endpoints),
+# PIPE_WAIT_TIMEOUT, PIPE_MAX_RECEIVERS.
+import os
+
+from twisted.application import service
+
+from pipeserver.tap import Options, makeService
+
+options = Options()
+args = []
+for endpoint in os.environ.get("PIPE_LISTEN", "tcp:8080").split():
+    args += ["--listen", endpoint]
+for name in ("wait-timeout", "max-receivers"):
+    value = os.environ.get("PIPE_" + name.upper().replace("-", "_"))
+    if value:
+        args += ["--" + name, value]
+options.parseOptions(args)
+
+application = service.Application("pipeserver")
+makeService(options).setServiceParent(application)
