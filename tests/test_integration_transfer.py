@@ -1,0 +1,167 @@
+"""End-to-end transfers through a real server with curl clients (SPEC §1, §4, §5)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from helpers import curl, file_sha256, make_file, split_response, header_values
+
+SENDER_FIRST = "sender-first"
+RECEIVER_FIRST = "receiver-first"
+
+
+def progress(n: int, receivers_first: int = 0, later: int = None) -> str:
+    """The sender's exact output for a clean transfer (SPEC §4)."""
+    if later is None:
+        later = n - receivers_first
+    lines = [f"[INFO] Waiting for {n} receiver(s)..."]
+    if receivers_first:
+        lines.append(f"[INFO] {receivers_first} receiver(s) has/have been connected.")
+    lines += ["[INFO] A receiver was connected."] * later
+    lines += [
+        f"[INFO] Start sending to {n} receiver(s)!",
+        "[INFO] Sent successfully!",
+        "[INFO] All receiver(s) was/were received successfully.",
+    ]
+    return "".join(line + "\n" for line in lines)
+
+
+def sender_argv(method: str, body: str, url: str, path: str):
+    """curl arguments and stdin for a sender. body: 'chunked' reads stdin
+    (``-T -``), 'length' sends the file with a Content-Length."""
+    if body == "chunked":
+        argv = curl("-T", "-", url)
+        if method == "POST":
+            argv[1:1] = ["-X", "POST"]
+        return argv, path
+    if method == "PUT":
+        return curl("-T", path, url), None
+    return curl("--data-binary", "@" + path, url), None
+
+
+@pytest.mark.parametrize("order", [SENDER_FIRST, RECEIVER_FIRST])
+@pytest.mark.parametrize("method", ["PUT", "POST"])
+@pytest.mark.parametrize("body", ["chunked", "length"])
+@pytest_twisted.inlineCallbacks
+def test_transfer(server, procs, tmp_path, order, method, body):
+    src = str(tmp_path / "src")
+    expected = make_file(src, 3 * 1024 * 1024 + 17)
+    path = "/t"
+    argv, stdin = sender_argv(method, body, server.url(path), src)
+    if order == SENDER_FIRST:
+        sender = procs.spawn(argv, stdin=stdin, name="sender")
+        yield server.wait_sender(path)
+        receiver = procs.spawn(curl(server.url(path)), name="receiver", keep=False)
+    else:
+        receiver = procs.spawn(curl(server.url(path)), name="receiver", keep=False)
+        yield server.wait_receivers(path, 1)
+        sender = procs.spawn(argv, stdin=stdin, name="sender")
+    yield receiver.wait()
+    yield sender.wait()
+    assert receiver.exit_code == 0, receiver.describe()
+    assert sender.exit_code == 0, sender.describe()
+    assert receiver.nbytes == os.path.getsize(src)
+    assert receiver.sha256 == expected
+    first = 1 if order == RECEIVER_FIRST else 0
+    assert sender.text == progress(1, receivers_first=first)
+    yield server.wait_empty()
+
+
+@pytest_twisted.inlineCallbacks
+def test_three_receivers_get_identical_bytes(server, procs, tmp_path):
+    src = str(tmp_path / "src")
+    expected = make_file(src, 5 * 1024 * 1024 + 3, seed=3)
+    url = server.url("/three?n=3")
+    receivers = [procs.spawn(curl(url), name=f"receiver{i}", keep=False) for i in range(2)]
+    yield server.wait_receivers("/three", 2)
+    sender = procs.spawn(curl("-T", "-", url), stdin=src, name="sender")
+    yield server.wait_sender("/three")
+    receivers.append(procs.spawn(curl(url), name="receiver2", keep=False))
+    for receiver in receivers:
+        yield receiver.wait()
+        assert receiver.exit_code == 0, receiver.describe()
+        assert receiver.sha256 == expected
+    yield sender.wait()
+    assert sender.exit_code == 0, sender.describe()
+    assert sender.text == progress(3, receivers_first=2, later=1)
+
+
+@pytest_twisted.inlineCallbacks
+def test_64_mib(server, procs, tmp_path):
+    src = str(tmp_path / "big")
+    expected = make_file(src, 64 * 1024 * 1024, seed=64)
+    url = server.url("/big")
+    receiver = procs.spawn(curl(url), name="receiver", keep=False)
+    yield server.wait_receivers("/big", 1)
+    sender = procs.spawn(curl("-T", "-", url), stdin=src, name="sender")
+    yield receiver.wait(timeout=90)
+    yield sender.wait(timeout=30)
+    assert receiver.exit_code == 0, receiver.describe()
+    assert sender.exit_code == 0, sender.describe()
+    assert receiver.nbytes == 64 * 1024 * 1024
+    assert receiver.sha256 == expected
+    assert sender.text == progress(1, receivers_first=1)
+
+
+@pytest.mark.parametrize("order", [SENDER_FIRST, RECEIVER_FIRST])
+@pytest_twisted.inlineCallbacks
+def test_http10_sender(server, procs, tmp_path, order):
+    """An HTTP/1.0 sender gets every progress line in one response at the end."""
+    src = str(tmp_path / "src")
+    expected = make_file(src, 1024 * 1024 + 5, seed=10)
+    url = server.url("/old")
+    sender_cmd = curl("-0", "-D", "-", "--data-binary", "@" + src, url)
+    if order == SENDER_FIRST:
+        sender = procs.spawn(sender_cmd, name="sender")
+        yield server.wait_sender("/old")
+        receiver = procs.spawn(curl(url), name="receiver", keep=False)
+    else:
+        receiver = procs.spawn(curl(url), name="receiver", keep=False)
+        yield server.wait_receivers("/old", 1)
+        sender = procs.spawn(sender_cmd, name="sender")
+    yield receiver.wait()
+    yield sender.wait()
+    assert receiver.exit_code == 0, receiver.describe()
+    assert sender.exit_code == 0, sender.describe()
+    assert receiver.sha256 == expected
+    status, headers, body = split_response(bytes(sender.out))
+    assert status.startswith("HTTP/1.") and status.split()[1] == "200", status
+    assert header_values(headers, "Content-Type") == ["text/plain"]
+    text = progress(1, receivers_first=1 if order == RECEIVER_FIRST else 0)
+    assert header_values(headers, "Content-Length") == [str(len(text.encode()))]
+    assert body.decode() == text
+
+
+@pytest.mark.parametrize("body", ["chunked", "length"])
+@pytest_twisted.inlineCallbacks
+def test_http10_receiver(server, procs, tmp_path, body):
+    src = str(tmp_path / "src")
+    size = 2 * 1024 * 1024 + 1
+    expected = make_file(src, size, seed=11)
+    url = server.url("/old")
+    receiver = procs.spawn(curl("-0", "-D", "-", url), name="receiver")
+    yield server.wait_receivers("/old", 1)
+    if body == "chunked":
+        sender = procs.spawn(curl("-T", "-", url), stdin=src, name="sender")
+    else:
+        sender = procs.spawn(curl("-T", src, url), name="sender")
+    yield receiver.wait()
+    yield sender.wait()
+    assert receiver.exit_code == 0, receiver.describe()
+    assert sender.exit_code == 0, sender.describe()
+    status, headers, data = split_response(bytes(receiver.out))
+    assert status.split()[1] == "200", status
+    assert header_values(headers, "Transfer-Encoding") == []
+    if body == "length":
+        assert header_values(headers, "Content-Length") == [str(size)]
+    else:
+        assert header_values(headers, "Content-Length") == []
+    assert len(data) == size
+    import hashlib
+
+    assert hashlib.sha256(data).hexdigest() == expected
+    assert sender.text == progress(1, receivers_first=1)
