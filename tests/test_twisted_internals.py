@@ -1,0 +1,389 @@
+"""Guards for the Twisted internals pipeserver relies on (see pipeserver/channel.py).
+
+The streaming request path overrides hooks Twisted documents as "not
+intended for users" and reads private channel attributes. If a Twisted
+upgrade changes any of them, a test here fails before users notice. The
+supported range is pinned in setup.cfg; widen it only after these pass.
+"""
+
+from __future__ import annotations
+
+import configparser
+import importlib.metadata
+import inspect
+import io
+import operator
+import re
+import tempfile
+from pathlib import Path
+from typing import List, Tuple
+
+import pytest
+from twisted.internet import abstract
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.testing import StringTransport
+from twisted.web import http, resource, server
+from zope.interface import implementer
+
+from pipeserver.channel import PipeChannel, PipeRequest, PipeSite
+from unit_support import Env, chunk, env, make_site, request  # noqa: F401
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------ a recording channel
+class Recorder:
+    def __init__(self) -> None:
+        self.events: List[Tuple] = []
+
+
+class RecordingRequest(http.Request):
+    """Records the hooks the channel calls, and what was on the wire then."""
+
+    recorder: Recorder
+
+    def gotLength(self, length):  # type: ignore[no-untyped-def]
+        self.recorder.events.append(("gotLength", length, self.channel.transport.value()))
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):  # type: ignore[no-untyped-def]
+        self.recorder.events.append(("chunk", data))
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command, path, version):  # type: ignore[no-untyped-def]
+        self.recorder.events.append(("requestReceived", command, path, version))
+        super().requestReceived(command, path, version)
+
+    def process(self):  # type: ignore[no-untyped-def]
+        self.setResponseCode(204)
+        self.finish()
+
+
+class RecordingChannel(http.HTTPChannel):
+    recorder: Recorder
+
+    def allHeadersReceived(self):  # type: ignore[no-untyped-def]
+        super().allHeadersReceived()
+        self.recorder.events.append(
+            (
+                "allHeadersReceived",
+                self._command,
+                self._path,
+                self._version,
+                self.length,
+                self.transport.value(),
+            )
+        )
+
+
+def recording_channel() -> Tuple[RecordingChannel, StringTransport, Recorder]:
+    recorder = Recorder()
+
+    class Req(RecordingRequest):
+        pass
+
+    Req.recorder = recorder
+    channel = RecordingChannel()
+    channel.recorder = recorder
+    channel.requestFactory = Req
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport, recorder
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+# ------------------------------------------------------------ allHeadersReceived
+def test_allHeadersReceived_calls_gotLength_then_sends_100_continue() -> None:
+    channel, transport, recorder = recording_channel()
+    channel.dataReceived(
+        b"PUT /p?n=2 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 5\r\n\r\n"
+    )
+    got, headers = recorder.events
+    # gotLength ran inside allHeadersReceived, before the 100 Continue...
+    assert got == ("gotLength", 5, b"")
+    # ...which was on the wire when allHeadersReceived returned, with the
+    # private request-line attributes still set.
+    assert headers == ("allHeadersReceived", b"PUT", b"/p?n=2", b"HTTP/1.1", 5, CONTINUE)
+    assert transport.value() == CONTINUE
+
+
+def test_allHeadersReceived_chunked_length_is_None() -> None:
+    channel, transport, recorder = recording_channel()
+    channel.dataReceived(
+        b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    assert recorder.events[0] == ("gotLength", None, b"")
+    assert recorder.events[1][:5] == ("allHeadersReceived", b"POST", b"/p", b"HTTP/1.1", None)
+
+
+def test_no_100_continue_for_http10() -> None:
+    channel, transport, recorder = recording_channel()
+    channel.dataReceived(
+        b"PUT /p HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+    )
+    assert transport.value() == b""
+
+
+def test_private_request_line_attributes_are_gone_after_the_body() -> None:
+    """They exist only between the request line and the end of the body,
+    so PipeChannel must read them in allHeadersReceived."""
+    channel, transport, recorder = recording_channel()
+    channel.dataReceived(b"PUT /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n")
+    assert (channel._command, channel._path, channel._version) == (b"PUT", b"/p", b"HTTP/1.1")
+    channel.dataReceived(b"ab")
+    assert not hasattr(channel, "_command")
+
+
+# ------------------------------------------------------------ body decoders
+def test_identity_decoder_calls_handleContentChunk_then_requestReceived() -> None:
+    channel, transport, recorder = recording_channel()
+    channel.dataReceived(b"PUT /p HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nab")
+    decoder = channel._transferDecoder
+    assert isinstance(decoder, http._IdentityTransferDecoder)
+    # The decoder holds the request's bound handleContentChunk.
+    assert decoder.dataCallback == channel.requests[-1].handleContentChunk
+    channel.dataReceived(b"cd")
+    channel.dataReceived(b"ef")
+    assert [e[0] for e in recorder.events] == [
+        "gotLength", "allHeadersReceived", "chunk", "chunk", "chunk", "requestReceived",
+    ]
+    assert [e[1] for e in recorder.events if e[0] == "chunk"] == [b"ab", b"cd", b"ef"]
+    assert recorder.events[-1] == ("requestReceived", b"PUT", b"/p", b"HTTP/1.1")
+
+
+def test_chunked_decoder_calls_handleContentChunk_then_requestReceived() -> None:
+    channel, transport, recorder = recording_channel()
+    channel.dataReceived(
+        b"POST /q?x=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    decoder = channel._transferDecoder
+    assert isinstance(decoder, http._ChunkedTransferDecoder)
+    assert decoder.dataCallback == channel.requests[-1].handleContentChunk
+    channel.dataReceived(b"3\r\nabc\r\n")
+    assert recorder.events[-1] == ("chunk", b"abc")
+    channel.dataReceived(b"2\r\nde\r\n0\r\n\r\n")
+    assert [e for e in recorder.events if e[0] == "chunk"] == [("chunk", b"abc"), ("chunk", b"de")]
+    assert recorder.events[-1] == ("requestReceived", b"POST", b"/q?x=1", b"HTTP/1.1")
+
+
+def test_decoder_classes_call_back_directly() -> None:
+    got: List[bytes] = []
+    ended: List[bytes] = []
+    identity = http._IdentityTransferDecoder(5, got.append, ended.append)
+    identity.dataReceived(b"hel")
+    identity.dataReceived(b"lo+extra")
+    assert got == [b"hel", b"lo"] and ended == [b"+extra"]
+    got.clear(), ended.clear()
+    chunked = http._ChunkedTransferDecoder(got.append, ended.append)
+    chunked.dataReceived(b"4\r\nwiki\r\n0\r\n\r\nNEXT")
+    assert got == [b"wiki"] and ended == [b"NEXT"]
+
+
+# ------------------------------------------------------------ timeouts
+def test_setTimeout_and_savedTimeOut() -> None:
+    assert "_savedTimeOut" in vars(http.HTTPChannel)
+    assert http.HTTPChannel._savedTimeOut is None
+    channel = http.HTTPChannel()
+    channel.timeOut = 60
+    channel.callLater = lambda *a, **k: _FakeCall()  # type: ignore[assignment]
+    assert channel.setTimeout(None) == 60
+    assert channel.timeOut is None
+    assert channel.setTimeout(30) is None
+    assert channel.timeOut == 30
+
+
+class _FakeCall:
+    def active(self) -> bool:
+        return True
+
+    def cancel(self) -> None:
+        pass
+
+    def reset(self, delay: float) -> None:
+        pass
+
+
+def test_requestDone_restores_savedTimeOut(env: Env) -> None:
+    """PipeChannel turns the idle timeout off for a streamed upload by setting
+    ``_savedTimeOut``; Twisted's requestDone must put it back."""
+    receiver = env.client().send(request(b"GET", b"/p"))
+    sender = env.client().send(request(b"PUT", b"/p", chunked=True) + chunk(b"x"))
+    assert sender.proto.timeOut is None
+    assert sender.proto._savedTimeOut == 60
+    sender.send(chunk(b""))
+    assert sender.proto.timeOut == 60
+    assert receiver.response().body == b"x"
+
+
+# ------------------------------------------------------------ other names used
+def test_channel_names_pipeserver_uses_exist() -> None:
+    channel_attrs = [
+        "requests", "length", "timeOut", "abortTimeout", "maxHeaders", "totalHeadersSize",
+        "_receivedHeaderCount", "_receivedHeaderSize", "_transferDecoder",
+        "_respondToBadRequestAndDisconnect", "_networkProducer", "forceAbortClient",
+        "_abortingCall", "lineLengthExceeded", "line_mode", "MAX_LENGTH",
+        "allContentReceived", "requestDone", "checkPersistence", "_send100Continue",
+    ]
+    channel = http.HTTPChannel()
+    channel.makeConnection(StringTransport())
+    missing = [name for name in channel_attrs if not hasattr(channel, name)]
+    assert missing == []
+    for name in ("gotLength", "handleContentChunk", "requestReceived", "process",
+                 "connectionLost", "finish", "notifyFinish", "registerProducer",
+                 "unregisterProducer", "sentLength", "producer", "defaultContentType"):
+        assert hasattr(server.Request, name) or name in ("sentLength", "producer"), name
+    # The signatures the subclasses override.
+    assert list(inspect.signature(http.Request.requestReceived).parameters) == [
+        "self", "command", "path", "version"]
+    assert list(inspect.signature(http.Request.gotLength).parameters) == ["self", "length"]
+    assert list(inspect.signature(http.Request.handleContentChunk).parameters) == [
+        "self", "data"]
+
+
+def test_transport_buffer_attributes_for_bytesHeld() -> None:
+    """pipe.buffered_bytes reads a TCP transport's user-space write buffer."""
+    descriptor = abstract.FileDescriptor.__new__(abstract.FileDescriptor)
+    descriptor.__init__()
+    assert descriptor.dataBuffer == b""
+    assert descriptor.offset == 0
+    assert descriptor._tempDataLen == 0
+    descriptor._tempDataBuffer.append(b"x")
+
+
+def test_channel_passes_pause_and_resume_to_the_request_producer() -> None:
+    """A receiver's transport pauses the channel; the channel must pause the
+    producer registered on the request (pipe.Download)."""
+
+    @implementer(IPushProducer)
+    class Producer:
+        def __init__(self) -> None:
+            self.calls: List[str] = []
+
+        def pauseProducing(self) -> None:
+            self.calls.append("pause")
+
+        def resumeProducing(self) -> None:
+            self.calls.append("resume")
+
+        def stopProducing(self) -> None:
+            self.calls.append("stop")
+
+    producer = Producer()
+
+    class Res(resource.Resource):
+        isLeaf = True
+
+        def render_GET(self, req):  # type: ignore[no-untyped-def]
+            req.registerProducer(producer, True)
+            req.write(b"x")
+            return server.NOT_DONE_YET
+
+    site = server.Site(Res())
+    site.protocol = http.HTTPChannel  # as PipeSite does: no h2 wrapper
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    channel.pauseProducing()
+    channel.resumeProducing()
+    channel.stopProducing()  # what the transport calls when it goes
+    assert producer.calls == ["pause", "resume", "stop"]
+
+
+# ------------------------------------------------------------ never to disk
+@pytest.fixture
+def no_tempfile(monkeypatch: pytest.MonkeyPatch) -> List[int]:
+    """A test-only guard: any attempt to spool a body to disk raises."""
+    calls: List[int] = []
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        raise AssertionError("a request body went to a temporary file")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", refuse)
+    return calls
+
+
+def test_stock_twisted_spools_chunked_bodies_to_tempfile(no_tempfile: List[int]) -> None:
+    """The guard works: plain twisted.web does reach for a temporary file."""
+    channel, transport, recorder = recording_channel()
+    with pytest.raises(AssertionError, match="temporary file"):
+        channel.dataReceived(
+            b"PUT /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+    assert no_tempfile == [1]
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_streamed_body_never_touches_tempfile(env: Env, no_tempfile: List[int],
+                                              chunked: bool) -> None:
+    body = bytes(range(256)) * 1024  # 256 KiB: over Twisted's 100 000 spool limit
+    receiver = env.client().send(request(b"GET", b"/p"))
+    head = request(b"PUT", b"/p", body=None if chunked else body, chunked=chunked)
+    if not chunked:
+        head = head[: -len(body)]
+    sender = env.client().send(head)
+    upload = env.registry.pipes[("", b"/p")].sender
+    req = upload.request
+    assert isinstance(req, PipeRequest)
+    assert isinstance(req.content, io.BytesIO)
+    checked = 0
+    for i in range(0, len(body), 16384):
+        piece = body[i : i + 16384]
+        sender.send(chunk(piece) if chunked else piece)
+        if req.content is not None:  # None once the request is cleaned up
+            assert req.content.getvalue() == b""
+            checked += 1
+    assert checked >= len(body) // 16384 - 1
+    if chunked:
+        sender.send(chunk(b""))
+    assert receiver.response().body == body
+    assert receiver.response().complete
+    assert sender.response().lines[-1] == (
+        "[INFO] All receiver(s) was/were received successfully.")
+    assert no_tempfile == []
+
+
+def test_pipe_site_uses_the_pipe_channel_and_request() -> None:
+    assert PipeSite.protocol is PipeChannel
+    assert PipeSite.requestFactory is PipeRequest
+
+
+# ------------------------------------------------------------ the pinned version
+_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
+        "==": operator.eq, "!=": operator.ne}
+
+
+def _version_tuple(text: str) -> Tuple[int, ...]:
+    return tuple(int(re.match(r"\d+", part).group()) for part in text.split(".")
+                 if re.match(r"\d+", part))
+
+
+def _pinned_twisted() -> List[Tuple[str, str]]:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    for line in config["options"]["install_requires"].splitlines():
+        match = re.match(r"\s*twisted\b(\[[^\]]*\])?\s*(.*)$", line, re.IGNORECASE)
+        if match:
+            specs = [s.strip() for s in match.group(2).split(",") if s.strip()]
+            return [re.match(r"(>=|<=|==|!=|>|<)\s*(\S+)", s).groups() for s in specs]
+    raise AssertionError("Twisted is not in install_requires")
+
+
+def test_twisted_version_is_inside_the_pinned_range() -> None:
+    specs = _pinned_twisted()
+    ops = {op for op, _ in specs}
+    # A range with both ends: upgrades must be deliberate.
+    assert ops & {"<", "<=", "=="} and ops & {">", ">=", "=="}, specs
+    installed = _version_tuple(importlib.metadata.version("Twisted"))
+    for op, bound in specs:
+        b = _version_tuple(bound)
+        width = max(len(b), len(installed))
+        left = installed + (0,) * (width - len(installed))
+        right = b + (0,) * (width - len(b))
+        assert _OPS[op](left, right), (importlib.metadata.version("Twisted"), op, bound)
