@@ -22,8 +22,8 @@ from twisted.internet.protocol import ProcessProtocol
 from pipeserver import tap
 
 CURL = "curl"
-#: Every curl gets these: quiet but errors shown, never a proxy.
-CURL_BASE = ["curl", "-sS", "--noproxy", "*"]
+#: Every curl gets these: quiet but errors shown, output unbuffered (-N), no proxy.
+CURL_BASE = ["curl", "-sS", "-N", "--noproxy", "*"]
 
 #: Exit code of curl for "transfer closed with outstanding read data remaining".
 CURL_PARTIAL_FILE = 18
@@ -85,6 +85,13 @@ def wait_for(
         if reactor.seconds() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         yield sleep(interval)
+
+
+def has_received(proc: "Proc", nbytes: int, timeout: float = 10.0) -> defer.Deferred:
+    """Fires once ``proc`` has written ``nbytes`` to its stdout."""
+    return wait_for(
+        lambda: proc.nbytes >= nbytes, timeout, what=f"{nbytes} bytes from {proc.name}"
+    )
 
 
 def with_timeout(d: defer.Deferred, seconds: float, what: str = "result") -> defer.Deferred:

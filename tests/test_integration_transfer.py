@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -161,7 +162,103 @@ def test_http10_receiver(server, procs, tmp_path, body):
     else:
         assert header_values(headers, "Content-Length") == []
     assert len(data) == size
-    import hashlib
-
     assert hashlib.sha256(data).hexdigest() == expected
     assert sender.text == progress(1, receivers_first=1)
+
+
+ALWAYS = {"date", "server", "access-control-allow-origin", "x-robots-tag"}
+
+
+@defer.inlineCallbacks
+def _headers_case(server, procs, sender_args, stdin=None):
+    """Run one transfer; return the receiver's header list and body."""
+    url = server.url("/h")
+    receiver = procs.spawn(curl("-D", "-", url), name="receiver")
+    yield server.wait_receivers("/h", 1)
+    sender = procs.spawn(curl(*sender_args, url), stdin=stdin, name="sender")
+    yield receiver.wait()
+    yield sender.wait()
+    assert receiver.exit_code == 0, receiver.describe()
+    assert sender.exit_code == 0, sender.describe()
+    status, headers, body = split_response(bytes(receiver.out))
+    assert status == "HTTP/1.1 200 OK"
+    return headers, body
+
+
+@pytest_twisted.inlineCallbacks
+def test_receiver_headers_with_length_and_metadata(server, procs, tmp_path):
+    src = str(tmp_path / "page.html")
+    expected = make_file(src, 100_001, seed=5)
+    headers, body = yield _headers_case(
+        server,
+        procs,
+        [
+            "-T", src,
+            "-H", "Content-Type: text/html; charset=utf-8",
+            "-H", 'Content-Disposition: attachment; filename="page.html"',
+            "-H", "X-Piping: first",
+            "-H", "X-Secret: s3cret",
+            "-H", "X-Piping: second=2; third",
+            "-H", "Cookie: a=b",
+            "-H", "Authorization: Basic Zm9vOmJhcg==",
+        ],
+    )
+    assert hashlib.sha256(body).hexdigest() == expected
+    names = {name.lower() for name, _ in headers}
+    assert names == ALWAYS | {
+        "content-length",
+        "content-type",
+        "content-disposition",
+        "x-piping",
+        "access-control-expose-headers",
+    }, headers
+    assert header_values(headers, "Content-Length") == ["100001"]
+    assert header_values(headers, "Content-Type") == ["text/plain; charset=utf-8"]
+    assert header_values(headers, "Content-Disposition") == [
+        'attachment; filename="page.html"'
+    ]
+    assert header_values(headers, "X-Piping") == ["first", "second=2; third"]
+    assert header_values(headers, "Access-Control-Allow-Origin") == ["*"]
+    assert header_values(headers, "X-Robots-Tag") == ["none"]
+    assert header_values(headers, "Access-Control-Expose-Headers") == ["X-Piping"]
+    assert header_values(headers, "X-Secret") == []
+    assert header_values(headers, "Transfer-Encoding") == []
+    assert all("s3cret" not in value for _, value in headers)
+
+
+@pytest_twisted.inlineCallbacks
+def test_receiver_headers_chunked_without_metadata(server, procs, tmp_path):
+    src = str(tmp_path / "src")
+    expected = make_file(src, 70_000, seed=6)
+    headers, body = yield _headers_case(
+        server, procs, ["-T", "-", "-H", "X-Secret: s3cret"], stdin=src
+    )
+    assert hashlib.sha256(body).hexdigest() == expected
+    names = {name.lower() for name, _ in headers}
+    assert names == ALWAYS | {"transfer-encoding"}, headers
+    assert header_values(headers, "Transfer-Encoding") == ["chunked"]
+    assert header_values(headers, "Content-Type") == []
+    assert header_values(headers, "Access-Control-Expose-Headers") == []
+    assert header_values(headers, "Access-Control-Allow-Origin") == ["*"]
+    assert header_values(headers, "X-Robots-Tag") == ["none"]
+
+
+@pytest.mark.parametrize(
+    "sent, received",
+    [
+        ("text/html", "text/plain"),
+        ("TEXT/HTML ;charset=ISO-8859-1", "text/plain;charset=ISO-8859-1"),
+        ("application/json; charset=utf-8", "application/json; charset=utf-8"),
+        ("text/plain", "text/plain"),
+    ],
+)
+@pytest_twisted.inlineCallbacks
+def test_receiver_content_type(server, procs, tmp_path, sent, received):
+    src = str(tmp_path / "src")
+    make_file(src, 1000, seed=7)
+    headers, body = yield _headers_case(
+        server, procs, ["--data-binary", "@" + src, "-H", "Content-Type: " + sent]
+    )
+    assert len(body) == 1000
+    assert header_values(headers, "Content-Type") == [received]
+    assert header_values(headers, "Content-Length") == ["1000"]
