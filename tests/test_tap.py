@@ -1,0 +1,185 @@
+"""The ``twistd pipe`` command: its options, the service they build, the plugin."""
+
+from __future__ import annotations
+
+from typing import List
+
+import pytest
+from twisted.application.service import IService, IServiceMaker
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import getPlugins
+from twisted.python import usage
+
+import pipeserver
+from pipeserver import tap
+from pipeserver.channel import PipeSite
+from pipeserver.pipe import PipeRegistry
+
+
+def parse(*argv: str) -> tap.Options:
+    options = tap.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+# ------------------------------------------------------------ Options
+def test_defaults() -> None:
+    options = parse()
+    assert options["listen"] == ["tcp:8080"]
+    assert options["wait-timeout"] == 300.0
+    assert options["max-receivers"] == 256
+    assert options["idle-timeout"] == 60.0
+    assert options["tokens"] is None
+    assert isinstance(options["wait-timeout"], float)
+    assert isinstance(options["max-receivers"], int)
+
+
+def test_values_are_converted() -> None:
+    options = parse("--wait-timeout", "2.5", "--max-receivers", "7", "--idle-timeout", "9")
+    assert (options["wait-timeout"], options["max-receivers"], options["idle-timeout"]) == (
+        2.5, 7, 9.0)
+    assert isinstance(options["max-receivers"], int)
+
+
+def test_listen_is_repeatable_and_replaces_the_default() -> None:
+    options = parse("--listen", "tcp:0:interface=127.0.0.1", "--listen", "unix:/tmp/p.sock",
+                    "-l", "tcp6:9000")
+    assert options["listen"] == ["tcp:0:interface=127.0.0.1", "unix:/tmp/p.sock", "tcp6:9000"]
+
+
+def test_listen_default_not_shared_between_instances() -> None:
+    first = parse("--listen", "tcp:1")
+    second = parse()
+    assert first["listen"] == ["tcp:1"]
+    assert second["listen"] == ["tcp:8080"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--wait-timeout", "0"],
+        ["--wait-timeout", "-5"],
+        ["--wait-timeout", "soon"],
+        ["--wait-timeout", "nan"],
+        ["--max-receivers", "0"],
+        ["--max-receivers", "-1"],
+        ["--max-receivers", "1.5"],
+        ["--max-receivers", "many"],
+        ["--idle-timeout", "0"],
+        ["--idle-timeout", "x"],
+        ["--no-such-option"],
+        ["--listen"],
+        ["extra-argument"],
+    ],
+)
+def test_bad_values_rejected(argv: List[str]) -> None:
+    with pytest.raises(usage.UsageError):
+        parse(*argv)
+
+
+def test_missing_tokens_file_rejected(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(usage.UsageError):
+        parse("--tokens", str(tmp_path / "absent"))
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse("--version")
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"pipeserver {pipeserver.__version__}\n"
+
+
+def test_help_mentions_the_options() -> None:
+    text = str(tap.Options())
+    for name in ("--listen", "--wait-timeout", "--max-receivers", "--idle-timeout"):
+        assert name in text
+
+
+# ------------------------------------------------------------ makeSite
+def test_makeSite_uses_the_options_and_the_clock() -> None:
+    clock = MemoryReactorClock()
+    site = tap.makeSite(parse("--wait-timeout", "12", "--max-receivers", "3",
+                              "--idle-timeout", "7"), clock)
+    assert isinstance(site, PipeSite)
+    registry = site.registry
+    assert isinstance(registry, PipeRegistry)
+    assert registry.wait_timeout == 12.0
+    assert registry.max_receivers == 3
+    assert registry.clock is clock
+    assert site.timeOut == 7.0
+    assert site.reactor is clock
+    assert site.displayTracebacks is False
+
+
+# ------------------------------------------------------------ makeService
+def started(*argv: str):  # type: ignore[no-untyped-def]
+    reactor = MemoryReactorClock()
+    service = tap.makeService(parse(*argv), reactor)
+    assert IService.providedBy(service)
+    service.startService()
+    return reactor, service
+
+
+def test_makeService_listens_on_the_default() -> None:
+    reactor, service = started()
+    assert [(port, factory) for port, factory, _, _ in reactor.tcpServers] == [
+        (8080, service.site)]
+    assert reactor.tcpServers[0][3] == ""  # all interfaces
+    assert reactor.unixServers == []
+    service.stopService()
+
+
+def test_makeService_one_port_per_listen() -> None:
+    reactor, service = started(
+        "--listen", "tcp:0:interface=127.0.0.1",
+        "--listen", "tcp:8081",
+        "--listen", "unix:/tmp/pipeserver-test.sock",
+    )
+    tcp = [(port, interface) for port, _, _, interface in reactor.tcpServers]
+    assert tcp == [(0, "127.0.0.1"), (8081, "")]
+    assert [address for address, *_ in reactor.unixServers] == ["/tmp/pipeserver-test.sock"]
+    # All of them serve the one site, with its one registry.
+    factories = {entry[1] for entry in reactor.tcpServers} | {
+        entry[1] for entry in reactor.unixServers}
+    assert factories == {service.site}
+    service.stopService()
+
+
+def test_makeService_does_not_listen_before_start() -> None:
+    reactor = MemoryReactorClock()
+    tap.makeService(parse("--listen", "tcp:8082"), reactor)
+    assert reactor.tcpServers == []
+
+
+def test_makeService_site_runs_on_the_given_reactor() -> None:
+    reactor, service = started("--wait-timeout", "5")
+    assert service.site.reactor is reactor
+    assert service.site.registry.clock is reactor
+    service.stopService()
+
+
+def test_stopping_with_nothing_open_is_immediate() -> None:
+    reactor, service = started()
+    fired: List[object] = []
+    service.stopService().addBoth(fired.append)
+    # The pipe service (nothing to drain) and the listener, both stopped now.
+    assert fired == [[(True, None), (True, None)]]
+    assert not service.running
+    assert reactor.getDelayedCalls() == []
+
+
+# ------------------------------------------------------------ the plugin
+def test_plugin_is_discoverable() -> None:
+    makers = [m for m in getPlugins(IServiceMaker) if m.tapname == "pipe"]
+    assert len(makers) == 1
+    maker = makers[0]
+    assert maker.options is tap.Options
+    assert maker.description
+    options = maker.options()
+    options.parseOptions(["--listen", "tcp:0"])
+    assert options["listen"] == ["tcp:0"]
+
+
+def test_plugin_makeService_is_tap_makeService() -> None:
+    (maker,) = [m for m in getPlugins(IServiceMaker) if m.tapname == "pipe"]
+    assert maker.makeService is tap.makeService
