@@ -60,6 +60,9 @@ def assert_rejected(client: Client, status: int, text: str, extra=()) -> None:
     assert response.complete
     for name, value in extra:
         assert response.header(name) == value
+    expected = {b"server", b"date", b"content-type", b"content-length",
+                b"access-control-allow-origin"} | {name.lower() for name, _ in extra}
+    assert set(response.headerNames()) == expected
 
 
 def assert_truncated(client: Client) -> None:
@@ -787,7 +790,10 @@ def test_header_timeout_cuts_half_a_request_line_first(env: Env) -> None:
     assert c.transport.connected and c.wire() == b""
     env.clock.advance(0.001)
     assert not c.transport.connected
-    assert_rejected(c, 408, "[ERROR] Request headers took too long.")
+    response = c.response()
+    assert (response.status, response.text) == (408, "[ERROR] Request headers took too long.\n")
+    assert response.header(b"content-type") == TEXT_PLAIN
+    assert response.header(b"connection") == b"close"
 
 
 def test_idle_timeout_is_configurable(make_site) -> None:
