@@ -813,3 +813,172 @@ def test_idle_timeout_restored_after_a_transfer(env: Env) -> None:
     env.clock.advance(60)
     assert not s.transport.connected
     assert not r.transport.connected
+
+
+# --------------------------------------------------------------- edge cases
+@pytest.mark.parametrize("sender_first", [True, False])
+@pytest.mark.parametrize("head", [
+    request(b"PUT", b"/p", body=b""),                       # Content-Length: 0
+    b"PUT /p HTTP/1.1\r\nHost: x\r\n\r\n",                  # no body at all
+    request(b"POST", b"/p", chunked=True) + chunk(b""),     # chunked, empty
+])
+def test_empty_body(env: Env, sender_first: bool, head: bytes) -> None:
+    if sender_first:
+        s = env.client().send(head)
+        r = receiver(env)
+    else:
+        r = receiver(env)
+        s = env.client().send(head)
+    response = r.response()
+    assert (response.status, response.body, response.complete) == (200, b"", True)
+    assert sender_lines(s)[-2:] == [
+        "[INFO] Sent successfully!",
+        "[INFO] All receiver(s) was/were received successfully.",
+    ]
+    assert s.response().complete
+
+
+def test_whole_body_arrives_before_the_receiver(env: Env) -> None:
+    s = env.client().send(request(b"PUT", b"/p", chunked=True) + chunk(b"all") + chunk(b""))
+    assert sender_lines(s) == ["[INFO] Waiting for 1 receiver(s)..."]
+    r = receiver(env)
+    assert (r.response().body, r.response().complete) == (b"all", True)
+    assert sender_lines(s)[-1] == "[INFO] All receiver(s) was/were received successfully."
+    assert s.response().complete
+
+
+def test_whole_content_length_body_with_the_head_before_receivers(env: Env) -> None:
+    r1 = receiver(env, n=2)
+    s = env.client().send(request(b"PUT", b"/p?n=2", body=b"0123456789"))
+    r2 = receiver(env, n=2)
+    for r in (r1, r2):
+        response = r.response()
+        assert (response.body, response.complete) == (b"0123456789", True)
+        assert response.header(b"content-length") == b"10"
+
+
+def test_pipes_are_independent(env: Env) -> None:
+    sa, ra = sender(env, path=b"/a"), receiver(env, path=b"/a")
+    sb, rb = sender(env, path=b"/b"), receiver(env, path=b"/b")
+    ra.pause()
+    assert (sa.reading, sb.reading) == ("paused", "producing")
+    sb.send(chunk(b"b-data") + chunk(b""))
+    assert (rb.response().body, rb.response().complete) == (b"b-data", True)
+    ra.resume()
+    sa.send(chunk(b"a-data") + chunk(b""))
+    assert (ra.response().body, ra.response().complete) == (b"a-data", True)
+
+
+def test_sender_leaves_after_its_body_ended_while_waiting(env: Env) -> None:
+    s = env.client().send(request(b"PUT", b"/p", chunked=True) + chunk(b"x") + chunk(b""))
+    s.disconnect()
+    assert env.registry.pipes == {}
+    r = receiver(env)
+    assert r.wire() == b""
+    env.clock.advance(WAIT)
+    assert_rejected(r, 504, NO_SENDER)
+
+
+def test_http10_sender_deadline_gets_no_response(env: Env) -> None:
+    s = env.client().send(
+        request(b"PUT", b"/p", body=b"abcdef", version=b"HTTP/1.0")[:-3])
+    env.clock.advance(WAIT)
+    assert s.wire() == b""
+    env.clock.advance(CLOSE_GRACE)
+    assert not s.transport.connected
+
+
+def test_receiver_leaving_after_completion_changes_nothing(env: Env) -> None:
+    s = sender(env)
+    r = receiver(env)
+    finish_body(s, b"done")
+    before = s.wire()
+    r.disconnect()
+    assert s.wire() == before
+    assert s.response().lines[-1] == "[INFO] All receiver(s) was/were received successfully."
+
+
+# --------------------------------------------------------------- hang-up watcher
+class _SocketTransport:
+    def __init__(self, sock) -> None:  # type: ignore[no-untyped-def]
+        self.sock = sock
+        self.aborted = 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def abortConnection(self) -> None:
+        self.aborted += 1
+
+
+@pytest.fixture
+def socketpair():  # type: ignore[no-untyped-def]
+    import socket
+
+    pairs = []
+
+    def make():  # type: ignore[no-untyped-def]
+        pair = socket.socketpair()
+        pairs.append(pair)
+        return pair
+
+    yield make
+    for a, b in pairs:
+        a.close()
+        b.close()
+
+
+def test_hangup_watcher_aborts_a_transport_whose_peer_left(socketpair) -> None:
+    from twisted.internet.testing import MemoryReactor
+
+    from pipeserver.channel import HangupWatcher
+
+    reactor = MemoryReactor()
+    watcher = HangupWatcher(reactor)
+    (a1, b1), (a2, b2) = socketpair(), socketpair()
+    gone, staying = _SocketTransport(a1), _SocketTransport(a2)
+    watcher.watch(gone)
+    watcher.watch(staying)
+    assert reactor.getReaders() == [watcher]
+    b2.sendall(b"unread data is no hang-up")
+    watcher.doRead()
+    assert (gone.aborted, staying.aborted) == (0, 0)
+    b1.close()
+    watcher.doRead()
+    assert (gone.aborted, staying.aborted) == (1, 0)
+    assert reactor.getReaders() == [watcher]
+    watcher.unwatch(staying)
+    assert reactor.getReaders() == []
+
+
+def test_waiting_sender_is_watched_and_freed_when_it_hangs_up(env: Env, socketpair) -> None:
+    ours, peer = socketpair()
+    s = env.client()
+    s.transport.fileno = ours.fileno  # type: ignore[attr-defined]
+    s.send(request(b"PUT", b"/p", chunked=True))
+    watcher = env.registry.watcher
+    assert s.reading == "paused"
+    assert watcher in env.clock.getReaders()
+    peer.close()
+    watcher.doRead()
+    s.flush()  # the reactor delivers connectionLost on its next turn
+    assert s.transport.aborted and not s.transport.connected
+    assert env.registry.pipes == {}
+    assert watcher not in env.clock.getReaders()
+
+
+def test_sender_is_unwatched_once_established(env: Env, socketpair) -> None:
+    ours, peer = socketpair()
+    s = env.client()
+    s.transport.fileno = ours.fileno  # type: ignore[attr-defined]
+    s.send(request(b"PUT", b"/p", chunked=True))
+    watcher = env.registry.watcher
+    assert watcher in env.clock.getReaders()
+    r = receiver(env)
+    assert watcher not in env.clock.getReaders()
+    # Paused by a slow receiver while streaming: not the watcher's business.
+    r.pause()
+    assert watcher not in env.clock.getReaders()
+    r.resume()
+    finish_body(s, b"ok")
+    assert r.response().body == b"ok"
