@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import io
 import select
+import time
 from typing import Any, Dict, Optional, Protocol
 
-from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReadDescriptor
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from zope.interface import implementer
 
 STREAMED_METHODS = (b"PUT", b"POST")
+
+_access = Logger(namespace="pipeserver.access")
 
 
 class BodySink(Protocol):
@@ -45,8 +49,16 @@ class PipeRequest(server.Request):
 
     bodySink: Optional[BodySink] = None
     streamed = False
+    project = ""
+    bodyBytes = 0
     _bodyEnded = False
     _finishPending = False
+    _logged = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        clock = getattr(getattr(self.channel, "site", None), "reactor", None)
+        self.startedAt = clock.seconds() if clock is not None else time.time()
 
     @property
     def bodyComplete(self) -> bool:
@@ -58,6 +70,7 @@ class PipeRequest(server.Request):
         self.content = io.BytesIO()
 
     def handleContentChunk(self, data: bytes) -> None:
+        self.bodyBytes += len(data)
         sink = self.bodySink
         if sink is not None:
             sink.bodyChunk(data)
@@ -91,15 +104,84 @@ class PipeRequest(server.Request):
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
+        if not self.finished:
+            # finish() logs the others; a request cut short is logged here.
+            site = getattr(self.channel, "site", None)
+            if site is not None and hasattr(self, "method"):
+                self.cutShort = True
+                site.log(self)
         sink, self.bodySink = self.bodySink, None
         if sink is not None:
             sink.connectionLost(reason)
 
 
+def _reply(status: bytes, text: str) -> bytes:
+    body = text.encode("utf-8") + b"\n"
+    return (
+        b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain\r\n"
+        b"Access-Control-Allow-Origin: *\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    ) + body
+
+
 class PipeChannel(http.HTTPChannel):
-    """An HTTP/1.1 channel that dispatches PUT and POST at header time."""
+    """An HTTP/1.1 channel that dispatches PUT and POST at header time.
+
+    It also bounds the time a client may take to send its request line and
+    headers (``headerTimeout``), apart from the idle timeout, which is off
+    while a request waits or streams.
+    """
+
+    headerTimeout: Optional[float] = 20.0
+    _headerTimer: Optional[IDelayedCall] = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._headerTimer is None and self.line_mode and self.headerTimeout:
+            self._headerTimer = self.callLater(self.headerTimeout, self._headersTooSlow)
+        super().dataReceived(data)
+
+    def _cancelHeaderTimer(self) -> None:
+        timer, self._headerTimer = self._headerTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _headersTooSlow(self) -> None:
+        self._headerTimer = None
+        if not self.line_mode:
+            return
+        self.transport.write(_reply(b"408 Request Timeout", "[ERROR] Request headers took too long."))
+        self.loseConnection()
+        self._abortingCall = self.callLater(self.abortTimeout or 15, self.forceAbortClient)
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self._cancelHeaderTimer()
+        if self.requests and getattr(self.requests[-1], "startedWriting", False):
+            # A response is under way (a body broke mid-upload): no second
+            # status line, just end the connection.
+            self.loseConnection()
+            return
+        if (
+            self._receivedHeaderSize > self.totalHeadersSize
+            or self._receivedHeaderCount > self.maxHeaders
+        ):
+            reply = _reply(
+                b"431 Request Header Fields Too Large", "[ERROR] Request headers are too large."
+            )
+        else:
+            reply = _reply(b"400 Bad Request", "[ERROR] Malformed request.")
+        self.transport.write(reply)
+        self.loseConnection()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._receivedHeaderSize = self.totalHeadersSize + 1
+        self._respondToBadRequestAndDisconnect()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._cancelHeaderTimer()
+        super().connectionLost(reason)
 
     def allHeadersReceived(self) -> None:
+        self._cancelHeaderTimer()
         request = self.requests[-1]
         # super() answers "Expect: 100-continue" first, so any response
         # written while dispatching comes after it on the wire.
@@ -110,6 +192,10 @@ class PipeChannel(http.HTTPChannel):
             if self.timeOut:
                 self._savedTimeOut = self.setTimeout(None)
             request.dispatchEarly(self._command, self._path, self._version)
+            if request.bodySink is None and self._savedTimeOut:
+                # Rejected: it neither waits nor streams, so an upload that
+                # stalls is cut like any idle connection.
+                self.setTimeout(self._savedTimeOut)
 
 
 class PipeSite(server.Site):
@@ -119,6 +205,34 @@ class PipeSite(server.Site):
     # their own that the pipe does not drive.
     protocol = PipeChannel
     requestFactory = PipeRequest
+    headerTimeout: Optional[float] = 20.0
+    maxHeaders = 100
+    totalHeadersSize = 16384
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        if channel is not None:
+            channel.headerTimeout = self.headerTimeout
+            channel.maxHeaders = self.maxHeaders
+            channel.totalHeadersSize = self.totalHeadersSize
+            channel.MAX_LENGTH = self.totalHeadersSize
+        return channel
+
+    def log(self, request: Any) -> None:
+        """One access line per request: never a header, query or body."""
+        code = "aborted" if getattr(request, "cutShort", False) else request.code
+        path = getattr(request, "path", None)
+        method = getattr(request, "method", None)
+        _access.info(
+            "{method} {path} {status} in={received} out={sent} {duration:.3f}s project={project}",
+            method=method.decode("latin-1", "replace") if isinstance(method, bytes) else "-",
+            path=path.decode("utf-8", "replace") if isinstance(path, bytes) else "-",
+            status=code,
+            received=request.bodyBytes,
+            sent=request.sentLength,
+            duration=max(0.0, self.reactor.seconds() - request.startedAt),
+            project=request.project or "-",
+        )
 
 
 @implementer(IReadDescriptor)

@@ -95,6 +95,10 @@ def unauthorized() -> Rejection:
     )
 
 
+def path_too_long(limit: int) -> Rejection:
+    return Rejection(414, f"[ERROR] The path is longer than {limit} bytes.")
+
+
 def over_limit(text: str, retry_after: int = 5) -> Rejection:
     return Rejection(503, f"[ERROR] {text}", [("Retry-After", str(retry_after))])
 

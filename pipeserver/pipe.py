@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 from typing import Dict, Iterable, List, Optional, Protocol, Set, Tuple
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -251,6 +252,8 @@ class Download:
         request.setResponseCode(status)
         request.setHeader(b"content-type", b"text/plain")
         request.setHeader(b"access-control-allow-origin", b"*")
+        if status == 503:
+            request.setHeader(b"retry-after", b"5")
         request.setHeader(b"content-length", b"%d" % len(body))
         request.write(body)
         request.finish()
@@ -314,9 +317,27 @@ class Pipe:
         self._pending: List[bytes] = []
         self._bodyEnded = False
         self._paused: Set[Download] = set()
+        self._waitingReported = 0
         self._deadline: Optional[IDelayedCall] = self.clock.callLater(
             registry.wait_timeout, self._expire
         )
+
+    def _syncWaiting(self) -> None:
+        """Keep the registry's count of waiting parties (for its limits) true."""
+        now = 0
+        if self.state is State.WAITING:
+            now = len(self.receivers) + (self.sender is not None)
+        if now != self._waitingReported:
+            self.registry.adjustWaiting(self.key[0], now - self._waitingReported)
+            self._waitingReported = now
+
+    def completes(self, receiver: bool) -> bool:
+        """Whether one more sender (or receiver) would establish this pipe."""
+        if self.state is not State.WAITING:
+            return False
+        if receiver:
+            return self.sender is not None and len(self.receivers) == self.n - 1
+        return self.sender is None and len(self.receivers) == self.n
 
     # ---- joining
     def addSender(self, request: PipeRequestLike, n: int) -> Upload:
@@ -334,6 +355,7 @@ class Pipe:
         self._bodyEnded = getattr(request, "bodyComplete", False)
         if not self._maybeEstablish() and not self._bodyEnded:
             upload.setReading(False)
+        self._syncWaiting()
         return upload
 
     def addReceiver(self, request: PipeRequestLike, n: int) -> Download:
@@ -348,6 +370,7 @@ class Pipe:
         if self.sender is not None:
             self.sender.say("[INFO] A receiver was connected.")
         self._maybeEstablish()
+        self._syncWaiting()
         return download
 
     def _maybeEstablish(self) -> bool:
@@ -355,6 +378,7 @@ class Pipe:
             return False
         self.state = State.STREAMING
         self._cancelDeadline()
+        self._syncWaiting()
         self.sender.say(f"[INFO] Start sending to {self.n} receiver(s)!")
         self.registry.established(self)
         pending, self._pending = self._pending, []
@@ -455,6 +479,7 @@ class Pipe:
             self._bodyEnded = False
             if not self.receivers:
                 self._end("left")
+            self._syncWaiting()
         elif self.state is State.STREAMING:
             log.info("Sender on {path} went away mid-transfer", path=self.path)
             for download in self.receivers:
@@ -469,6 +494,7 @@ class Pipe:
         if self.state is State.WAITING:
             if self.sender is None and not self.receivers:
                 self._end("left")
+            self._syncWaiting()
         elif self.state is State.STREAMING:
             upload = self.sender
             assert upload is not None
@@ -488,12 +514,24 @@ class Pipe:
             text = errors.no_sender(self.path, wait)
         else:
             text = errors.not_all_receivers(self.path, wait)
+        self.release(504, text, errors.not_all_receivers(self.path, wait), "timed out")
+
+    def release(self, status: int, receiverText: str, senderLine: str, how: str) -> None:
+        """Send every waiting party away: receivers get ``status``, the
+        sender its line and a connection closed before its response ends."""
+        if self.state is not State.WAITING:
+            return
         for download in self.receivers:
-            download.reject(504, text)
+            download.reject(status, receiverText)
         if self.sender is not None:
-            self.sender.say(errors.not_all_receivers(self.path, wait))
+            self.sender.say(senderLine)
             self.sender.close(self.clock)
-        self._end("timed out")
+        self._end(how)
+
+    def abort(self) -> None:
+        """Cut a transfer under way: every side sees a failure."""
+        if self.state is State.STREAMING:
+            self._fail()
 
     def _cancelDeadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -505,6 +543,7 @@ class Pipe:
             return
         self.state = State.DONE
         self._cancelDeadline()
+        self._syncWaiting()
         self._pending = []
         self._paused.clear()
         self.registry.remove(self, how)
@@ -515,6 +554,20 @@ class Pipe:
         for download in self.receivers:
             held += buffered_bytes(download.transport)
         return held
+
+
+class Limits:
+    """How much the registry admits; past a limit a request gets a 503."""
+
+    def __init__(
+        self,
+        max_receivers: int = 256,
+        max_waiting: int = 4096,
+        max_waiting_per_project: int = 1024,
+    ) -> None:
+        self.max_receivers = max_receivers
+        self.max_waiting = max_waiting
+        self.max_waiting_per_project = max_waiting_per_project
 
 
 class PipeRegistry:
@@ -530,29 +583,55 @@ class PipeRegistry:
         wait_timeout: float = 300.0,
         max_receivers: int = 256,
         watcher: Optional[Watcher] = None,
+        limits: Optional[Limits] = None,
     ) -> None:
         self.clock = clock
         self.wait_timeout = wait_timeout
-        self.max_receivers = max_receivers
+        self.limits = limits if limits is not None else Limits(max_receivers)
+        self.max_receivers = self.limits.max_receivers
         self.watcher: Watcher = watcher if watcher is not None else _NoWatcher()
         self.pipes: Dict[Key, Pipe] = {}
         self.counts: Dict[str, int] = {}
+        self.waitingTotal = 0
+        self.waitingByProject: Dict[str, int] = {}
+        self.draining = False
+        self._drained: List[Deferred[None]] = []
 
     def send(self, key: Key, n: int, request: PipeRequestLike) -> Pipe:
-        pipe = self._pipe(key, n)
+        pipe = self._admit(key, n, receiver=False)
         pipe.addSender(request, n)
         return pipe
 
     def receive(self, key: Key, n: int, request: PipeRequestLike) -> Pipe:
-        pipe = self._pipe(key, n)
+        pipe = self._admit(key, n, receiver=True)
         pipe.addReceiver(request, n)
         return pipe
 
-    def _pipe(self, key: Key, n: int) -> Pipe:
+    def _admit(self, key: Key, n: int, receiver: bool) -> Pipe:
         pipe = self.pipes.get(key)
+        if self.draining:
+            self._count("rejected: shutting down")
+            raise errors.over_limit("The server is shutting down.")
+        # A party that completes its pipe waits for nobody: always welcome.
+        if pipe is None or not pipe.completes(receiver):
+            project = key[0]
+            if self.waitingTotal >= self.limits.max_waiting:
+                self._count("rejected: waiting limit")
+                raise errors.over_limit("Too many parties are waiting on this server.")
+            if self.waitingByProject.get(project, 0) >= self.limits.max_waiting_per_project:
+                self._count("rejected: project waiting limit")
+                raise errors.over_limit("Too many parties are waiting in this project.")
         if pipe is None:
             pipe = self.pipes[key] = Pipe(self, key, n)
         return pipe
+
+    def adjustWaiting(self, project: str, delta: int) -> None:
+        self.waitingTotal += delta
+        left = self.waitingByProject.get(project, 0) + delta
+        if left:
+            self.waitingByProject[project] = left
+        else:
+            self.waitingByProject.pop(project, None)
 
     def established(self, pipe: Pipe) -> None:
         self._count("established")
@@ -561,18 +640,38 @@ class PipeRegistry:
         if self.pipes.get(pipe.key) is pipe:
             del self.pipes[pipe.key]
         self._count(how)
+        if not self.pipes and self._drained:
+            drained, self._drained = self._drained, []
+            for waiter in drained:
+                waiter.callback(None)
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
 
     def waiting(self) -> int:
         """Parties waiting for their pipe to be established."""
-        return sum(
-            len(p.receivers) + (p.sender is not None)
-            for p in self.pipes.values()
-            if p.state is State.WAITING
-        )
+        return self.waitingTotal
 
     def bytesHeld(self) -> int:
         """Body bytes the server holds in its own memory, over all pipes."""
         return sum(pipe.bytesHeld() for pipe in self.pipes.values())
+
+    def shutdown(self, grace: float) -> "Deferred[None]":
+        """Refuse new parties, release waiting ones now, give transfers under
+        way ``grace`` seconds, then cut the rest. Fires when all are gone."""
+        self.draining = True
+        text = "[ERROR] The server is shutting down."
+        for pipe in list(self.pipes.values()):
+            pipe.release(503, text, text, "shut down")
+        if not self.pipes:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+        self._drained.append(done)
+
+        def cut() -> None:
+            for pipe in list(self.pipes.values()):
+                pipe.abort()
+
+        timer = self.clock.callLater(grace, cut)
+        done.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
+        return done

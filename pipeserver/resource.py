@@ -29,11 +29,15 @@ class PipeResource(Resource):
     isLeaf = True
 
     def __init__(
-        self, registry: PipeRegistry, authorize: Authorizer = open_project
+        self,
+        registry: PipeRegistry,
+        authorize: Authorizer = open_project,
+        max_path_bytes: int = 1024,
     ) -> None:
         super().__init__()
         self.registry = registry
         self.authorize = authorize
+        self.max_path_bytes = max_path_bytes
         self.reserved: Dict[bytes, Callable[[PipeRequestLike], bytes]] = {
             b"/": pages.index,
             b"/noscript": pages.noscript,
@@ -65,10 +69,17 @@ class PipeResource(Resource):
             return self._send(request, path)
         raise errors.method_not_allowed(method.decode("latin-1"))
 
+    def _project(self, request: PipeRequestLike, path: bytes) -> str:
+        if len(path) > self.max_path_bytes:
+            raise errors.path_too_long(self.max_path_bytes)
+        project = self.authorize(request)
+        request.project = project  # type: ignore[attr-defined]
+        return project
+
     def _send(self, request: PipeRequestLike, path: bytes) -> int:
         if request.getHeader(b"content-range") is not None:
             raise errors.content_range()
-        project = self.authorize(request)
+        project = self._project(request, path)
         n = self._n(request, errors.sender_n_invalid)
         self.registry.send((project, path), n, request)
         return NOT_DONE_YET
@@ -76,7 +87,7 @@ class PipeResource(Resource):
     def _receive(self, request: PipeRequestLike, path: bytes, head: bool) -> Union[bytes, int]:
         if request.getHeader(b"service-worker") == b"script":
             raise errors.service_worker()
-        project = self.authorize(request)
+        project = self._project(request, path)
         n = self._n(request, errors.receiver_n_invalid)
         if head:
             # Answer at once and take no place in the pipe.

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any, List, Optional
 
 from twisted.application import service, strports
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore
+from twisted.logger import Logger
 from twisted.python import usage
 
 from pipeserver import __version__
 from pipeserver.channel import HangupWatcher, PipeSite
-from pipeserver.pipe import PipeRegistry
-from pipeserver.resource import PipeResource
+from pipeserver.pipe import Limits, PipeRegistry
+from pipeserver.resource import PipeResource, open_project
+from pipeserver.tokens import TokenFileError, Tokens
+
+log = Logger()
 
 LONGDESC = """\
 Serve HTTP pipes: a sender PUTs or POSTs a body to a path, up to N
 receivers GET the same path (?n=N), and the bytes stream through with
 backpressure. Nothing is stored.
+
+With --tokens FILE every pipe needs a token (Authorization: Bearer TOKEN);
+`python -m pipeserver.tokens PROJECT` prints a new token and its line.
+The file is re-read on SIGHUP and when it changes. SIGTERM drains: waiting
+parties are released, transfers get --shutdown-grace seconds to finish.
 
 Endpoints are Twisted endpoint strings, e.g. tcp:8080, tcp:8080:interface=127.0.0.1,
 unix:/run/pipe.sock, ssl:8443:privateKey=key.pem:certKey=cert.pem,
@@ -51,9 +62,24 @@ class Options(usage.Options):
          "Seconds a party waits for its pipe to be established.", _positive_float],
         ["max-receivers", None, 256,
          "Largest n (receivers of one pipe) a client may ask for.", _positive_int],
+        ["tokens", None, None,
+         "File of 'PROJECT SHA256_HEX_OF_TOKEN' lines; without it the server is open."],
+        ["max-waiting", None, 4096,
+         "Parties (senders and receivers) that may wait for their pipe, in all.",
+         _positive_int],
+        ["max-waiting-per-project", None, 1024,
+         "Parties that may wait for their pipe in one project.", _positive_int],
         ["idle-timeout", None, 60.0,
-         "Seconds an idle connection (between or inside request headers) is kept. "
+         "Seconds an idle connection is kept between requests. "
          "Waiting and streaming parties are never cut by it.", _positive_float],
+        ["header-timeout", None, 20.0,
+         "Seconds a client has to send its request line and headers.", _positive_float],
+        ["max-headers", None, 100, "Most header lines in a request.", _positive_int],
+        ["max-header-bytes", None, 16384,
+         "Most bytes in a request line plus headers.", _positive_int],
+        ["max-path-bytes", None, 1024, "Longest pipe path, in bytes.", _positive_int],
+        ["shutdown-grace", None, 30.0,
+         "Seconds transfers under way get to finish on SIGTERM.", _positive_float],
     ]
 
     def __init__(self) -> None:
@@ -74,6 +100,21 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        if self["tokens"] is not None:
+            try:
+                Tokens(self["tokens"], clock=_NeverClock())
+            except (OSError, TokenFileError, UnicodeDecodeError) as failure:
+                raise usage.UsageError(f"--tokens {self['tokens']}: {failure}")
+
+
+class _NeverClock:
+    """Enough of a clock to load a tokens file while checking options."""
+
+    def seconds(self) -> float:
+        return 0.0
+
+    def callLater(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("not scheduled")
 
 
 def makeSite(options: Any, reactor: Any) -> PipeSite:
@@ -81,17 +122,76 @@ def makeSite(options: Any, reactor: Any) -> PipeSite:
     registry = PipeRegistry(
         reactor,
         wait_timeout=float(options["wait-timeout"]),
-        max_receivers=int(options["max-receivers"]),
         watcher=HangupWatcher(reactor),
+        limits=Limits(
+            max_receivers=int(options["max-receivers"]),
+            max_waiting=int(options["max-waiting"]),
+            max_waiting_per_project=int(options["max-waiting-per-project"]),
+        ),
     )
-    site = PipeSite(
-        PipeResource(registry),
-        timeout=float(options["idle-timeout"]),
-        reactor=reactor,
+    tokens = Tokens(options["tokens"], reactor) if options["tokens"] else None
+    resource = PipeResource(
+        registry,
+        authorize=tokens if tokens is not None else open_project,
+        max_path_bytes=int(options["max-path-bytes"]),
     )
+    site = PipeSite(resource, timeout=float(options["idle-timeout"]), reactor=reactor)
+    site.headerTimeout = float(options["header-timeout"])
+    site.maxHeaders = int(options["max-headers"])
+    site.totalHeadersSize = int(options["max-header-bytes"])
     site.registry = registry  # type: ignore[attr-defined]
+    site.tokens = tokens  # type: ignore[attr-defined]
     site.displayTracebacks = False
     return site
+
+
+class PipeService(service.Service):
+    """Owns the registry's life: token reloads while running, a drain on stop.
+
+    It is the first child of the service tree, so it stops last: by then the
+    listeners are closed and no new connection arrives while pipes drain.
+    """
+
+    def __init__(self, site: PipeSite, reactor: Any, grace: float) -> None:
+        self.site = site
+        self.reactor = reactor
+        self.grace = grace
+        self._previousHup: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        tokens = self.site.tokens  # type: ignore[attr-defined]
+        if tokens is not None:
+            tokens.start()
+            self._installHup(tokens)
+
+    def _installHup(self, tokens: Tokens) -> None:
+        if not hasattr(signal, "SIGHUP"):
+            return
+
+        def reload(signum: int, frame: Any) -> None:
+            self.reactor.callFromThread(tokens.reload)
+
+        try:
+            self._previousHup = signal.signal(signal.SIGHUP, reload)
+        except ValueError:  # not the main thread (tests)
+            self._previousHup = None
+
+    def stopService(self) -> "Deferred[None]":
+        super().stopService()
+        tokens = self.site.tokens  # type: ignore[attr-defined]
+        if tokens is not None:
+            tokens.stop()
+        if self._previousHup is not None:
+            signal.signal(signal.SIGHUP, self._previousHup)
+            self._previousHup = None
+        registry = self.site.registry  # type: ignore[attr-defined]
+        log.info(
+            "Shutting down: {pipes} pipe(s) open, {grace}s grace",
+            pipes=len(registry.pipes),
+            grace=self.grace,
+        )
+        return registry.shutdown(self.grace)
 
 
 def makeService(options: Any, reactor: Optional[IReactorCore] = None) -> service.MultiService:
@@ -102,6 +202,7 @@ def makeService(options: Any, reactor: Optional[IReactorCore] = None) -> service
         reactor = default_reactor  # type: ignore[assignment]
     site = makeSite(options, reactor)
     parent = service.MultiService()
+    PipeService(site, reactor, float(options["shutdown-grace"])).setServiceParent(parent)
     endpoints: List[str] = list(options["listen"]) or [DEFAULT_LISTEN]
     for description in endpoints:
         strports.service(description, site, reactor=reactor).setServiceParent(parent)
