@@ -982,3 +982,23 @@ def test_sender_is_unwatched_once_established(env: Env, socketpair) -> None:
     r.resume()
     finish_body(s, b"ok")
     assert r.response().body == b"ok"
+
+
+# --------------------------------------------------------------- rejected uploads
+@pytest.mark.parametrize("path", [b"/help", b"/p"])
+def test_rejected_sender_that_stalls_mid_body_is_cut_by_the_idle_timeout(
+        env: Env, path: bytes) -> None:
+    """A rejected upload is neither waiting nor streaming: it must not keep its
+    connection forever by never ending its body."""
+    holder = sender(env) if path == b"/p" else None  # makes /p a second sender
+    c = env.client().send(request(b"PUT", path, chunked=True) + chunk(b"abc"))
+    assert c.response().status == 400
+    env.clock.advance(59)
+    c.send(chunk(b"still sending"))  # activity resets the idle timeout
+    env.clock.advance(59)
+    assert c.transport.connected
+    env.clock.advance(1)
+    assert not c.transport.connected
+    if holder is not None:
+        env.clock.advance(WAIT)
+        env.clock.advance(CLOSE_GRACE)
