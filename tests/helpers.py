@@ -175,9 +175,11 @@ class Proc(ProcessProtocol):
     """A child process: its stdout hashed (and kept, unless ``keep`` is False),
     its stderr kept, and ``ended`` firing with itself when it exits."""
 
-    def __init__(self, name: str, keep: bool = True) -> None:
+    def __init__(self, name: str, keep: bool = True, group: bool = False) -> None:
         self.name = name
         self.keep = keep
+        #: Runs in its own process group (under setsid); kill() kills the group.
+        self.group = group
         self.out = bytearray()
         self.err = bytearray()
         self.nbytes = 0
@@ -220,11 +222,16 @@ class Proc(ProcessProtocol):
         return self.text.splitlines()
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if not self.finished and self.pid is not None:
-            try:
+        if self.pid is None:
+            return
+        try:
+            if self.group:
+                # Also after the leader exited: its children may hold our pipes.
+                os.killpg(self.pid, sig)
+            elif not self.finished:
                 os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def wait(self, timeout: float = 30.0) -> defer.Deferred:
         """Fires with self once the process has exited."""
@@ -295,14 +302,16 @@ class Procs:
         self, producer: Sequence[str], consumer: Sequence[str], keep: bool = True
     ) -> Tuple[Proc, Proc]:
         """``producer | consumer`` as two processes, each killable on its own.
-        The producer's stdout goes to the consumer's stdin only."""
+        The producer's stdout goes to the consumer's stdin only; it runs in a
+        process group of its own, so killing it kills what it started."""
         r, w = os.pipe()
-        gen = Proc(os.path.basename(producer[0]) + " (producer)")
+        gen = Proc(os.path.basename(producer[0]) + " (producer)", group=True)
         try:
+            # Not a group leader, so setsid(1) execs in place: same pid.
             reactor.spawnProcess(
                 gen,
-                producer[0],
-                list(producer),
+                "setsid",
+                ["setsid", *producer],
                 env=self._env,
                 childFDs={0: "w", 1: w, 2: "r"},
             )
@@ -311,16 +320,13 @@ class Procs:
         self.all.append(gen)
         return gen, self.spawn(consumer, stdin=r, keep=keep)
 
-    def sh(self, script: str, *args: str, name: str = "sh", keep: bool = True) -> Proc:
-        return self.spawn(["sh", "-c", script, "sh", *args], name=name, keep=keep)
-
     def cleanup(self) -> List[str]:
         """Kill what still runs; return descriptions of those killed."""
         left = []
         for proc in self.all:
             if not proc.finished:
                 left.append(proc.name)
-                proc.kill()
+            proc.kill()
         return left
 
 
@@ -329,12 +335,26 @@ def curl(*args: str) -> List[str]:
 
 
 # A producer that writes file $1, then waits for file $2 to exist (the test
-# opens the gate), then writes file $3 (optional) and ends.
-GATED = 'cat "$1"; while [ ! -e "$2" ]; do sleep 0.02; done; if [ -n "$3" ]; then cat "$3"; fi'
+# opens the gate), then writes file $3 (optional) and ends. With $4 = "trickle"
+# it writes one "." every 20 ms while it waits: curl reads its stdin with a
+# blocking read(), so a silent stdin would also keep curl from seeing anything
+# the server says or does meanwhile.
+GATED = (
+    'cat "$1"; while [ ! -e "$2" ]; do if [ -n "$4" ]; then printf .; fi; sleep 0.02; done; '
+    'if [ -n "$3" ]; then cat "$3"; fi'
+)
 
 
-def gated(first: str, gate: str, rest: str = "") -> List[str]:
-    return ["sh", "-c", GATED, "sh", first, gate, rest]
+def gated(first: str, gate: str, rest: str = "", trickle: bool = False) -> List[str]:
+    return ["sh", "-c", GATED, "sh", first, gate, rest, "trickle" if trickle else ""]
+
+
+def trickled(data: bytes, first: bytes, rest: bytes) -> bool:
+    """Is ``data`` what a trickling gated producer wrote: first, dots, rest?"""
+    if not (data.startswith(first) and data.endswith(rest)):
+        return False
+    middle = data[len(first) : len(data) - len(rest)]
+    return middle == b"." * len(middle)
 
 
 def open_gate(gate: str) -> None:
