@@ -1002,3 +1002,50 @@ def test_rejected_sender_that_stalls_mid_body_is_cut_by_the_idle_timeout(
     if holder is not None:
         env.clock.advance(WAIT)
         env.clock.advance(CLOSE_GRACE)
+
+
+# --------------------------------------------------------------- broken forms
+FORM = ((b"Content-Type", b"multipart/form-data; boundary=B"),)
+
+
+def test_form_without_its_boundary_fails_everyone(env: Env) -> None:
+    from pipeserver.multipart import MAX_PREAMBLE
+
+    r = receiver(env)
+    s = env.client().send(request(b"POST", b"/p", FORM, chunked=True))
+    s.send(chunk(b"z" * (MAX_PREAMBLE + 1)))
+    # No part headers ever came: the receiver got no response at all.
+    assert r.wire() == b""
+    assert not r.transport.connected
+    assert sender_lines(s)[-1] == "[INFO] Start sending to 1 receiver(s)!"
+    assert_truncated(s)
+    assert env.registry.pipes == {}
+    s.send(chunk(b"rest") + chunk(b""))
+    env.clock.advance(CLOSE_GRACE)
+    assert not s.transport.connected
+
+
+def test_form_that_ends_without_closing_boundary_truncates_receivers(env: Env) -> None:
+    r = receiver(env)
+    s = env.client().send(request(b"POST", b"/p", FORM, chunked=True))
+    s.send(chunk(b"--B\r\nContent-Type: a/b\r\n\r\n" + b"x" * 100))
+    s.send(chunk(b""))
+    response = r.response()
+    assert response.header(b"content-type") == b"a/b"
+    assert not response.complete
+    assert not r.transport.connected
+    assert "[INFO] Sent successfully!" not in sender_lines(s)
+    assert_truncated(s)
+    env.clock.advance(CLOSE_GRACE)
+
+
+def test_http10_receiver_of_a_chunked_upload(env: Env) -> None:
+    s = sender(env)
+    r = env.client().send(request(b"GET", b"/p", version=b"HTTP/1.0"))
+    finish_body(s, b"old client")
+    wire = r.wire()
+    assert wire.startswith(b"HTTP/1.0 200 OK\r\n")
+    assert wire.endswith(b"\r\n\r\nold client")
+    assert b"Transfer-Encoding" not in wire
+    # Without a length, only the close tells the end.
+    assert not r.transport.connected
