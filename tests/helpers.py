@@ -22,6 +22,8 @@ from twisted.internet.protocol import ProcessProtocol
 from pipeserver import tap
 
 CURL = "curl"
+# Note: curl 7.88 ignores --limit-rate when it writes to a pipe; a
+# rate-limited curl must write to a file (-o).
 #: Every curl gets these: quiet but errors shown, output unbuffered (-N), no proxy.
 CURL_BASE = ["curl", "-sS", "-N", "--noproxy", "*"]
 
@@ -92,6 +94,18 @@ def has_received(proc: "Proc", nbytes: int, timeout: float = 10.0) -> defer.Defe
     return wait_for(
         lambda: proc.nbytes >= nbytes, timeout, what=f"{nbytes} bytes from {proc.name}"
     )
+
+
+def file_has(path: str, nbytes: int, timeout: float = 10.0) -> defer.Deferred:
+    """Fires once the file at ``path`` holds ``nbytes``."""
+
+    def size() -> int:
+        try:
+            return os.path.getsize(path)
+        except FileNotFoundError:
+            return 0
+
+    return wait_for(lambda: size() >= nbytes, timeout, what=f"{nbytes} bytes in {path}")
 
 
 def with_timeout(d: defer.Deferred, seconds: float, what: str = "result") -> defer.Deferred:
