@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import select
 import time
-from typing import Any, Dict, Optional, Protocol
+from typing import Any, Dict, Optional, Protocol, Set
 
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReadDescriptor
 from twisted.logger import Logger
@@ -176,8 +176,17 @@ class PipeChannel(http.HTTPChannel):
         self._receivedHeaderSize = self.totalHeadersSize + 1
         self._respondToBadRequestAndDisconnect()
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        channels = getattr(self.factory, "channels", None)
+        if channels is not None:
+            channels.add(self)
+
     def connectionLost(self, reason: Failure) -> None:
         self._cancelHeaderTimer()
+        channels = getattr(self.factory, "channels", None)
+        if channels is not None:
+            channels.discard(self)
         super().connectionLost(reason)
 
     def allHeadersReceived(self) -> None:
@@ -208,6 +217,11 @@ class PipeSite(server.Site):
     headerTimeout: Optional[float] = 20.0
     maxHeaders = 100
     totalHeadersSize = 16384
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Open connections, so a shutdown can wait for their last bytes.
+        self.channels: Set[PipeChannel] = set()
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)

@@ -444,8 +444,8 @@ class Pipe:
             upload.say("[INFO] All receiver(s) was/were received successfully.")
         else:
             upload.say(f"[INFO] {received} of {self.n} receiver(s) received successfully.")
-        self._end("completed")
         upload.finish()
+        self._end("completed")
 
     def _fail(self) -> None:
         """The body broke: truncate every receiver and drop the sender."""
@@ -643,7 +643,8 @@ class PipeRegistry:
         if not self.pipes and self._drained:
             drained, self._drained = self._drained, []
             for waiter in drained:
-                waiter.callback(None)
+                # Not from inside the pipe's own state change.
+                self.clock.callLater(0, waiter.callback, None)
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1

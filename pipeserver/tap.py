@@ -13,7 +13,7 @@ from twisted.python import usage
 
 from pipeserver import __version__
 from pipeserver.channel import HangupWatcher, PipeSite
-from pipeserver.pipe import Limits, PipeRegistry
+from pipeserver.pipe import Limits, PipeRegistry, buffered_bytes
 from pipeserver.resource import PipeResource, open_project
 from pipeserver.tokens import TokenFileError, Tokens
 
@@ -35,6 +35,9 @@ systemd:domain=INET:index=0. --listen may be given several times.
 """
 
 DEFAULT_LISTEN = "tcp:8080"
+
+# On shutdown, how long after the grace closed connections may take to flush.
+FLUSH_GRACE = 5.0
 
 
 def _positive_float(value: str) -> float:
@@ -191,7 +194,30 @@ class PipeService(service.Service):
             pipes=len(registry.pipes),
             grace=self.grace,
         )
-        return registry.shutdown(self.grace)
+        deadline = self.reactor.seconds() + self.grace + FLUSH_GRACE
+        drained = registry.shutdown(self.grace)
+        drained.addCallback(lambda _: self._flushed(deadline))
+        return drained
+
+    def _flushed(self, deadline: float) -> "Deferred[None]":
+        """Fires once every connection has sent its last bytes (or at the
+        deadline): the reactor drops connections as soon as we return."""
+        done: Deferred[None] = Deferred()
+
+        def check() -> None:
+            busy = False
+            for channel in list(self.site.channels):
+                if channel.requests or buffered_bytes(channel.transport):
+                    busy = True
+                else:
+                    channel.loseConnection()
+            if busy and self.reactor.seconds() < deadline:
+                self.reactor.callLater(0.05, check)
+            else:
+                done.callback(None)
+
+        check()
+        return done
 
 
 def makeService(options: Any, reactor: Optional[IReactorCore] = None) -> service.MultiService:

@@ -1,0 +1,170 @@
+"""The real ``twistd pipe`` process: SIGHUP reloads tokens, SIGTERM drains."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import sys
+
+import pytest
+import pytest_twisted
+
+import helpers
+from helpers import curl
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+TOKEN_A = "alpha-token-for-the-service-test"
+TOKEN_G = "gamma-token-for-the-service-test"
+SHUTTING_DOWN = b"[ERROR] The server is shutting down.\n"
+
+
+def line(project: str, token: str) -> str:
+    return f"{project} {hashlib.sha256(token.encode()).hexdigest()}\n"
+
+
+@pytest_twisted.inlineCallbacks
+def start_twistd(procs, tmp_path, *options: str):
+    proc = procs.spawn(
+        [TWISTD, "--nodaemon", "--pidfile=", "--logfile=-", "pipe",
+         "--listen", "tcp:0:interface=127.0.0.1", *options],
+        name="twistd",
+    )
+    found = yield helpers.wait_for(
+        lambda: re.search(rb"PipeSite starting on (\d+)", bytes(proc.out)),
+        timeout=20,
+        what="twistd to listen",
+    )
+    return proc, f"http://127.0.0.1:{int(found.group(1))}"
+
+
+@pytest_twisted.inlineCallbacks
+def stopped(server):
+    """twistd ends by re-raising SIGTERM once it has shut down cleanly."""
+    yield server.wait()
+    assert server.signal == signal.SIGTERM or server.exit_code == 0, server.describe()
+    assert bytes(server.out).rstrip().endswith(b"Server Shut Down."), server.describe()
+    assert b"Traceback" not in bytes(server.out), server.describe()
+
+
+@pytest.fixture
+def procs():
+    spawned = helpers.Procs()
+    yield spawned
+    spawned.cleanup()
+
+
+def auth(token: str) -> list[str]:
+    return ["-H", f"Authorization: Bearer {token}"]
+
+
+@pytest_twisted.inlineCallbacks
+def head_status(procs, url: str, token: str):
+    proc = procs.spawn(curl("-o", "/dev/null", "-w", "%{http_code}", "-I", *auth(token), url))
+    yield proc.wait()
+    return proc.text
+
+
+@pytest_twisted.inlineCallbacks
+def test_sighup_reloads_tokens_and_leaves_a_transfer_in_flight_alone(procs, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(line("alpha", TOKEN_A))
+    stamp = os.stat(tokens)
+    server, base = yield start_twistd(procs, tmp_path, "--tokens", str(tokens))
+
+    first, rest = tmp_path / "first", tmp_path / "rest"
+    helpers.make_file(str(first), 256 * 1024, seed=1)
+    helpers.make_file(str(rest), 256 * 1024, seed=2)
+    expected = hashlib.sha256(first.read_bytes() + rest.read_bytes()).hexdigest()
+    gate = str(tmp_path / "gate")
+    receiver = procs.spawn(curl("-f", *auth(TOKEN_A), base + "/hup"))
+    sender_gen, sender = procs.pipeline(
+        helpers.gated(str(first), gate, str(rest)),
+        curl("-f", *auth(TOKEN_A), "-T", "-", base + "/hup"),
+    )
+    yield helpers.has_received(receiver, 256 * 1024)
+
+    # Same size, same inode, same mtime: only SIGHUP can make the server see it.
+    tokens.write_text(line("gamma", TOKEN_G))
+    os.utime(tokens, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert (yield head_status(procs, base + "/probe", TOKEN_A)) == "200"
+    os.kill(server.pid, signal.SIGHUP)
+    yield helpers.wait_for(
+        lambda: b"Tokens file " in bytes(server.out) and b"loaded: 1 token(s)" in bytes(server.out),
+        what="the reload to be logged",
+    )
+    assert (yield head_status(procs, base + "/probe", TOKEN_G)) == "200"
+    assert (yield head_status(procs, base + "/probe", TOKEN_A)) == "401"
+
+    helpers.open_gate(gate)
+    yield sender.wait()
+    yield receiver.wait()
+    assert sender.exit_code == 0, sender.describe()
+    assert receiver.exit_code == 0, receiver.describe()
+    assert receiver.sha256 == expected
+    assert sender.lines()[-1] == "[INFO] All receiver(s) was/were received successfully."
+    assert TOKEN_A.encode() not in server.out and TOKEN_G.encode() not in server.out
+
+    server.kill(signal.SIGTERM)
+    yield stopped(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_sigterm_releases_waiters_and_lets_a_transfer_finish(procs, tmp_path):
+    server, base = yield start_twistd(procs, tmp_path, "--shutdown-grace", "20")
+    first, rest = tmp_path / "first", tmp_path / "rest"
+    helpers.make_file(str(first), 300_000, seed=5)
+    helpers.make_file(str(rest), 300_000, seed=6)
+    expected = hashlib.sha256(first.read_bytes() + rest.read_bytes()).hexdigest()
+    gate = str(tmp_path / "gate")
+
+    waiting = procs.spawn(curl("-D", "-", base + "/lonely"))
+    receiver = procs.spawn(curl("-f", base + "/busy"))
+    _, sender = procs.pipeline(
+        helpers.gated(str(first), gate, str(rest)), curl("-f", "-T", "-", base + "/busy")
+    )
+    yield helpers.has_received(receiver, 300_000)
+    # The lonely receiver is parked by now too: it connected before the pair.
+    server.kill(signal.SIGTERM)
+
+    yield waiting.wait()
+    status, headers, body = helpers.split_response(bytes(waiting.out))
+    assert status == "HTTP/1.1 503 Service Unavailable"
+    assert helpers.header_values(headers, "Retry-After") == ["5"]
+    assert body == SHUTTING_DOWN
+
+    yield helpers.wait_for(lambda: b"Port" in bytes(server.out) and b"Closed" in bytes(server.out),
+                           what="the listener to close")
+    refused = procs.spawn(curl("-f", base + "/late"))
+    yield refused.wait()
+    assert refused.exit_code == 7, refused.describe()  # could not connect
+
+    helpers.open_gate(gate)
+    yield receiver.wait()
+    yield sender.wait()
+    assert receiver.exit_code == 0, receiver.describe()
+    assert receiver.sha256 == expected
+    assert sender.exit_code == 0, sender.describe()
+    yield stopped(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_sigterm_cuts_transfers_still_running_after_the_grace(procs, tmp_path):
+    server, base = yield start_twistd(procs, tmp_path, "--shutdown-grace", "1")
+    first = tmp_path / "first"
+    helpers.make_file(str(first), 100_000, seed=7)
+    gate = str(tmp_path / "gate")
+    receiver = procs.spawn(curl("-f", base + "/stuck"))
+    _, sender = procs.pipeline(helpers.gated(str(first), gate), curl("-T", "-", base + "/stuck"))
+    yield helpers.has_received(receiver, 100_000)
+    server.kill(signal.SIGTERM)
+    yield receiver.wait()
+    assert receiver.exit_code == helpers.CURL_PARTIAL_FILE, receiver.describe()
+    # curl notices the closed connection only when it next sends: let its
+    # input end, so it sends the last chunk.
+    helpers.open_gate(gate)
+    yield sender.wait()
+    assert sender.exit_code != 0, sender.describe()
+    assert b"[INFO] Sent successfully!" not in bytes(sender.out), sender.describe()
+    yield stopped(server)
