@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
-from typing import Any
+import re
+from importlib import resources
+from typing import Any, Tuple
 
 from pipeserver import __version__
 
@@ -77,26 +81,29 @@ curl -H 'Authorization: Bearer TOKEN' {url}/mypath
 _STYLE = "body{font-family:sans-serif;max-width:40em;margin:2em auto;padding:0 1em}"
 
 
-def index(request: Any) -> bytes:
-    url = html.escape(base_url(request))
-    return _text(
-        request,
-        f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>pipeserver</title><style>{_STYLE}</style></head>
-<body>
-<h1>pipeserver</h1>
-<p>Stream bytes from one client to others over plain HTTP.
-A sender PUTs or POSTs to a path; receivers GET the same path.</p>
-<pre>echo hello | curl -T - {url}/mypath
-curl {url}/mypath</pre>
-<p><a href="/noscript">Send or receive with a form</a> ·
-<a href="/help">curl recipes</a> · version {html.escape(__version__)}</p>
-</body></html>
-""",
-        b"text/html; charset=utf-8",
+def _load_index() -> Tuple[bytes, bytes]:
+    """The browser page, and a Content-Security-Policy that admits only its
+    own inline script (by hash) and requests to this server."""
+    page = resources.files("pipeserver").joinpath("index.html").read_bytes()
+    script = re.search(rb"<script>(.*?)</script>", page, re.S)
+    assert script is not None
+    digest = base64.b64encode(hashlib.sha256(script.group(1)).digest())
+    csp = (
+        b"default-src 'none'; script-src 'sha256-" + digest + b"'; "
+        b"style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; "
+        b"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     )
+    return page, csp
+
+
+_INDEX, _INDEX_CSP = _load_index()
+
+
+def index(request: Any) -> bytes:
+    request.setHeader(b"content-security-policy", _INDEX_CSP)
+    request.setHeader(b"content-type", b"text/html; charset=utf-8")
+    request.setHeader(b"access-control-allow-origin", b"*")
+    return _INDEX
 
 
 def noscript(request: Any) -> bytes:

@@ -1,0 +1,184 @@
+"""The browser page in a real headless Chromium (Debian's), driven by Playwright.
+
+One tab sends a file from ``/``, another receives it there, and the bytes are
+checked by their sha256 (computed in the receiving page). Skipped, loudly,
+only where Chromium or Playwright is not installed; CI installs both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import warnings
+
+import pytest
+import pytest_twisted
+from twisted.internet import threads
+
+import helpers
+from helpers import curl
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None
+
+if CHROMIUM is None or sync_playwright is None:
+    reason = (
+        "BROWSER TESTS SKIPPED: "
+        + ("no chromium on PATH (apt-get install chromium)" if CHROMIUM is None else "")
+        + (" no playwright (pip install playwright)" if sync_playwright is None else "")
+    )
+    warnings.warn(reason)
+    pytestmark = pytest.mark.skip(reason=reason)
+
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TOKEN = "browser-token-0123456789"
+
+
+def browse(script):
+    """Run ``script(browser)`` in a thread: the Playwright sync API blocks,
+    and the server under test lives on this thread's reactor."""
+
+    def run():
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=FLAGS
+            )
+            try:
+                return script(browser)
+            finally:
+                browser.close()
+
+    return threads.deferToThread(run)
+
+
+def open_page(browser, url: str, path: str, n: int = 1, token: str = ""):
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+    page.goto(url)
+    page.fill("#path", path)
+    page.fill("#n", str(n))
+    if token:
+        page.fill("#token", token)
+    page.errors = errors
+    return page
+
+
+@pytest_twisted.inlineCallbacks
+def test_send_a_file_from_one_page_and_receive_it_in_another(make_server, tmp_path):
+    server = make_server()
+    data = tmp_path / "photo.bin"
+    digest = helpers.make_file(str(data), 3 * 1024 * 1024 + 17, seed=11)
+
+    def script(browser):
+        receiver = open_page(browser, server.url("/"), "/browser-pipe")
+        receiver.click("#receive")
+        receiver.wait_for_function(
+            "document.getElementById('recv-status').textContent.startsWith('Waiting')"
+        )
+        sender = open_page(browser, server.url("/"), "/browser-pipe")
+        sender.set_input_files("#file", str(data))
+        sender.click("#send")
+        sender.wait_for_selector("#send-status[data-done]", timeout=30000)
+        receiver.wait_for_selector("#recv-status[data-done]", timeout=30000)
+        return {
+            "sent": sender.inner_text("#send-status"),
+            "sent_done": sender.get_attribute("#send-status", "data-done"),
+            "received": receiver.inner_text("#recv-status"),
+            "sha256": receiver.inner_text("#recv-sha256"),
+            "download": receiver.get_attribute("#recv-link", "download"),
+            "errors": sender.errors + receiver.errors,
+        }
+
+    result = yield browse(script)
+    assert result["errors"] == []
+    assert result["sent_done"] == "ok", result
+    assert result["sha256"] == digest
+    assert result["received"] == f"Received {3 * 1024 * 1024 + 17:,} bytes."
+    assert result["download"] == "photo.bin"
+    assert result["sent"].splitlines()[-1] == (
+        "[INFO] All receiver(s) was/were received successfully."
+    )
+
+
+@pytest_twisted.inlineCallbacks
+def test_text_with_a_token_and_two_receivers(make_server, procs, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"web {hashlib.sha256(TOKEN.encode()).hexdigest()}\n")
+    server = make_server("--tokens", str(tokens))
+    text = "héllo from the browser\n" * 100
+    other = procs.spawn(curl("-f", "-H", f"Authorization: Bearer {TOKEN}", server.url("/t?n=2")))
+    yield server.wait_receivers("/t", 1)
+
+    def script(browser):
+        receiver = open_page(browser, server.url("/"), "/t", n=2, token=TOKEN)
+        receiver.click("#receive")
+        sender = open_page(browser, server.url("/"), "t", n=2, token=TOKEN)
+        sender.check("input[value=text]")
+        sender.fill("#text", text)
+        sender.click("#send")
+        receiver.wait_for_selector("#recv-status[data-done]", timeout=30000)
+        sender.wait_for_selector("#send-status[data-done]", timeout=30000)
+        return receiver.inner_text("#recv-text"), receiver.inner_text("#recv-sha256")
+
+    shown, sha = yield browse(script)
+    yield other.wait()
+    expected = text.encode("utf-8")
+    assert other.exit_code == 0, other.describe()
+    assert bytes(other.out) == expected
+    assert sha == hashlib.sha256(expected).hexdigest()
+    assert shown == text.rstrip("\n") or shown == text
+
+
+@pytest_twisted.inlineCallbacks
+def test_wrong_token_is_shown_to_the_user(make_server, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"web {hashlib.sha256(TOKEN.encode()).hexdigest()}\n")
+    server = make_server("--tokens", str(tokens))
+
+    def script(browser):
+        page = open_page(browser, server.url("/"), "/x", token="wrong")
+        page.click("#receive")
+        page.wait_for_selector("#recv-status[data-done]", timeout=10000)
+        return page.inner_text("#recv-status")
+
+    shown = yield browse(script)
+    assert shown == "[ERROR] Missing or invalid token.\n(HTTP 401)"
+
+
+@pytest_twisted.inlineCallbacks
+def test_noscript_form_sends_the_file_bytes_only(make_server, procs, tmp_path):
+    server = make_server()
+    data = tmp_path / "report.csv"
+    digest = helpers.make_file(str(data), 200_000, seed=12)
+    receiver = procs.spawn(curl("-f", "-D", str(tmp_path / "headers"), server.url("/form")))
+    yield server.wait_receivers("/form", 1)
+
+    def script(browser):
+        page = browser.new_page(java_script_enabled=False)
+        page.goto(server.url("/noscript?path=form&mode=file"))
+        page.set_input_files("input[name=input_file]", str(data))
+        with page.expect_navigation():
+            page.click("form[enctype] button[type=submit]")
+        return page.inner_text("body")
+
+    shown = yield browse(script)
+    yield receiver.wait()
+    assert receiver.exit_code == 0, receiver.describe()
+    assert receiver.sha256 == digest
+    headers = (tmp_path / "headers").read_text()
+    assert 'Content-Disposition: form-data; name="input_file"; filename="report.csv"' in headers
+    assert shown.splitlines()[-1] == "[INFO] All receiver(s) was/were received successfully."
+
