@@ -176,6 +176,18 @@ class PipeChannel(http.HTTPChannel):
         self._receivedHeaderSize = self.totalHeadersSize + 1
         self._respondToBadRequestAndDisconnect()
 
+    def headerReceived(self, line: bytes) -> bool:
+        # Twisted skips "Transfer-Encoding: identity", so "chunked" plus
+        # "identity", or "identity" plus Content-Length, would be framed one
+        # way here and maybe another by a proxy in front (request smuggling).
+        # The only coding accepted is exactly "chunked" (RFC 9112 6.3).
+        name, sep, value = line.partition(b":")
+        if sep and name.lower() == b"transfer-encoding":
+            if value.strip(b" \t").lower() != b"chunked":
+                self._respondToBadRequestAndDisconnect()
+                return False
+        return bool(super().headerReceived(line))
+
     def connectionMade(self) -> None:
         super().connectionMade()
         channels = getattr(self.factory, "channels", None)
