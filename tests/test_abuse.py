@@ -1,0 +1,526 @@
+"""Abuse over real sockets (SPEC §6 "Malformed HTTP", §9 limits).
+
+Every case is followed by a normal sender/receiver pair on the same server
+that must still work (sha256-checked), and the registry must be empty at the
+end (the ``make_server`` fixture checks that too). Nothing may be logged as
+a failure while the server is abused.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from abuse_support import (
+    FailureLog,
+    assert_received,
+    assert_rejected,
+    assert_sent,
+    assert_truncated,
+    body_bytes,
+    chunk,
+    connect,
+    exchange,
+    get_request,
+    normal_pair,
+    put_request,
+    raise_nofile,
+)
+from helpers import sleep, wait_for
+
+BAD = ("HTTP/1.1 400 Bad Request", "[ERROR] Malformed request.")
+TOO_LARGE = ("HTTP/1.1 431 Request Header Fields Too Large", "[ERROR] Request headers are too large.")
+TOO_SLOW = ("HTTP/1.1 408 Request Timeout", "[ERROR] Request headers took too long.")
+
+
+@pytest.fixture
+def failures():
+    with FailureLog() as log:
+        yield log
+    assert log.events == [], log.describe()
+
+
+def assert_closed_with(client, status_line, text):
+    assert client.is_closed
+    assert_rejected(client, status_line, text)
+    assert client.response().one("Connection") == "close"
+
+
+# ---------------------------------------------------------------- malformed
+
+
+MALFORMED_REQUEST_LINES = [
+    b"GARBAGE\r\n\r\n",
+    b"GET\r\n\r\n",
+    b"GET /p\r\n\r\n",
+    b"GET /p HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+    b"GET /p FOO/1.1\r\nHost: x\r\n\r\n",
+    b"GET /p HTTP/9.9\r\nHost: x\r\n\r\n",
+    b" /p HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\x00\x01\x02\xff\r\n\r\n",
+    b"PUT /p HTTP/1.1\r\nno colon here\r\nContent-Length: 3\r\n\r\nabc",
+    b"PUT /p HTTP/1.1\r\n: empty name\r\nContent-Length: 3\r\n\r\nabc",
+]
+
+
+@pytest.mark.parametrize("raw", MALFORMED_REQUEST_LINES, ids=repr)
+@pytest_twisted.inlineCallbacks
+def test_malformed_request(server, failures, raw):
+    client = yield exchange(server.portnum, raw)
+    assert_closed_with(client, *BAD)
+    assert not server.registry.pipes
+    yield normal_pair(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_64k_header_line(server, failures):
+    raw = get_request("/p", extra=b"X-Big: " + b"a" * 65536 + b"\r\n")
+    client = yield exchange(server.portnum, raw)
+    assert_closed_with(client, *TOO_LARGE)
+    assert not server.registry.pipes
+    yield normal_pair(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_64k_request_line(server, failures):
+    client = yield exchange(server.portnum, get_request("/" + "a" * 65536))
+    assert_closed_with(client, *TOO_LARGE)
+    yield normal_pair(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_thousand_headers(server, failures):
+    extra = b"".join(b"X-H%d: v\r\n" % i for i in range(1000))
+    for raw in (get_request("/p", extra=extra), put_request("/p", b"abc", extra=extra)):
+        client = yield exchange(server.portnum, raw)
+        assert_closed_with(client, *TOO_LARGE)
+    assert not server.registry.pipes
+    yield normal_pair(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_configured_header_count_is_exact(make_server, failures):
+    server = make_server("--max-headers", "10")
+    # Host plus Connection plus 8 more is 10: allowed; one more is not.
+    ok = yield exchange(server.portnum, get_request("/version", extra=b"X-A: 1\r\n" * 8))
+    assert ok.response().status_line == "HTTP/1.1 200 OK"
+    client = yield exchange(server.portnum, get_request("/version", extra=b"X-A: 1\r\n" * 9))
+    assert_closed_with(client, *TOO_LARGE)
+    yield normal_pair(server)
+
+
+@pytest.mark.parametrize("length", [b"-1", b"-5", b"abc", b"1x", b"0x10", b"", b"1 2", b"+-3"])
+@pytest_twisted.inlineCallbacks
+def test_bad_content_length(server, failures, length):
+    raw = b"PUT /p HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\nabcdef"
+    client = yield exchange(server.portnum, raw)
+    assert_closed_with(client, *BAD)
+    assert not server.registry.pipes
+    yield normal_pair(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_conflicting_content_lengths(server, failures):
+    raw = b"PUT /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 6\r\n\r\nabcdef"
+    client = yield exchange(server.portnum, raw)
+    assert_closed_with(client, *BAD)
+    yield normal_pair(server)
+
+
+# ---------------------------------------------------------------- smuggling
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+SMUGGLING_BODY = b"0\r\n\r\n" + SMUGGLED
+CL_ALL = b"Content-Length: %d\r\n" % len(SMUGGLING_BODY)
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        CL_ALL + b"Transfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\n" + CL_ALL,
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        CL_ALL + b"Transfer-Encoding: xchunked\r\n",
+        CL_ALL + b"Transfer-Encoding: identity\r\n",
+        b"Transfer-Encoding: identity\r\n" + CL_ALL,
+        b"Transfer-Encoding: gzip, chunked\r\n",
+        b"Transfer-Encoding: chunked, identity\r\n",
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+        b"Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        CL_ALL + CL_ALL,
+    ],
+    ids=repr,
+)
+@pytest_twisted.inlineCallbacks
+def test_smuggling_rejected(server, failures, framing):
+    """Ambiguous framing is refused (400, closed) whichever way a proxy in
+    front would read it; the request hidden in the body never runs."""
+    seen = []
+    receiver = yield connect(server.portnum)
+    receiver.send(get_request("/s"))
+    yield server.wait_receivers("/s", 1)
+    raw = b"PUT /s HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n" + SMUGGLING_BODY
+    client = yield connect(server.portnum)
+    client.send(raw)
+    # Watch for the smuggled request at every turn while the reply comes.
+    deadline = server.site.reactor.seconds() + 5
+    while not client.is_closed and server.site.reactor.seconds() < deadline:
+        seen.append(server.pipe("/smuggled"))
+        yield sleep(0.005)
+    seen.append(server.pipe("/smuggled"))
+    assert not any(seen), "the smuggled request ran"
+    assert_closed_with(client, *BAD)
+    # The honest receiver was not disturbed: it still waits, and pairs.
+    assert receiver.data == b""
+    assert len(server.pipe("/s").receivers) == 1
+    body = body_bytes(50_000, 3)
+    sender = yield connect(server.portnum)
+    sender.send(put_request("/s", body))
+    yield receiver.wait_closed()
+    yield sender.wait_closed()
+    assert_received(receiver, body)
+    assert_sent(sender)
+    yield normal_pair(server)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+@pytest_twisted.inlineCallbacks
+def test_request_inside_body_is_body(server, failures, chunked):
+    """A body that looks like a request is delivered as bytes, never run."""
+    body = SMUGGLED * 3 + b"PUT /smuggled HTTP/1.1\r\nContent-Length: 1\r\n\r\nx"
+    receiver = yield connect(server.portnum)
+    receiver.send(get_request("/s"))
+    sender = yield connect(server.portnum)
+    sender.send(put_request("/s", body, chunked=chunked, pieces=3))
+    yield receiver.wait_closed()
+    yield sender.wait_closed()
+    assert_received(receiver, body, chunked=chunked)
+    assert_sent(sender)
+    assert server.pipe("/smuggled") is None
+    yield normal_pair(server)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"X-Piping: a\nSet-Cookie: evil=1\r\n",
+        b"Content-Type: text/plain\nSet-Cookie: evil=1\r\n",
+        b"Content-Disposition: a\rSet-Cookie: evil=1\r\n",
+        b"X-Piping: a\x00b\r\n",
+    ],
+    ids=repr,
+)
+@pytest_twisted.inlineCallbacks
+def test_header_injection_rejected(server, failures, header):
+    """A header value with CR, LF or NUL never reaches a receiver."""
+    receiver = yield connect(server.portnum)
+    receiver.send(get_request("/inj"))
+    yield server.wait_receivers("/inj", 1)
+    client = yield exchange(server.portnum, put_request("/inj", b"abc", extra=header))
+    assert_closed_with(client, *BAD)
+    assert receiver.data == b"" and not receiver.is_closed
+    body = body_bytes(10_000, 4)
+    sender = yield connect(server.portnum)
+    sender.send(put_request("/inj", body))
+    yield receiver.wait_closed()
+    yield sender.wait_closed()
+    assert_received(receiver, body)
+    assert b"evil" not in receiver.data
+    yield normal_pair(server)
+
+
+# ---------------------------------------------------------------- broken chunks
+
+
+#: Broken chunk framing, and the bytes of it that still count as body.
+BROKEN_FRAMING = [
+    (b"zz\r\n", b""),
+    (b"5\r\nabcdefgh\r\n", b"abcde"),
+    (b"-1\r\n", b""),
+    (b"5\r\nabcde\r\r", b"abcde"),
+    (b"\r\n\r\n", b""),
+    (b"0x5\r\nabcde\r\n", b""),
+    (b"+5\r\nabcde\r\n", b""),
+    (b"5_0\r\nabcde\r\n", b""),
+    (b"5 \r\nabcde\r\n", b""),
+]
+
+
+@pytest.mark.parametrize("broken,delivered", BROKEN_FRAMING, ids=repr)
+@pytest_twisted.inlineCallbacks
+def test_broken_chunks_while_streaming(server, failures, broken, delivered):
+    """Receivers see a truncated response and a closed connection."""
+    first = body_bytes(40_000, 5)
+    receivers = []
+    for _ in range(2):
+        r = yield connect(server.portnum)
+        r.send(get_request("/b?n=2"))
+        receivers.append(r)
+    yield server.wait_receivers("/b", 2)
+    sender = yield connect(server.portnum)
+    sender.send(b"PUT /b?n=2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(first))
+    for r in receivers:
+        yield wait_for(lambda r=r: r.nbytes > len(first), what="the first chunk to arrive")
+    sender.send(broken)
+    for r in receivers:
+        yield r.wait_closed(5, "the receiver to be cut")
+        assert_truncated(r)
+        assert r.response().body == first + delivered
+    yield sender.wait_closed(15, "the sender to be cut")
+    response = sender.response()
+    assert response.status_line == "HTTP/1.1 200 OK"
+    assert not response.complete
+    yield server.wait_empty()
+    yield normal_pair(server, path="/b", chunked=True)
+
+
+@pytest.mark.parametrize("broken,delivered", BROKEN_FRAMING, ids=repr)
+@pytest_twisted.inlineCallbacks
+def test_broken_chunks_with_headers_while_receiver_waits(server, failures, broken, delivered):
+    """A sender whose body breaks at once leaves; the waiting receiver stays
+    and pairs with the next sender."""
+    receiver = yield connect(server.portnum)
+    receiver.send(get_request("/w?n=2"))
+    yield server.wait_receivers("/w", 1)
+    bad = yield exchange(
+        server.portnum,
+        b"PUT /w?n=2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunk(b"x" * 100)
+        + broken,
+    )
+    # The 200 of a sender starts at once; its broken body ends it unfinished.
+    response = bad.response()
+    assert response.status_line == "HTTP/1.1 200 OK"
+    assert not response.complete
+    assert receiver.data == b"" and not receiver.is_closed
+    yield wait_for(lambda: server.pipe("/w").sender is None, what="the broken sender to go")
+    body = body_bytes(30_000, 6)
+    second = yield connect(server.portnum)
+    second.send(get_request("/w?n=2"))
+    sender = yield connect(server.portnum)
+    sender.send(put_request("/w?n=2", body, chunked=True, pieces=4))
+    for r in (receiver, second):
+        yield r.wait_closed()
+        assert_received(r, body, chunked=True)
+    yield sender.wait_closed()
+    assert_sent(sender, n=2)
+    yield normal_pair(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_sender_disconnects_mid_chunk(server, failures):
+    receiver = yield connect(server.portnum)
+    receiver.send(get_request("/m"))
+    sender = yield connect(server.portnum)
+    sender.send(b"PUT /m HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n" + b"y" * 100)
+    yield wait_for(lambda: receiver.nbytes > 100, what="the first bytes")
+    sender.reset()
+    yield receiver.wait_closed(5)
+    assert_truncated(receiver)
+    yield server.wait_empty()
+    yield normal_pair(server, path="/m")
+
+
+# ---------------------------------------------------------------- bare LF
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /version HTTP/1.1\nHost: x\n\n",
+        b"GET /version HTTP/1.1\r\nHost: x\n\r\n",
+        b"GET /version HTTP/1.1\r\nHost: x\r\n\n",
+        b"PUT /lf HTTP/1.1\nHost: x\nContent-Length: 3\n\nabc",
+    ],
+    ids=repr,
+)
+@pytest_twisted.inlineCallbacks
+def test_bare_lf_waits_for_a_line_end_then_408(make_server, failures, raw):
+    """Lines end with CRLF only: bare LFs never end the head, so the header
+    timeout answers 408; nothing is dispatched."""
+    server = make_server("--header-timeout", "1")
+    client = yield connect(server.portnum)
+    client.send(raw)
+    yield sleep(0.5)
+    assert client.data == b"" and not server.registry.pipes
+    yield client.wait_closed(5)
+    assert_closed_with(client, *TOO_SLOW)
+    yield normal_pair(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_bare_lf_in_request_line_is_malformed(server, failures):
+    client = yield exchange(server.portnum, b"GET /version HTTP/1.1\nHost: x\r\n\r\n")
+    assert_closed_with(client, *BAD)
+    yield normal_pair(server)
+
+
+# ---------------------------------------------------------------- slowloris
+
+
+@pytest_twisted.inlineCallbacks
+def test_slowloris(make_server, failures):
+    raise_nofile(1000)
+    server = make_server("--header-timeout", "1")
+    lorises = []
+    started = server.site.reactor.seconds()
+    for i in range(200):
+        c = yield connect(server.portnum)
+        c.send(b"GET /slow%d HT" % i)
+        lorises.append(c)
+    # Half of them trickle a byte now and then: that must not buy time.
+    trickling = True
+
+    @defer.inlineCallbacks
+    def trickle():
+        while trickling:
+            for c in lorises[::2]:
+                c.send(b"T")
+            yield sleep(0.2)
+
+    trickler = trickle()
+    # A normal pair works while they hang on.
+    yield normal_pair(server, path="/during")
+    assert sum(not c.is_closed for c in lorises) > 0
+    for c in lorises:
+        yield c.wait_closed(6, "a slowloris to be cut")
+    trickling = False
+    yield trickler
+    elapsed = server.site.reactor.seconds() - started
+    assert elapsed < 6, elapsed
+    for c in lorises:
+        assert_closed_with(c, *TOO_SLOW)
+    assert not server.registry.pipes
+    yield normal_pair(server)
+
+
+# ---------------------------------------------------------------- waiting limits
+
+
+@defer.inlineCallbacks
+def wait_many(server, paths, extra=b"", batch=200):
+    """Open a waiting receiver per path. Fires with (waiting, rejected)
+    clients once the server has answered or registered every one; each
+    client knows its ``path``."""
+    waiting, rejected, clients = [], [], []
+    for start in range(0, len(paths), batch):
+        batch_clients = []
+        for path in paths[start : start + batch]:
+            c = yield connect(server.portnum)
+            c.path = path
+            c.send(get_request(path, close=False, extra=extra))
+            batch_clients.append(c)
+        clients += batch_clients
+        # Every request is in once each got a reply or is counted waiting.
+        yield wait_for(
+            lambda: sum(len(c.data) > 0 for c in clients) + server.registry.waiting() >= len(clients),
+            timeout=20,
+            what="the server to take every request",
+        )
+    for c in clients:
+        (rejected if c.data else waiting).append(c)
+    return waiting, rejected
+
+
+def assert_over_limit(client, text):
+    response = client.response()
+    assert response.status_line == "HTTP/1.1 503 Service Unavailable", response.status_line
+    assert response.complete
+    assert response.one("Retry-After") is not None
+    assert int(response.one("Retry-After")) > 0
+    assert response.one("Content-Type") == "text/plain"
+    assert response.body.startswith(b"[ERROR]")
+    assert response.body == (text + "\n").encode()
+
+
+@pytest_twisted.inlineCallbacks
+def test_max_waiting(make_server, failures):
+    raise_nofile(5000 * 2 + 500)
+    server = make_server("--max-waiting", "1000", "--max-waiting-per-project", "100000")
+    paths = [f"/p{i}" for i in range(5000)]
+    waiting, rejected = yield wait_many(server, paths)
+    assert len(waiting) == 1000
+    assert len(rejected) == 4000
+    assert server.registry.waiting() == 1000
+    assert len(server.registry.pipes) == 1000
+    for c in rejected:
+        assert_over_limit(c, "[ERROR] Too many parties are waiting on this server.")
+        c.close()
+    # At the limit, one more party that would wait is refused...
+    lonely = yield exchange(server.portnum, get_request("/one-more"))
+    assert_over_limit(lonely, "[ERROR] Too many parties are waiting on this server.")
+    lonely = yield exchange(server.portnum, put_request("/one-more", b"abc"))
+    assert_over_limit(lonely, "[ERROR] Too many parties are waiting on this server.")
+    # ...but a party that completes a pipe is still welcome.
+    first = waiting[0]
+    path = first.path
+    body = body_bytes(20_000, 8)
+    sender = yield connect(server.portnum)
+    sender.send(put_request(path, body))
+    yield sender.wait_closed()
+    assert_sent(sender)
+    yield wait_for(lambda: first.response().complete, what="the completed receiver")
+    assert_received(first, body)
+    assert server.registry.waiting() == 999
+    for c in waiting:
+        c.close()
+    for c in rejected + waiting:
+        yield c.wait_closed()
+    yield server.wait_empty(timeout=10)
+    assert server.registry.waiting() == 0
+    assert server.registry.waitingByProject == {}
+    yield normal_pair(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_max_waiting_per_project(make_server, failures, tmp_path):
+    from pipeserver.tokens import hash_token
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"alpha {hash_token('tok-a')}\nbeta {hash_token('tok-b')}\n")
+    server = make_server(
+        "--tokens", str(tokens), "--max-waiting", "1000", "--max-waiting-per-project", "50"
+    )
+    alpha = b"Authorization: Bearer tok-a\r\n"
+    beta = b"Authorization: Bearer tok-b\r\n"
+    waiting, rejected = yield wait_many(server, [f"/a{i}" for i in range(120)], extra=alpha)
+    assert len(waiting) == 50 and len(rejected) == 70
+    for c in rejected:
+        assert_over_limit(c, "[ERROR] Too many parties are waiting in this project.")
+    assert server.registry.waitingByProject == {"alpha": 50}
+    # Another project is not held back by alpha.
+    body = body_bytes(20_000, 9)
+    receiver = yield connect(server.portnum)
+    receiver.send(get_request("/b", extra=beta))
+    yield server.wait_receivers("/b", 1)
+    sender = yield connect(server.portnum)
+    sender.send(put_request("/b", body, extra=beta))
+    yield receiver.wait_closed()
+    yield sender.wait_closed()
+    assert_received(receiver, body)
+    assert_sent(sender)
+    # Senders count as waiting parties too.
+    lonely = yield exchange(server.portnum, put_request("/a-sender", b"abc", extra=alpha))
+    assert_over_limit(lonely, "[ERROR] Too many parties are waiting in this project.")
+    for c in waiting + rejected:
+        c.close()
+    for c in waiting + rejected:
+        yield c.wait_closed()
+    yield server.wait_empty()
+    assert server.registry.waiting() == 0
+    # Tokens are needed for the pair now, so do it by hand in alpha.
+    receiver = yield connect(server.portnum)
+    receiver.send(get_request("/after", extra=alpha))
+    sender = yield connect(server.portnum)
+    sender.send(put_request("/after", body, extra=alpha, chunked=True, pieces=5))
+    yield receiver.wait_closed()
+    yield sender.wait_closed()
+    assert_received(receiver, body, chunked=True)
+    assert_sent(sender)
