@@ -98,6 +98,7 @@ def test_one_receiver_gets_the_body_sender_first(env: Env) -> None:
     ]
     assert s.response().complete
     assert s.response().header(b"content-type") == TEXT_PLAIN
+    assert s.response().header(b"access-control-allow-origin") == b"*"
     assert s.open and r.open
 
 
@@ -299,6 +300,8 @@ def test_sender_deadline_fires_exactly_at_wait_timeout(env: Env) -> None:
     assert sender_lines(s) == ["[INFO] Waiting for 1 receiver(s)...", NOT_ALL]
     assert_truncated(s)
     assert s.wire().endswith(b"[ERROR] Not all receivers arrived on '/p' within 300 seconds.\n\r\n")
+    # Its body is read (and dropped) again, so the client sees our lines, not a reset.
+    assert s.reading == "producing"
     assert env.registry.pipes == {}
     # A client that does not close is cut after the grace period.
     assert s.transport.connected
@@ -713,6 +716,7 @@ def test_only_receiver_aborts(env: Env) -> None:
     ]
     assert_truncated(s)
     assert env.registry.pipes == {}
+    assert s.reading == "producing"
     # The rest of the body is read and dropped; nothing more is said.
     before = s.wire()
     s.send(chunk(b"more"))
