@@ -1053,3 +1053,18 @@ def test_http10_receiver_of_a_chunked_upload(env: Env) -> None:
     assert b"Transfer-Encoding" not in wire
     # Without a length, only the close tells the end.
     assert not r.transport.connected
+
+
+def test_pipelined_second_upload_to_the_same_path(env: Env) -> None:
+    """The path is free the moment a transfer ends, even for a request that
+    was already waiting behind it on the sender's own connection."""
+    r1 = receiver(env)
+    s = env.client().send(request(b"PUT", b"/p", body=b"abc") + request(b"PUT", b"/p", body=b"def"))
+    first, second = s.responses()
+    assert first.lines[-1] == "[INFO] All receiver(s) was/were received successfully."
+    assert first.complete
+    assert (second.status, second.lines) == (200, ["[INFO] Waiting for 1 receiver(s)..."])
+    assert r1.response().body == b"abc"
+    r2 = receiver(env)
+    assert (r2.response().body, r2.response().complete) == (b"def", True)
+    assert s.responses()[1].lines[-1] == "[INFO] All receiver(s) was/were received successfully."
