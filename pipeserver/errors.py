@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+import functools
+from typing import Callable, Sequence, Tuple, TypeVar
 
 
 def seconds(value: float) -> str:
@@ -14,66 +15,99 @@ class Rejection(Exception):
     """A request that is answered with an error instead of joining a pipe.
 
     ``text`` is the body without its final newline; ``headers`` are extra
-    response headers (``Allow``, ``Retry-After``, ``WWW-Authenticate``).
+    response headers (``Allow``, ``Retry-After``, ``WWW-Authenticate``);
+    ``reason`` is a short name for metrics (the constructor's name below).
     """
 
     def __init__(
-        self, status: int, text: str, headers: Sequence[Tuple[str, str]] = ()
+        self,
+        status: int,
+        text: str,
+        headers: Sequence[Tuple[str, str]] = (),
+        reason: str = "",
     ) -> None:
         super().__init__(text)
         self.status = status
         self.text = text
         self.headers = tuple(headers)
+        self.reason = reason
 
     @property
     def body(self) -> bytes:
         return (self.text + "\n").encode("utf-8")
 
 
+_Make = TypeVar("_Make", bound=Callable[..., Rejection])
+
+
+def _reason(make: _Make) -> _Make:
+    """Name the rejections ``make`` builds after it, unless they have a name."""
+
+    @functools.wraps(make)
+    def named(*args, **kwargs):  # type: ignore[no-untyped-def]
+        rejection = make(*args, **kwargs)
+        if not rejection.reason:
+            rejection.reason = make.__name__
+        return rejection
+
+    return named  # type: ignore[return-value]
+
+
 def bad(text: str) -> Rejection:
     return Rejection(400, text)
 
 
+@_reason
 def reserved_path(path: str) -> Rejection:
     return bad(f"[ERROR] Cannot send to the reserved path '{path}'. (e.g. '/mypath123')")
 
 
+@_reason
 def content_range() -> Rejection:
     return bad("[ERROR] Content-Range is not supported for now in PUT")
 
 
+@_reason
 def sender_n_invalid() -> Rejection:
     return bad('[ERROR] Invalid "n" query parameter')
 
 
+@_reason
 def receiver_n_invalid() -> Rejection:
     return bad('[ERROR] Invalid query parameter "n"')
 
 
+@_reason
 def n_not_positive(n: int) -> Rejection:
     return bad(f"[ERROR] n should > 0, but n = {n}.")
 
 
+@_reason
 def n_too_large(n: int, limit: int) -> Rejection:
     return bad(f"[ERROR] n should be at most {limit}, but n = {n}.")
 
 
+@_reason
 def established(path: str) -> Rejection:
     return bad(f"[ERROR] Connection on '{path}' has been established already.")
 
 
+@_reason
 def second_sender(path: str) -> Rejection:
     return bad(f"[ERROR] Another sender has been connected on '{path}'.")
 
 
+@_reason
 def n_mismatch(expected: int, got: int) -> Rejection:
     return bad(f"[ERROR] The number of receivers should be {expected} but {got}.")
 
 
+@_reason
 def receivers_full() -> Rejection:
     return bad("[ERROR] The number of receivers has reached limits.")
 
 
+@_reason
 def service_worker() -> Rejection:
     return bad("[ERROR] Service Worker registration is rejected.")
 
@@ -81,12 +115,14 @@ def service_worker() -> Rejection:
 ALLOWED_METHODS = "GET, HEAD, POST, PUT, OPTIONS"
 
 
+@_reason
 def method_not_allowed(method: str) -> Rejection:
     return Rejection(
         405, f"[ERROR] Unsupported method: {method}.", [("Allow", ALLOWED_METHODS)]
     )
 
 
+@_reason
 def unauthorized() -> Rejection:
     return Rejection(
         401,
@@ -95,12 +131,14 @@ def unauthorized() -> Rejection:
     )
 
 
+@_reason
 def path_too_long(limit: int) -> Rejection:
     return Rejection(414, f"[ERROR] The path is longer than {limit} bytes.")
 
 
-def over_limit(text: str, retry_after: int = 5) -> Rejection:
-    return Rejection(503, f"[ERROR] {text}", [("Retry-After", str(retry_after))])
+@_reason
+def over_limit(text: str, retry_after: int = 5, reason: str = "") -> Rejection:
+    return Rejection(503, f"[ERROR] {text}", [("Retry-After", str(retry_after))], reason)
 
 
 def no_sender(path: str, wait: float) -> str:

@@ -49,6 +49,31 @@ class _NoWatcher:
         pass
 
 
+class Observer(Protocol):
+    """Told of a pipe's milestones (metrics.py has one); never per byte."""
+
+    def transferStarted(self, pipe: "Pipe") -> None:
+        """``pipe`` is established: its parties stop waiting, bytes flow."""
+
+    def pipeEnded(self, pipe: "Pipe", how: str) -> None:
+        """``pipe`` left the registry: completed, aborted, timed out, left,
+        shut down. ``pipe.bytes`` is final."""
+
+    def rejected(self, project: str, reason: str) -> None:
+        """A request was answered with an error (``Rejection.reason``)."""
+
+
+class NullObserver:
+    def transferStarted(self, pipe: "Pipe") -> None:
+        pass
+
+    def pipeEnded(self, pipe: "Pipe", how: str) -> None:
+        pass
+
+    def rejected(self, project: str, reason: str) -> None:
+        pass
+
+
 def display_path(path: bytes) -> str:
     return path.decode("utf-8", "replace")
 
@@ -584,12 +609,14 @@ class PipeRegistry:
         max_receivers: int = 256,
         watcher: Optional[Watcher] = None,
         limits: Optional[Limits] = None,
+        observer: Optional[Observer] = None,
     ) -> None:
         self.clock = clock
         self.wait_timeout = wait_timeout
         self.limits = limits if limits is not None else Limits(max_receivers)
         self.max_receivers = self.limits.max_receivers
         self.watcher: Watcher = watcher if watcher is not None else _NoWatcher()
+        self.observer: Observer = observer if observer is not None else NullObserver()
         self.pipes: Dict[Key, Pipe] = {}
         self.counts: Dict[str, int] = {}
         self.waitingTotal = 0
@@ -611,16 +638,21 @@ class PipeRegistry:
         pipe = self.pipes.get(key)
         if self.draining:
             self._count("rejected: shutting down")
-            raise errors.over_limit("The server is shutting down.")
+            raise errors.over_limit("The server is shutting down.", reason="shutting_down")
         # A party that completes its pipe waits for nobody: always welcome.
         if pipe is None or not pipe.completes(receiver):
             project = key[0]
             if self.waitingTotal >= self.limits.max_waiting:
                 self._count("rejected: waiting limit")
-                raise errors.over_limit("Too many parties are waiting on this server.")
+                raise errors.over_limit(
+                    "Too many parties are waiting on this server.", reason="waiting_limit"
+                )
             if self.waitingByProject.get(project, 0) >= self.limits.max_waiting_per_project:
                 self._count("rejected: project waiting limit")
-                raise errors.over_limit("Too many parties are waiting in this project.")
+                raise errors.over_limit(
+                    "Too many parties are waiting in this project.",
+                    reason="project_waiting_limit",
+                )
         if pipe is None:
             pipe = self.pipes[key] = Pipe(self, key, n)
         return pipe
@@ -635,11 +667,13 @@ class PipeRegistry:
 
     def established(self, pipe: Pipe) -> None:
         self._count("established")
+        self.observer.transferStarted(pipe)
 
     def remove(self, pipe: Pipe, how: str) -> None:
         if self.pipes.get(pipe.key) is pipe:
             del self.pipes[pipe.key]
         self._count(how)
+        self.observer.pipeEnded(pipe, how)
         if not self.pipes and self._drained:
             drained, self._drained = self._drained, []
             for waiter in drained:

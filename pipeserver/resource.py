@@ -51,6 +51,8 @@ class PipeResource(Resource):
         try:
             return self._route(request)
         except Rejection as rejection:
+            project = getattr(request, "project", "") or ""
+            self.registry.observer.rejected(project, rejection.reason)
             return reject(request, rejection)
 
     def _route(self, request: PipeRequestLike) -> Union[bytes, int]:

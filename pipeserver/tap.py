@@ -13,6 +13,7 @@ from twisted.python import usage
 
 from pipeserver import __version__
 from pipeserver.channel import HangupWatcher, PipeSite
+from pipeserver.logs import FORMATS, LoggingService, json_file_observer, twistd_log_file
 from pipeserver.pipe import Limits, PipeRegistry, buffered_bytes
 from pipeserver.resource import PipeResource, open_project
 from pipeserver.tokens import TokenFileError, Tokens
@@ -32,6 +33,10 @@ parties are released, transfers get --shutdown-grace seconds to finish.
 Endpoints are Twisted endpoint strings, e.g. tcp:8080, tcp:8080:interface=127.0.0.1,
 unix:/run/pipe.sock, ssl:8443:privateKey=key.pem:certKey=cert.pem,
 systemd:domain=INET:index=0. --listen may be given several times.
+
+--metrics-listen ENDPOINT serves Prometheus metrics at /metrics on a
+separate endpoint (e.g. tcp:9100:interface=127.0.0.1). --log-format json
+writes one JSON object per line to twistd's log (stdout with -n).
 """
 
 DEFAULT_LISTEN = "tcp:8080"
@@ -45,6 +50,12 @@ def _positive_float(value: str) -> float:
     if not number > 0:
         raise ValueError(value)
     return number
+
+
+def _log_format(value: str) -> str:
+    if value not in FORMATS:
+        raise ValueError(value)
+    return value
 
 
 def _positive_int(value: str) -> int:
@@ -83,17 +94,25 @@ class Options(usage.Options):
         ["max-path-bytes", None, 1024, "Longest pipe path, in bytes.", _positive_int],
         ["shutdown-grace", None, 30.0,
          "Seconds transfers under way get to finish on SIGTERM.", _positive_float],
+        ["log-format", None, "text",
+         "Log lines as 'text' or 'json' (one JSON object per line).", _log_format],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["metrics-listen"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         """Endpoint to serve on (repeatable). Default: tcp:8080."""
         self["listen"].append(endpoint)
 
     opt_l = opt_listen
+
+    def opt_metrics_listen(self, endpoint: str) -> None:
+        """Endpoint serving Prometheus metrics at /metrics (repeatable).
+        Default: none, no metrics."""
+        self["metrics-listen"].append(endpoint)
 
     def opt_version(self) -> None:
         """Print the version and exit."""
@@ -132,6 +151,13 @@ def makeSite(options: Any, reactor: Any) -> PipeSite:
             max_waiting_per_project=int(options["max-waiting-per-project"]),
         ),
     )
+    metrics = None
+    if options.get("metrics-listen"):
+        from pipeserver.metrics import PipeMetrics
+
+        metrics = PipeMetrics(reactor)
+        registry.observer = metrics
+        metrics.watch(registry)
     tokens = Tokens(options["tokens"], reactor) if options["tokens"] else None
     resource = PipeResource(
         registry,
@@ -144,6 +170,7 @@ def makeSite(options: Any, reactor: Any) -> PipeSite:
     site.totalHeadersSize = int(options["max-header-bytes"])
     site.registry = registry  # type: ignore[attr-defined]
     site.tokens = tokens  # type: ignore[attr-defined]
+    site.metrics = metrics  # type: ignore[attr-defined]
     site.displayTracebacks = False
     return site
 
@@ -227,10 +254,20 @@ def makeService(options: Any, reactor: Optional[IReactorCore] = None) -> service
 
         reactor = default_reactor  # type: ignore[assignment]
     site = makeSite(options, reactor)
-    parent = service.MultiService()
+    parent = LoggingService()
+    if options.get("log-format") == "json":
+        twistd = getattr(options, "parent", None)
+        parent.observerFactory = lambda: json_file_observer(twistd_log_file(twistd))
     PipeService(site, reactor, float(options["shutdown-grace"])).setServiceParent(parent)
     endpoints: List[str] = list(options["listen"]) or [DEFAULT_LISTEN]
     for description in endpoints:
         strports.service(description, site, reactor=reactor).setServiceParent(parent)
+    if site.metrics is not None:  # type: ignore[attr-defined]
+        from pipeserver.metrics import makeMetricsSite
+
+        metricsSite = makeMetricsSite(site.metrics, reactor)  # type: ignore[attr-defined]
+        for description in options["metrics-listen"]:
+            strports.service(description, metricsSite, reactor=reactor).setServiceParent(parent)
+        parent.metricsSite = metricsSite  # type: ignore[attr-defined]
     parent.site = site  # type: ignore[attr-defined]
     return parent

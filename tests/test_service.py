@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import sys
 
 import pytest
 import pytest_twisted
+from twisted.logger import eventFromJSON
 
 import helpers
 from helpers import curl
@@ -168,3 +170,33 @@ def test_sigterm_cuts_transfers_still_running_after_the_grace(procs, tmp_path):
     assert sender.exit_code != 0, sender.describe()
     assert b"[INFO] Sent successfully!" not in bytes(sender.out), sender.describe()
     yield stopped(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_log_format_json_writes_one_json_object_per_line(procs, tmp_path):
+    server, base = yield start_twistd(procs, tmp_path, "--log-format", "json")
+    body = tmp_path / "body"
+    expected = helpers.make_file(str(body), 123_457, seed=9)
+    sender = procs.spawn(curl("-f", "--data-binary", f"@{body}", base + "/json?n=1"))
+    receiver = procs.spawn(curl("-f", base + "/json"))
+    yield sender.wait()
+    yield receiver.wait()
+    assert receiver.exit_code == 0 and receiver.sha256 == expected, receiver.describe()
+    server.kill(signal.SIGTERM)
+    yield server.wait()
+    assert server.signal == signal.SIGTERM or server.exit_code == 0, server.describe()
+
+    events = [json.loads(text) for text in bytes(server.out).decode().splitlines()]
+    assert all(isinstance(event, dict) and "text" in event for event in events)
+    access = [e for e in events if e.get("log_namespace") == "pipeserver.access"]
+    by_method = {e["method"]: e for e in access}
+    assert sorted(by_method) == ["GET", "POST"], access
+    post, get = by_method["POST"], by_method["GET"]
+    assert (post["path"], post["status"], post["received"], post["project"]) == (
+        "/json", 200, 123_457, "-")
+    assert (get["path"], get["status"], get["sent"]) == ("/json", 200, 123_457)
+    assert get["text"].startswith("GET /json 200 in=0 out=123457 ")
+    assert post["level"] == "info"
+    # The events read back as Twisted log events.
+    assert eventFromJSON(json.dumps(post))["log_format"] == post["log_format"]
+    assert events[-1]["text"] == "Server Shut Down."

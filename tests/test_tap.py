@@ -183,3 +183,48 @@ def test_plugin_is_discoverable() -> None:
 def test_plugin_makeService_is_tap_makeService() -> None:
     (maker,) = [m for m in getPlugins(IServiceMaker) if m.tapname == "pipe"]
     assert maker.makeService is tap.makeService
+
+
+# ------------------------------------------------------------ metrics, log format
+def test_metrics_listen_serves_a_second_site() -> None:
+    reactor, service = started("--listen", "tcp:8080", "--metrics-listen", "tcp:9100")
+    ports = {port: factory for port, factory, _, _ in reactor.tcpServers}
+    assert sorted(ports) == [8080, 9100]
+    assert ports[8080] is service.site
+    assert ports[9100] is service.metricsSite
+    assert service.site.registry.observer is service.site.metrics
+    service.stopService()
+
+
+def test_log_format_option() -> None:
+    assert parse()["log-format"] == "text"
+    assert parse("--log-format", "json")["log-format"] == "json"
+    with pytest.raises(usage.UsageError):
+        parse("--log-format", "xml")
+    text = str(tap.Options())
+    assert "--metrics-listen" in text and "--log-format" in text
+
+
+def test_log_format_json_gives_the_application_a_json_observer(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import io
+    import json
+    import sys
+
+    from twisted.application.service import Application
+    from twisted.logger import ILogObserver
+
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)  # twistd -n logs to stdout
+    application = Application("pipe")
+    tap.makeService(parse("--log-format", "json"), MemoryReactorClock()).setServiceParent(
+        application)
+    observer = application.getComponent(ILogObserver, None)
+    assert observer is not None
+    observer({"log_format": "hello {who}", "who": "you", "log_time": 0.0})
+    line = out.getvalue()
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert json.loads(line)["text"] == "hello you"
+
+    plain = Application("pipe")
+    tap.makeService(parse(), MemoryReactorClock()).setServiceParent(plain)
+    assert plain.getComponent(ILogObserver, None) is None
