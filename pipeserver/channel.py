@@ -188,6 +188,15 @@ class PipeChannel(http.HTTPChannel):
                 return False
         return bool(super().headerReceived(line))
 
+    def resumeProducing(self) -> None:
+        # Our own write buffer drained. HTTPChannel then reads the transport
+        # again, but an upload its pipe holds paused (waiting for receivers,
+        # or a receiver that cannot take more) must stay unread.
+        super().resumeProducing()
+        sink = getattr(self.requests[-1], "bodySink", None) if self.requests else None
+        if sink is not None and getattr(sink, "reading", True) is False:
+            self.transport.pauseProducing()
+
     def connectionMade(self) -> None:
         super().connectionMade()
         channels = getattr(self.factory, "channels", None)

@@ -166,6 +166,7 @@ class Upload:
 
     def close(self, clock: IReactorTime) -> None:
         self.pipe.watcher.unwatch(self.transport)
+        self.reading = True  # _close reads on, so the client sees our lines
         _close(self.transport, clock, half=True)
 
     # -- reading the body

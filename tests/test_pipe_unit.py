@@ -1068,3 +1068,45 @@ def test_pipelined_second_upload_to_the_same_path(env: Env) -> None:
     r2 = receiver(env)
     assert (r2.response().body, r2.response().complete) == (b"def", True)
     assert s.responses()[1].lines[-1] == "[INFO] All receiver(s) was/were received successfully."
+
+
+# --------------------------------------------------------------- the sender's own write buffer
+def test_sender_write_buffer_draining_does_not_resume_a_waiting_upload(env: Env) -> None:
+    """The sender's transport pauses and resumes its channel when the
+    sender's own response backs up and drains; HTTPChannel then resumes
+    reading, but an upload waiting for its receivers must stay unread."""
+    s = sender(env)
+    assert s.reading == "paused"
+    s.pause()
+    s.resume()
+    assert s.reading == "paused"
+    r = receiver(env)
+    assert s.reading == "producing"
+    finish_body(s, b"x")
+    assert r.response().body == b"x"
+
+
+def test_sender_write_buffer_draining_does_not_bypass_a_slow_receiver(env: Env) -> None:
+    s = sender(env)
+    r = receiver(env)
+    r.pause()
+    assert s.reading == "paused"
+    s.pause()
+    s.resume()
+    assert s.reading == "paused"
+    r.resume()
+    assert s.reading == "producing"
+    s.pause()
+    s.resume()
+    assert s.reading == "producing"
+    finish_body(s, b"x")
+
+
+def test_closed_sender_keeps_reading_after_its_write_buffer_drains(env: Env) -> None:
+    s = sender(env)
+    env.clock.advance(WAIT)
+    assert s.reading == "producing"
+    s.pause()
+    s.resume()
+    assert s.reading == "producing"
+    env.clock.advance(CLOSE_GRACE)
