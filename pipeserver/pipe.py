@@ -463,7 +463,7 @@ class Pipe:
             self._fail()
             return
         upload.say("[INFO] Sent successfully!")
-        for download in self.receivers:
+        for download in list(self.receivers):
             download.finish()
         received = len(self.receivers)
         if received == self.n:
@@ -475,7 +475,7 @@ class Pipe:
 
     def _fail(self) -> None:
         """The body broke: truncate every receiver and drop the sender."""
-        for download in self.receivers:
+        for download in list(self.receivers):
             download.close(self.clock)
         if self.sender is not None:
             self.sender.close(self.clock)
@@ -508,7 +508,7 @@ class Pipe:
             self._syncWaiting()
         elif self.state is State.STREAMING:
             log.info("Sender on {path} went away mid-transfer", path=self.path)
-            for download in self.receivers:
+            for download in list(self.receivers):
                 download.close(self.clock)
             self._end("aborted")
 
@@ -547,7 +547,7 @@ class Pipe:
         sender its line and a connection closed before its response ends."""
         if self.state is not State.WAITING:
             return
-        for download in self.receivers:
+        for download in list(self.receivers):
             download.reject(status, receiverText)
         if self.sender is not None:
             self.sender.say(senderLine)
