@@ -7,6 +7,7 @@ So "mid-stream" means "the receivers have the first part, the rest is held".
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -297,8 +298,6 @@ def test_multipart_form_delivers_the_file(server, procs, tmp_path, part, ctype):
     assert sender.exit_code == 0, sender.describe()
     status, headers, data = split_response(bytes(receiver.out))
     assert status == "HTTP/1.1 200 OK"
-    import hashlib
-
     assert len(data) == 1_500_000
     assert hashlib.sha256(data).hexdigest() == expected
     assert header_values(headers, "Content-Type") == [ctype]

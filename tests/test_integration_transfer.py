@@ -9,7 +9,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from helpers import curl, file_sha256, make_file, split_response, header_values
+from helpers import curl, file_sha256, header_values, make_file, split_response
 
 SENDER_FIRST = "sender-first"
 RECEIVER_FIRST = "receiver-first"
@@ -262,3 +262,36 @@ def test_receiver_content_type(server, procs, tmp_path, sent, received):
     assert len(body) == 1000
     assert header_values(headers, "Content-Type") == [received]
     assert header_values(headers, "Content-Length") == ["1000"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_path_identity_and_reuse(server, procs, tmp_path):
+    """``/e`` and ``/e/`` are two pipes; the query string is not part of the
+    path; a path can be used again as soon as its transfer is over."""
+    srcs = {}
+    for i, name in enumerate(["a", "b", "c"]):
+        srcs[name] = str(tmp_path / name)
+        make_file(srcs[name], 100_000 + i, seed=20 + i)
+    to_e = procs.spawn(curl(server.url("/e?x=1")), name="receiver /e")
+    to_e_slash = procs.spawn(curl(server.url("/e/")), name="receiver /e/")
+    yield server.wait_receivers("/e", 1)
+    yield server.wait_receivers("/e/", 1)
+    send_e = procs.spawn(curl("-T", srcs["a"], server.url("/e?y=2")), name="sender /e")
+    # (curl -T FILE would append the file's name to a URL ending in "/".)
+    send_e_slash = procs.spawn(
+        curl("-T", "-", server.url("/e/")), stdin=srcs["b"], name="sender /e/"
+    )
+    for proc in (to_e, to_e_slash, send_e, send_e_slash):
+        yield proc.wait()
+        assert proc.exit_code == 0, proc.describe()
+    assert to_e.sha256 == file_sha256(srcs["a"])
+    assert to_e_slash.sha256 == file_sha256(srcs["b"])
+    # At once again on /e.
+    yield server.wait_empty()
+    again = procs.spawn(curl(server.url("/e")), name="receiver again")
+    yield server.wait_receivers("/e", 1)
+    send_again = procs.spawn(curl("-T", srcs["c"], server.url("/e")), name="sender again")
+    yield again.wait()
+    yield send_again.wait()
+    assert again.exit_code == 0 and again.sha256 == file_sha256(srcs["c"])
+    assert send_again.text == progress(1, receivers_first=1)
