@@ -253,7 +253,18 @@ BROKEN_FRAMING = [
 ]
 
 
-@pytest.mark.parametrize("broken,delivered", BROKEN_FRAMING, ids=repr)
+#: Framing that breaks only after more than one read of the server.
+HUGE_BROKEN_FRAMING = [
+    (b"5;" + b"e" * 200_000, b""),  # a chunk-size line that never ends
+    (b"0\r\n" + b"X-Trailer: t\r\n" * 50_000, b""),  # endless trailers
+]
+
+
+@pytest.mark.parametrize(
+    "broken,delivered",
+    BROKEN_FRAMING + HUGE_BROKEN_FRAMING,
+    ids=lambda v: repr(v[:40]) if isinstance(v, bytes) else repr(v),
+)
 @pytest_twisted.inlineCallbacks
 def test_broken_chunks_while_streaming(server, failures, broken, delivered):
     """Receivers see a truncated response and a closed connection."""
@@ -367,20 +378,34 @@ def test_bare_lf_in_request_line_is_malformed(server, failures):
 
 @pytest_twisted.inlineCallbacks
 def test_slowloris(make_server, failures):
+    """200 clients stuck in their request line or headers are all cut with a
+    408 soon after --header-timeout, trickling or not; parties that sent
+    their headers and wait for their pipe are not cut, and pair later."""
     raise_nofile(1000)
     server = make_server("--header-timeout", "1")
+    # Waiting parties, on two pipes, whose heads are complete.
+    waiting_receiver = yield connect(server.portnum)
+    waiting_receiver.send(get_request("/wait-r"))
+    body = body_bytes(30_000, 10)
+    waiting_sender = yield connect(server.portnum)
+    waiting_sender.send(put_request("/wait-s", body, chunked=True, pieces=3))
+    yield server.wait_receivers("/wait-r", 1)
+    yield server.wait_sender("/wait-s")
     lorises = []
     started = server.site.reactor.seconds()
     for i in range(200):
         c = yield connect(server.portnum)
-        c.send(b"GET /slow%d HT" % i)
+        if i % 4 == 3:
+            c.send(b"PUT /slow%d HTTP/1.1\r\nHost: x\r\nContent-Le" % i)  # mid-headers
+        else:
+            c.send(b"GET /slow%d HT" % i)  # mid-request-line
         lorises.append(c)
     # Half of them trickle a byte now and then: that must not buy time.
-    trickling = True
+    trickling = [True]
 
     @defer.inlineCallbacks
     def trickle():
-        while trickling:
+        while trickling[0]:
             for c in lorises[::2]:
                 c.send(b"T")
             yield sleep(0.2)
@@ -391,14 +416,44 @@ def test_slowloris(make_server, failures):
     assert sum(not c.is_closed for c in lorises) > 0
     for c in lorises:
         yield c.wait_closed(6, "a slowloris to be cut")
-    trickling = False
+    trickling[0] = False
     yield trickler
     elapsed = server.site.reactor.seconds() - started
-    assert elapsed < 6, elapsed
+    assert elapsed < 5, elapsed
     for c in lorises:
         assert_closed_with(c, *TOO_SLOW)
+    assert not any(key[1].startswith(b"/slow") for key in server.registry.pipes)
+    # Well past the header timeout the waiting parties are still there.
+    yield sleep(max(0, started + 1.5 - server.site.reactor.seconds()))
+    assert not waiting_receiver.is_closed and not waiting_sender.is_closed
+    assert server.registry.waiting() == 2
+    sender = yield connect(server.portnum)
+    sender.send(put_request("/wait-r", body))
+    receiver = yield connect(server.portnum)
+    receiver.send(get_request("/wait-s"))
+    for c in (waiting_receiver, sender, receiver, waiting_sender):
+        yield c.wait_closed()
+    assert_received(waiting_receiver, body, chunked=False)
+    assert_received(receiver, body, chunked=True)
+    assert_sent(sender)
+    assert_sent(waiting_sender)
     assert not server.registry.pipes
     yield normal_pair(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_silent_connections_cut_by_idle_timeout(make_server, failures):
+    """Connections that never send a byte are closed by --idle-timeout."""
+    server = make_server("--idle-timeout", "1", "--header-timeout", "30")
+    silent = []
+    for _ in range(100):
+        c = yield connect(server.portnum)
+        silent.append(c)
+    yield normal_pair(server)
+    for c in silent:
+        yield c.wait_closed(5, "a silent connection to be cut")
+        assert c.data == b""
+    yield normal_pair(server, path="/again")
 
 
 # ---------------------------------------------------------------- waiting limits
