@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from abuse_support import FailureLog, parse_responses
+from pipeserver.pipe import State
 from unit_support import Client, make_env
 
 CRLF = b"\r\n"
@@ -175,6 +176,19 @@ def well_formed(client: Client, sent: bytes) -> None:
         assert 100 <= response.status < 600, response.status
 
 
+def check_invariants(env) -> None:
+    """No pipe holds a party whose connection is gone, and the waiting
+    count is the number of parties in pipes still waiting."""
+    waiting = 0
+    for pipe in env.registry.pipes.values():
+        parties = ([pipe.sender] if pipe.sender is not None else []) + list(pipe.receivers)
+        for party in parties:
+            assert party.transport.connected, f"a gone party is still in {pipe.key}"
+        if pipe.state is State.WAITING:
+            waiting += len(parties)
+    assert env.registry.waiting() == waiting
+
+
 def run_script(data, streams_: List[bytes], options: List[str]) -> None:
     env = make_env(*options)
     clients = [env.client() for _ in streams_]
@@ -209,6 +223,7 @@ def run_script(data, streams_: List[bytes], options: List[str]) -> None:
                 env.clock.advance(data.draw(st.sampled_from([0.0, 0.0, 0.5, 0.5, 3.0, 25.0]), label="advance"))
             elif action == "close" and c.transport.connected:
                 c.disconnect()
+            check_invariants(env)
         # Everyone who is left drains and sends the rest (a sender paused
         # while it waits is read once its receivers are in), then hangs up.
         for i, c in enumerate(clients):
@@ -222,9 +237,11 @@ def run_script(data, streams_: List[bytes], options: List[str]) -> None:
                     offsets[i] = len(streams_[i])
         for i, c in enumerate(clients):
             well_formed(c, streams_[i])
-        for c in clients:
-            if c.transport.connected:
-                c.disconnect()
+        check_invariants(env)
+        for i in data.draw(st.permutations(range(len(clients))), label="hang-up order"):
+            if clients[i].transport.connected:
+                clients[i].disconnect()
+            check_invariants(env)
         env.clock.advance(0)
         assert env.registry.pipes == {}, sorted(env.registry.pipes)
         assert env.registry.waiting() == 0
