@@ -579,3 +579,36 @@ def test_max_waiting_per_project(make_server, failures, tmp_path):
     yield sender.wait_closed()
     assert_received(receiver, body, chunked=True)
     assert_sent(sender)
+
+
+# ---------------------------------------------------------------- all at once
+
+
+@pytest_twisted.inlineCallbacks
+def test_abuse_during_a_transfer(server, failures):
+    """Every malformed request above, at once, while a transfer streams:
+    each is answered, and the transfer is untouched."""
+    first, rest = body_bytes(200_000, 11), body_bytes(200_000, 12)
+    receiver = yield connect(server.portnum)
+    receiver.send(get_request("/live"))
+    sender = yield connect(server.portnum)
+    sender.send(
+        b"PUT /live HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunk(first)
+    )
+    yield wait_for(lambda: receiver.nbytes > len(first), what="the first half")
+    raws = list(MALFORMED_REQUEST_LINES)
+    raws += [b"PUT /x HTTP/1.1\r\nContent-Length: -1\r\n\r\n"]
+    raws += [b"PUT /s HTTP/1.1\r\nHost: x\r\n" + CL_ALL + b"Transfer-Encoding: chunked\r\n\r\n" + SMUGGLING_BODY]
+    raws += [get_request("/p", extra=b"X-H: v\r\n" * 1000)]
+    replies = yield defer.gatherResults([exchange(server.portnum, raw) for raw in raws])
+    for client in replies[:-1]:
+        assert_closed_with(client, *BAD)
+    assert_closed_with(replies[-1], *TOO_LARGE)
+    assert set(server.registry.pipes) == {("", b"/live")}
+    sender.send(chunk(rest) + chunk(b""))
+    yield receiver.wait_closed()
+    yield sender.wait_closed()
+    assert_received(receiver, first + rest, chunked=True)
+    assert_sent(sender)
+    yield normal_pair(server)
