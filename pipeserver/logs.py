@@ -1,7 +1,8 @@
 """``--log-format json``: one JSON object per line instead of text.
 
 Each line is ``twisted.logger.eventAsJSON`` of the event (so
-``eventFromJSON`` reads it back) plus ``"text"``, the formatted message, and ``"level"`` (``info``, ...). The
+``eventFromJSON`` reads it back) plus ``"text"``, the formatted message,
+and ``"level"`` (``info``, ...). The
 access line (namespace ``pipeserver.access``) carries its fields: ``method``,
 ``path``, ``status``, ``received``, ``sent``, ``duration``, ``project``.
 

@@ -133,7 +133,13 @@ class Upload:
         self.pipe = pipe
         self.request = request
         self.transport = request.transport
-        self._buffered = request.clientproto != b"HTTP/1.1"
+        # HTTP/1.0, or a proxy that cannot stream a response while it still
+        # sends the request body (nginx; see docs/proxies.md): every line at
+        # the end, in one response.
+        self._buffered = (
+            request.clientproto != b"HTTP/1.1"
+            or request.getHeader(b"x-pipe-progress") == b"at-end"
+        )
         self._lines: List[bytes] = []
         self.reading = True
         self.decoder: Optional[FirstPartDecoder] = None

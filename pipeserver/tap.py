@@ -37,6 +37,8 @@ systemd:domain=INET:index=0. --listen may be given several times.
 --metrics-listen ENDPOINT serves Prometheus metrics at /metrics on a
 separate endpoint (e.g. tcp:9100:interface=127.0.0.1). --log-format json
 writes one JSON object per line to twistd's log (stdout with -n).
+Behind nginx, set the request header X-Pipe-Progress: at-end (see
+docs/proxies.md): a sender's progress lines then come once its body is in.
 """
 
 DEFAULT_LISTEN = "tcp:8080"
@@ -110,8 +112,7 @@ class Options(usage.Options):
     opt_l = opt_listen
 
     def opt_metrics_listen(self, endpoint: str) -> None:
-        """Endpoint serving Prometheus metrics at /metrics (repeatable).
-        Default: none, no metrics."""
+        """Endpoint serving Prometheus metrics at /metrics (repeatable). Default: none."""
         self["metrics-listen"].append(endpoint)
 
     def opt_version(self) -> None:
