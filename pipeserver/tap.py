@@ -248,6 +248,21 @@ class PipeService(service.Service):
         return done
 
 
+#: Listen backlog for stream endpoints that do not name one. Twisted's is 50:
+#: a burst of a few hundred connects (100 pairs arriving at once) then
+#: overflows the accept queue and clients wait out SYN retransmits (1 s, 3 s).
+LISTEN_BACKLOG = 1024
+
+
+def with_backlog(description: str) -> str:
+    """``description`` with ``:backlog=LISTEN_BACKLOG`` added when it is a
+    tcp, tcp6, ssl or unix endpoint that does not set one itself."""
+    kind = description.split(":", 1)[0].strip().lower()
+    if kind in ("tcp", "tcp6", "ssl", "unix") and "backlog=" not in description:
+        return f"{description}:backlog={LISTEN_BACKLOG}"
+    return description
+
+
 def makeService(options: Any, reactor: Optional[IReactorCore] = None) -> service.MultiService:
     """One listening service per ``--listen`` endpoint, all on one Site."""
     if reactor is None:
@@ -262,7 +277,7 @@ def makeService(options: Any, reactor: Optional[IReactorCore] = None) -> service
     PipeService(site, reactor, float(options["shutdown-grace"])).setServiceParent(parent)
     endpoints: List[str] = list(options["listen"]) or [DEFAULT_LISTEN]
     for description in endpoints:
-        strports.service(description, site, reactor=reactor).setServiceParent(parent)
+        strports.service(with_backlog(description), site, reactor=reactor).setServiceParent(parent)
     if site.metrics is not None:  # type: ignore[attr-defined]
         from pipeserver.metrics import makeMetricsSite
 
