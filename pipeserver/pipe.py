@@ -33,6 +33,10 @@ Key = Tuple[str, bytes]
 
 # How long a party we closed may keep its socket to drain what it was sent.
 CLOSE_GRACE = 10.0
+# How long a sender we shut still has its upload read (and dropped), so it
+# reads our last lines rather than a reset; short, since many clients (curl
+# -T -) only report the failure once the connection is cut.
+SENDER_LINGER = 2.0
 
 
 class Watcher(Protocol):
@@ -96,7 +100,8 @@ def _close(transport: object, clock: IReactorTime, half: bool = False) -> None:
 
     What is already buffered is still sent; a peer that does not take it
     within ``CLOSE_GRACE`` seconds is cut. With ``half`` only our side is shut,
-    so a sender still uploading reads our last lines instead of a reset.
+    so a sender still uploading reads our last lines instead of a reset, and
+    it is cut after ``SENDER_LINGER`` seconds.
     """
     shut = getattr(transport, "loseWriteConnection", None)
     if half and shut is not None:
@@ -113,7 +118,7 @@ def _close(transport: object, clock: IReactorTime, half: bool = False) -> None:
         ):
             transport.abortConnection()  # type: ignore[attr-defined]
 
-    clock.callLater(CLOSE_GRACE, cut)
+    clock.callLater(SENDER_LINGER if half and shut is not None else CLOSE_GRACE, cut)
 
 
 def _direct_socket(transport: object) -> Optional[socket.socket]:

@@ -1110,3 +1110,16 @@ def test_closed_sender_keeps_reading_after_its_write_buffer_drains(env: Env) -> 
     s.resume()
     assert s.reading == "producing"
     env.clock.advance(CLOSE_GRACE)
+
+
+def test_shut_sender_is_read_for_the_linger_then_cut(env: Env) -> None:
+    from pipeserver.pipe import SENDER_LINGER
+
+    s = sender(env, first=b"some")
+    env.clock.advance(WAIT)
+    assert sender_lines(s)[-1] == NOT_ALL
+    assert s.reading == "producing"
+    env.clock.advance(SENDER_LINGER - 0.001)
+    assert s.transport.connected
+    env.clock.advance(0.001)
+    assert not s.transport.connected and s.transport.aborted
