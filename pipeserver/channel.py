@@ -23,6 +23,8 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from zope.interface import implementer
 
+from pipeserver.chunked import ViewChunkedDecoder
+
 STREAMED_METHODS = (b"PUT", b"POST")
 
 _access = Logger(namespace="pipeserver.access")
@@ -175,6 +177,16 @@ class PipeChannel(http.HTTPChannel):
     def lineLengthExceeded(self, line: bytes) -> None:
         self._receivedHeaderSize = self.totalHeadersSize + 1
         self._respondToBadRequestAndDisconnect()
+
+    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+        # A chunked body is decoded without copying its bytes (chunked.py).
+        ok = bool(super()._maybeChooseTransferDecoder(header, data))
+        decoder = self._transferDecoder
+        if ok and type(decoder) is http._ChunkedTransferDecoder:
+            self._transferDecoder = ViewChunkedDecoder(
+                decoder.dataCallback, decoder.finishCallback
+            )
+        return ok
 
     def headerReceived(self, line: bytes) -> bool:
         # Twisted skips "Transfer-Encoding: identity", so "chunked" plus

@@ -285,7 +285,7 @@ class Download:
     _socket: Optional[socket.socket] = None
     _chunked = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: "bytes | memoryview") -> None:
         """Send body bytes, framed as the response needs.
 
         The data path's hot spot: while the transport holds nothing unsent,
@@ -306,12 +306,12 @@ class Download:
             or not transport.connected  # type: ignore[attr-defined]
             or self.request.finished  # type: ignore[attr-defined]
         ):
-            self.request.write(data)
+            self.request.write(bytes(data))
             return
         size = len(data)
         self.request.sentLength += size  # type: ignore[attr-defined]
         if self._chunked:
-            parts: List[bytes] = [b"%x\r\n" % size, data, b"\r\n"]
+            parts: List["bytes | memoryview"] = [b"%x\r\n" % size, data, b"\r\n"]
         else:
             parts = [data]
         try:
@@ -320,14 +320,14 @@ class Download:
             sent = 0
         except OSError:
             # Let the transport meet the error in its own time.
-            transport.writeSequence(parts)  # type: ignore[attr-defined]
+            transport.writeSequence([bytes(part) for part in parts])  # type: ignore[attr-defined]
             return
         rest: List[bytes] = []
         for part in parts:
             if sent >= len(part):
                 sent -= len(part)
                 continue
-            rest.append(part[sent:] if sent else part)
+            rest.append(bytes(part[sent:]) if sent or type(part) is not bytes else part)
             sent = 0
         if rest:
             transport.writeSequence(rest)  # type: ignore[attr-defined]
@@ -499,14 +499,17 @@ class Pipe:
             download.start(headers)
 
     # ---- the body
-    def write(self, data: bytes) -> None:
-        """A chunk of the sender's body (IConsumer.write)."""
+    def write(self, data: "bytes | memoryview") -> None:
+        """A chunk of the sender's body (IConsumer.write).
+
+        ``data`` may be a ``memoryview`` of the read it came in (see
+        chunked.py); it is copied only where it must outlive this call."""
         if self.state is State.STREAMING:
             upload = self.sender
             assert upload is not None
             if upload.decoder is not None:
                 try:
-                    data = upload.decoder.feed(data)
+                    data = upload.decoder.feed(bytes(data))
                 except MultipartError:
                     self._fail()
                     return
@@ -517,7 +520,7 @@ class Pipe:
                     download.write(data)
         elif self.state is State.WAITING:
             # Read before the pause took hold: at most about one read.
-            self._pending.append(data)
+            self._pending.append(bytes(data))
 
     def bodyEnded(self) -> None:
         self._bodyEnded = True
