@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LISTEN ?= tcp:8080:interface=127.0.0.1
 
-.PHONY: install serve test bench clean
+.PHONY: install serve test bench cluster clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,13 @@ serve: install
 
 test: install
 	$(BIN)/python -m pytest -q -ra
+
+# N instances behind HAProxy (Debian's haproxy) on CLUSTER_PORT, in the
+# foreground; Ctrl-C stops them all. See docs/scaling.md.
+N ?= 3
+CLUSTER_PORT ?= 8080
+cluster: install
+	$(BIN)/python deploy/cluster.py -n $(N) --port $(CLUSTER_PORT)
 
 bench: install
 	$(BIN)/python bench/run.py
