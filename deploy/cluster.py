@@ -21,6 +21,7 @@ import argparse
 import ctypes
 import os
 import re
+import resource
 import selectors
 import shutil
 import signal
@@ -74,6 +75,18 @@ def render(
             continue
         out.append(line)
     return "\n".join(out) + "\n"
+
+
+def fit_maxconn(config: str, fd_limit: int) -> Tuple[str, Optional[int]]:
+    """HAProxy needs about two descriptors per connection and exits if it
+    cannot get them: lower the global ``maxconn`` to what ``fd_limit`` (the
+    hard RLIMIT_NOFILE) allows. Returns the config and the new value, if any."""
+    found = re.search(r"(?m)^(\s*)maxconn (\d+)\s*$", config)
+    if found is None or fd_limit <= 0 or 2 * int(found.group(2)) + 200 <= fd_limit:
+        return config, None
+    value = max(100, (fd_limit - 200) // 2)
+    start, end = found.span()
+    return config[:start] + f"{found.group(1)}maxconn {value}" + config[end:], value
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -267,6 +280,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 check=opts.check,
                 instance_header=opts.instance_header,
             )
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        config, lowered = fit_maxconn(config, -1 if hard == resource.RLIM_INFINITY else hard)
+        if lowered is not None:
+            cluster.say(f"maxconn lowered to {lowered} to fit the open files limit ({hard})")
         if opts.config_out:
             path = opts.config_out
         else:
