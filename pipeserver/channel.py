@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import select
 import time
-from typing import Any, Dict, Optional, Protocol, Set
+from typing import Any, Dict, List, Optional, Protocol, Set
 
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReadDescriptor
 from twisted.logger import Logger
@@ -76,6 +76,20 @@ class PipeRequest(server.Request):
         sink = self.bodySink
         if sink is not None:
             sink.bodyChunk(data)
+
+    def handleContentChunks(self, pieces: List[Any]) -> None:
+        """Several body pieces of one read (see chunked.py)."""
+        for piece in pieces:
+            self.bodyBytes += len(piece)
+        sink = self.bodySink
+        if sink is None:
+            return
+        many = getattr(sink, "bodyChunks", None)
+        if many is not None:
+            many(pieces)
+        else:
+            for piece in pieces:
+                sink.bodyChunk(piece)
 
     def dispatchEarly(self, command: bytes, path: bytes, version: bytes) -> None:
         """Render now, at header time, as ``requestReceived`` would later."""
@@ -183,9 +197,9 @@ class PipeChannel(http.HTTPChannel):
         ok = bool(super()._maybeChooseTransferDecoder(header, data))
         decoder = self._transferDecoder
         if ok and type(decoder) is http._ChunkedTransferDecoder:
-            self._transferDecoder = ViewChunkedDecoder(
-                decoder.dataCallback, decoder.finishCallback
-            )
+            fast = ViewChunkedDecoder(decoder.dataCallback, decoder.finishCallback)
+            fast.batchCallback = getattr(self.requests[-1], "handleContentChunks", None)
+            self._transferDecoder = fast
         return ok
 
     def headerReceived(self, line: bytes) -> bool:

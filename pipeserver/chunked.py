@@ -11,12 +11,13 @@ the next line end at a time, so it sees exactly the bytes it would have seen,
 in pieces it already has to accept from the network anyway.
 
 Callbacks therefore get ``bytes`` or ``memoryview``; ``pipe.Pipe.write``
-accepts both.
+accepts both. With a ``batchCallback`` the pieces of one read go out in one
+call, so a pipe sends them to each receiver in one ``sendmsg``.
 """
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Callable, List, Optional, Union
 
 from twisted.web import http
 
@@ -24,6 +25,17 @@ Data = Union[bytes, memoryview]
 
 
 class ViewChunkedDecoder(http._ChunkedTransferDecoder):
+    #: Optional: called with all the body pieces of one read at once (two or
+    #: more); without it each piece goes to ``dataCallback``.
+    batchCallback: Optional[Callable[[List[Data]], None]] = None
+
+    def _deliver(self, pieces: List[Data]) -> None:
+        if len(pieces) > 1 and self.batchCallback is not None:
+            self.batchCallback(pieces)
+        else:
+            for piece in pieces:
+                self.dataCallback(piece)  # type: ignore[arg-type]
+
     def dataReceived(self, data: bytes) -> None:  # type: ignore[override]
         feed = super().dataReceived
         end = len(data)
@@ -31,23 +43,31 @@ class ViewChunkedDecoder(http._ChunkedTransferDecoder):
             return
         view = memoryview(data)
         pos = 0
-        while pos < end:
-            state = self.state
-            if state == "BODY" and not self._buffer:
-                take = min(self.length, end - pos)
-                piece: Data = data if take == end else view[pos : pos + take]
-                pos += take
-                self.length -= take
-                if self.length == 0:
-                    self.state = "CRLF"
-                self.dataCallback(piece)  # type: ignore[arg-type]
-            elif state in ("CHUNK_LENGTH", "CRLF"):
-                # Up to and including the next LF: the stock code parses (or
-                # rejects) the size line or CRLF and leaves its buffer empty.
-                lf = data.find(b"\n", pos)
-                stop = end if lf == -1 else lf + 1
-                feed(view[pos:stop])  # type: ignore[arg-type]
-                pos = stop
-            else:  # BODY with a partial buffer, TRAILER, FINISHED: stock.
-                feed(view[pos:])  # type: ignore[arg-type]
-                return
+        pieces: List[Data] = []
+        try:
+            while pos < end:
+                state = self.state
+                if state == "BODY" and not self._buffer:
+                    take = min(self.length, end - pos)
+                    pieces.append(data if take == end else view[pos : pos + take])
+                    pos += take
+                    self.length -= take
+                    if self.length == 0:
+                        self.state = "CRLF"
+                elif state in ("CHUNK_LENGTH", "CRLF"):
+                    # Up to and including the next LF: the stock code parses (or
+                    # rejects) the size line or CRLF and leaves its buffer empty;
+                    # it calls no callback here.
+                    lf = data.find(b"\n", pos)
+                    stop = end if lf == -1 else lf + 1
+                    feed(view[pos:stop])  # type: ignore[arg-type]
+                    pos = stop
+                else:  # BODY with a partial buffer, TRAILER, FINISHED: stock.
+                    pieces, ready = [], pieces
+                    self._deliver(ready)
+                    feed(view[pos:])  # type: ignore[arg-type]
+                    return
+        finally:
+            # Also when the framing turned out broken: what came before it
+            # is delivered first, as the stock decoder does.
+            self._deliver(pieces)

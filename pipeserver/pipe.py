@@ -13,7 +13,10 @@ again only once every receiver can.
 from __future__ import annotations
 
 import enum
+import fcntl
 import socket
+import struct
+import termios
 from typing import Dict, Iterable, List, Optional, Protocol, Set, Tuple
 
 from twisted.internet import tcp
@@ -33,6 +36,14 @@ Key = Tuple[str, bytes]
 
 # How long a party we closed may keep its socket to drain what it was sent.
 CLOSE_GRACE = 10.0
+
+#: What one read of a sender may bring in: ``READ_MIN`` (Twisted's own read
+#: size) plus the room every receiver's kernel send buffer still has, up to
+#: ``READ_MAX``. Bigger reads cut the per-read cost (see docs/BENCHMARKS.md),
+#: and since the kernels can take all but ``READ_MIN`` of such a read at once,
+#: the server still holds at most about 64 KiB per receiver.
+READ_MIN = 65536
+READ_MAX = 1 << 20
 # How long a sender we shut still has its upload read (and dropped), so it
 # reads our last lines rather than a reset; short, since many clients (curl
 # -T -) only report the failure once the connection is cut.
@@ -130,6 +141,18 @@ def _direct_socket(transport: object) -> Optional[socket.socket]:
     return sock if isinstance(sock, socket.socket) else None
 
 
+def kernel_room(sock: socket.socket) -> int:
+    """Bytes the kernel will still take on ``sock`` without blocking (an
+    estimate on the safe side: half the send buffer, which also pays for the
+    kernel's overhead, less what it holds unsent or unacknowledged)."""
+    try:
+        size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except (OSError, ValueError):
+        return 0
+    return max(0, size // 2 - queued)
+
+
 def _content_type(value: bytes) -> bytes:
     """``text/html`` is served as ``text/plain`` so a pipe cannot host pages."""
     mime, sep, params = value.partition(b";")
@@ -192,6 +215,11 @@ class Upload:
         _close(self.transport, clock, half=True)
 
     # -- reading the body
+    @property
+    def sizable(self) -> bool:
+        """Whether the pipe may set how much one read of this sender takes."""
+        return _direct_socket(self.transport) is not None
+
     def setReading(self, reading: bool) -> None:
         if reading == self.reading:
             return
@@ -233,6 +261,9 @@ class Upload:
     # -- the body sink, called by the HTTP layer
     def bodyChunk(self, data: bytes) -> None:
         self.pipe.write(data)
+
+    def bodyChunks(self, pieces: List[bytes]) -> None:
+        self.pipe.writeSequence(pieces)
 
     def bodyEnded(self) -> None:
         self.pipe.bodyEnded()
@@ -285,16 +316,32 @@ class Download:
     _socket: Optional[socket.socket] = None
     _chunked = False
 
+    def room(self) -> int:
+        """What this receiver's kernel can take at once (0 when unknown, or
+        while its transport still holds bytes)."""
+        sock = self._socket
+        transport = self.transport
+        if (
+            sock is None
+            or transport._tempDataLen  # type: ignore[attr-defined]
+            or transport.offset < len(transport.dataBuffer)  # type: ignore[attr-defined]
+        ):
+            return 0
+        return kernel_room(sock)
+
     def write(self, data: "bytes | memoryview") -> None:
-        """Send body bytes, framed as the response needs.
+        self.writeSequence([data], len(data))
+
+    def writeSequence(self, pieces: List["bytes | memoryview"], size: int) -> None:
+        """Send body bytes (``size`` in all), framed as the response needs.
 
         The data path's hot spot: while the transport holds nothing unsent,
-        the bytes (and their chunk framing, without a copy) go straight to
-        the socket in one ``sendmsg``; only what the kernel does not take is
-        left to the transport, which buffers it and pauses us once it holds
-        more than its ``bufferSize`` (64 KiB), exactly as ``request.write``
-        would. Anything unusual (TLS, a transport with bytes queued, one that
-        is closing) takes ``request.write``.
+        the pieces (as one chunk, its framing added without a copy) go
+        straight to the socket in one ``sendmsg``; only what the kernel does
+        not take is left to the transport, which buffers it and pauses us
+        once it holds more than its ``bufferSize`` (64 KiB), exactly as
+        ``request.write`` would. Anything unusual (TLS, a transport with bytes
+        queued, one that is closing) takes ``request.write``.
         """
         sock = self._socket
         transport = self.transport
@@ -306,14 +353,18 @@ class Download:
             or not transport.connected  # type: ignore[attr-defined]
             or self.request.finished  # type: ignore[attr-defined]
         ):
-            self.request.write(bytes(data))
+            if len(pieces) == 1:
+                self.request.write(bytes(pieces[0]))
+            else:
+                self.request.write(b"".join(pieces))
             return
-        size = len(data)
         self.request.sentLength += size  # type: ignore[attr-defined]
+        if len(pieces) > 256:  # far below IOV_MAX, framing included
+            pieces = [b"".join(pieces)]
         if self._chunked:
-            parts: List["bytes | memoryview"] = [b"%x\r\n" % size, data, b"\r\n"]
+            parts: List["bytes | memoryview"] = [b"%x\r\n" % size, *pieces, b"\r\n"]
         else:
-            parts = [data]
+            parts = pieces
         try:
             sent = sock.sendmsg(parts)
         except (BlockingIOError, InterruptedError):
@@ -518,9 +569,24 @@ class Pipe:
                 self.bytes += len(data)
                 for download in self.receivers:
                     download.write(data)
+            self._sizeReads()
         elif self.state is State.WAITING:
             # Read before the pause took hold: at most about one read.
             self._pending.append(bytes(data))
+
+    def writeSequence(self, pieces: List["bytes | memoryview"]) -> None:
+        """Several chunks of the sender's body, from one read."""
+        upload = self.sender
+        if self.state is not State.STREAMING or upload is None or upload.decoder is not None:
+            for data in pieces:
+                self.write(data)
+            return
+        size = sum(len(data) for data in pieces)
+        if size:
+            self.bytes += size
+            for download in self.receivers:
+                download.writeSequence(pieces, size)
+        self._sizeReads()
 
     def bodyEnded(self) -> None:
         self._bodyEnded = True
@@ -567,7 +633,17 @@ class Pipe:
 
     def _updateReading(self) -> None:
         if self.sender is not None and self.state is State.STREAMING:
+            if not self._paused:
+                self._sizeReads()
             self.sender.setReading(not self._paused)
+
+    def _sizeReads(self) -> None:
+        """Let the sender's next read be as big as every receiver can take."""
+        upload = self.sender
+        if upload is None or not upload.sizable or self.state is not State.STREAMING:
+            return
+        room = min((download.room() for download in self.receivers), default=0)
+        upload.transport.bufferSize = min(READ_MAX, READ_MIN + room)
 
     # ---- parties leaving
     def senderLost(self, upload: Upload) -> None:

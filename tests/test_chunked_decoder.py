@@ -9,9 +9,11 @@ from twisted.web import http
 from pipeserver.chunked import ViewChunkedDecoder
 
 
-def _run(cls, pieces):
+def _run(cls, pieces, batch=False):
     out, done, error = [], [], None
     decoder = cls(lambda d: out.append(bytes(d)), done.append)
+    if batch:
+        decoder.batchCallback = lambda many: out.extend(bytes(d) for d in many)
     try:
         for piece in pieces:
             decoder.dataReceived(piece)
@@ -35,15 +37,16 @@ def _body(rng):
     return b"".join(parts) + rng.choice([b"", b"GET / HTTP/1.1\r\n\r\n"])
 
 
+@pytest.mark.parametrize("batch", [False, True])
 @pytest.mark.parametrize("seed", range(300))
-def test_same_as_twisted(seed):
+def test_same_as_twisted(seed, batch):
     rng = random.Random(seed)
     data = _body(rng)
     if seed % 3 == 0:  # break it somewhere
         at = rng.randrange(len(data))
         data = data[:at] + rng.choice([b"z", b"\n", b"\r", b"-1", b"\r\n"]) + data[at + 1:]
     pieces = _split(data, rng)
-    assert _run(ViewChunkedDecoder, pieces) == _run(http._ChunkedTransferDecoder, pieces)
+    assert _run(ViewChunkedDecoder, pieces, batch) == _run(http._ChunkedTransferDecoder, pieces)
 
 
 def test_body_is_not_copied():
@@ -55,4 +58,14 @@ def test_body_is_not_copied():
     assert got == [read] and got[0] is read
     decoder.dataReceived(b"\r\n4\r\nwxyz\r\n0\r\n\r\n")
     assert isinstance(got[1], memoryview) and bytes(got[1]) == b"wxyz"
+    assert decoder.state == "FINISHED"
+
+
+def test_one_read_is_one_batch():
+    singles, batches = [], []
+    decoder = ViewChunkedDecoder(singles.append, lambda rest: None)
+    decoder.batchCallback = batches.append
+    decoder.dataReceived(b"3\r\nabc\r\n2\r\nde\r\n1\r\nf")
+    assert singles == [] and [[bytes(p) for p in b] for b in batches] == [[b"abc", b"de", b"f"]]
+    decoder.dataReceived(b"\r\n0\r\n\r\n")
     assert decoder.state == "FINISHED"
