@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, Union
 
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from pipeserver import __version__, errors, pages
+from pipeserver import errors, pages
 from pipeserver.errors import Rejection
 from pipeserver.pipe import PipeRegistry, PipeRequestLike
 

@@ -32,13 +32,6 @@ CURL_BAD_CERT = 60
 
 
 @pytest.fixture
-def procs():
-    spawned = helpers.Procs()
-    yield spawned
-    spawned.cleanup()
-
-
-@pytest.fixture
 def services():
     running = []
     yield running

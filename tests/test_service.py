@@ -9,7 +9,6 @@ import re
 import signal
 import sys
 
-import pytest
 import pytest_twisted
 from twisted.logger import eventFromJSON
 
@@ -48,13 +47,6 @@ def stopped(server):
     assert server.signal == signal.SIGTERM or server.exit_code == 0, server.describe()
     assert bytes(server.out).rstrip().endswith(b"Server Shut Down."), server.describe()
     assert b"Traceback" not in bytes(server.out), server.describe()
-
-
-@pytest.fixture
-def procs():
-    spawned = helpers.Procs()
-    yield spawned
-    spawned.cleanup()
 
 
 def auth(token: str) -> list[str]:
