@@ -142,16 +142,21 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
 class HttpServer:
     """One of the two HTTP pipe servers, started fresh on a free port."""
 
-    def __init__(self, name: str, argv_for_port: Callable[[int], List[str]]) -> None:
+    def __init__(self, name: str, argv_for_port: Callable[[int], List[str]],
+                 root: Path = ROOT) -> None:
         self.name = name
         self.argv_for_port = argv_for_port
+        self.root = root
         self.proc: Optional[subprocess.Popen] = None
         self.port = 0
 
     def start(self) -> "HttpServer":
         self.port = free_port()
+        env = dict(os.environ)
+        if self.root != ROOT:  # another checkout of pipeserver, e.g. --base
+            env["PYTHONPATH"] = str(self.root)
         self.proc = subprocess.Popen(
-            self.argv_for_port(self.port), cwd=str(ROOT),
+            self.argv_for_port(self.port), cwd=str(self.root), env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_port(self.port, self.proc)
@@ -625,7 +630,7 @@ TARGETS = {
 
 
 def table(results: Dict[str, Dict[str, Any]], cfg: Dict[str, Any]) -> str:
-    servers = [s for s in ("ours", "socat", "piping") if s in results]
+    servers = [s for s in ("ours", "base", "socat", "piping") if s in results]
     head = ["metric"] + servers + ["ours/piping", "ours/socat", "target", "met"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, label, digits, _better in ROWS:
@@ -675,6 +680,9 @@ def main() -> int:
                         help="comma list of: throughput,fanout,latency,parked,slow,leak")
     parser.add_argument("--servers", default=os.environ.get("BENCH_SERVERS", "ours,socat,piping"),
                         help="comma list of: ours,socat,piping")
+    parser.add_argument("--base", default=os.environ.get("BENCH_BASE"),
+                        help="another pipeserver checkout (e.g. a git worktree of the commit "
+                             "before a change), run as server 'base' beside 'ours'")
     parser.add_argument("--json", default=None, help="where to write the JSON (default bench/results/)")
     args = parser.parse_args()
 
@@ -706,6 +714,8 @@ def main() -> int:
     servers: Dict[str, Callable[[int], List[str]]] = {}
     if "ours" in wanted:
         servers["ours"] = ours_argv
+    if args.base:
+        servers["base"] = ours_argv
     if piping_argv:
         servers["piping"] = lambda port: piping_argv + ["--host", HOST, "--http-port", str(port)]
 
@@ -715,7 +725,8 @@ def main() -> int:
     started = time.time()
 
     def fresh(name: str) -> HttpServer:
-        return HttpServer(name, servers[name])
+        root = Path(args.base).resolve() if name == "base" else ROOT
+        return HttpServer(name, servers[name], root)
 
     if "throughput" in only:
         for name in servers:
