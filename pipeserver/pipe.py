@@ -312,6 +312,35 @@ class Download:
         request.write(b"")
         self._socket = _direct_socket(self.transport)
         self._chunked = bool(getattr(request, "chunked", False))
+        self._flushHead()
+
+    def _flushHead(self) -> None:
+        """Send the response head, which ``request.write`` left in the
+        transport's buffer, now rather than on the reactor's next turn: the
+        first body bytes can then go straight to the socket too, and a small
+        body reaches its receiver before the server turns to anything else."""
+        sock = self._socket
+        transport = self.transport
+        if (
+            sock is None
+            or transport.offset < len(transport.dataBuffer)  # type: ignore[attr-defined]
+            or transport.disconnecting  # type: ignore[attr-defined]
+            or not transport.connected  # type: ignore[attr-defined]
+        ):
+            return
+        pending: List[bytes] = transport._tempDataBuffer  # type: ignore[attr-defined]
+        if not pending:
+            return
+        head = b"".join(pending)
+        try:
+            sent = sock.send(head)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return  # the transport meets the error in its own time
+        rest = head[sent:]
+        transport._tempDataBuffer = [rest] if rest else []  # type: ignore[attr-defined]
+        transport._tempDataLen = len(rest)  # type: ignore[attr-defined]
 
     _socket: Optional[socket.socket] = None
     _chunked = False
