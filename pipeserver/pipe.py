@@ -345,9 +345,9 @@ class Download:
     _socket: Optional[socket.socket] = None
     _chunked = False
 
-    def room(self) -> int:
-        """What this receiver's kernel can take at once (0 when unknown, or
-        while its transport still holds bytes)."""
+    def _idleSocket(self) -> Optional[socket.socket]:
+        """The socket, while the transport holds nothing unsent (else None):
+        only then may bytes go to it directly without reordering."""
         sock = self._socket
         transport = self.transport
         if (
@@ -355,8 +355,14 @@ class Download:
             or transport._tempDataLen  # type: ignore[attr-defined]
             or transport.offset < len(transport.dataBuffer)  # type: ignore[attr-defined]
         ):
-            return 0
-        return kernel_room(sock)
+            return None
+        return sock
+
+    def room(self) -> int:
+        """What this receiver's kernel can take at once (0 when unknown, or
+        while its transport still holds bytes)."""
+        sock = self._idleSocket()
+        return 0 if sock is None else kernel_room(sock)
 
     def write(self, data: "bytes | memoryview") -> None:
         self.writeSequence([data], len(data))
@@ -372,12 +378,10 @@ class Download:
         ``request.write`` would. Anything unusual (TLS, a transport with bytes
         queued, one that is closing) takes ``request.write``.
         """
-        sock = self._socket
+        sock = self._idleSocket()
         transport = self.transport
         if (
             sock is None
-            or transport._tempDataLen  # type: ignore[attr-defined]
-            or transport.offset < len(transport.dataBuffer)  # type: ignore[attr-defined]
             or transport.disconnecting  # type: ignore[attr-defined]
             or not transport.connected  # type: ignore[attr-defined]
             or self.request.finished  # type: ignore[attr-defined]
