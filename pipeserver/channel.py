@@ -20,7 +20,9 @@ from typing import Any, Dict, List, Optional, Protocol, Set
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReadDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.protocols import basic
 from twisted.web import http, server
+from twisted.web.http import _MalformedChunkedDataError
 from zope.interface import implementer
 
 from pipeserver.chunked import ViewChunkedDecoder
@@ -152,6 +154,34 @@ class PipeChannel(http.HTTPChannel):
     _headerTimer: Optional[IDelayedCall] = None
 
     def dataReceived(self, data: bytes) -> None:
+        decoder = self._transferDecoder
+        if (
+            decoder is not None
+            and not self.line_mode
+            and self.timeOut is None
+            and not self._busyReceiving
+            and not self._buffer
+            and not self.paused
+            and not self._handlingRequest
+        ):
+            # A request body (a streamed upload's, on the data path): what
+            # HTTPChannel.dataReceived -> LineReceiver.dataReceived ->
+            # rawDataReceived do in this state, without their calls. The
+            # timeout is off (resetTimeout would do nothing), nothing is
+            # buffered, and the body goes to the transfer decoder.
+            self._busyReceiving = True
+            try:
+                try:
+                    decoder.dataReceived(data)
+                except _MalformedChunkedDataError:
+                    self._respondToBadRequestAndDisconnect()
+            finally:
+                self._busyReceiving = False
+            if self._buffer:
+                # Bytes left after the body (setLineMode), or that came in
+                # meanwhile: LineReceiver's loop would go on with them.
+                basic.LineReceiver.dataReceived(self, b"")
+            return
         if self._headerTimer is None and self.line_mode and self.headerTimeout:
             self._headerTimer = self.callLater(self.headerTimeout, self._headersTooSlow)
         super().dataReceived(data)

@@ -23,14 +23,19 @@ from twisted.web import http
 
 Data = Union[bytes, memoryview]
 
+_HEX = b"0123456789abcdefABCDEF"
+# Read once: every attribute of twisted.web.http goes through a slow
+# deprecation proxy.
+_MAX_LINE = http.maxChunkSizeLineLength
+
 
 class ViewChunkedDecoder(http._ChunkedTransferDecoder):
-    #: Optional: called with all the body pieces of one read at once (two or
+    #: Optional: called with all the body pieces of one read at once (one or
     #: more); without it each piece goes to ``dataCallback``.
     batchCallback: Optional[Callable[[List[Data]], None]] = None
 
     def _deliver(self, pieces: List[Data]) -> None:
-        if len(pieces) > 1 and self.batchCallback is not None:
+        if pieces and self.batchCallback is not None:
             self.batchCallback(pieces)
         else:
             for piece in pieces:
@@ -54,6 +59,23 @@ class ViewChunkedDecoder(http._ChunkedTransferDecoder):
                     self.length -= take
                     if self.length == 0:
                         self.state = "CRLF"
+                elif state == "CRLF" and not self._buffer and data.startswith(b"\r\n", pos):
+                    # What the stock code does with a lone CRLF, without a call.
+                    self.state = "CHUNK_LENGTH"
+                    pos += 2
+                elif (
+                    state == "CHUNK_LENGTH"
+                    and not self._buffer
+                    and (eol := data.find(b"\r\n", pos, pos + _MAX_LINE)) > pos
+                    and not data[pos:eol].translate(None, _HEX)
+                ):
+                    # A whole size line of hex digits only (no extension):
+                    # what the stock code makes of it, without its per-digit
+                    # check. Anything else (an extension, a bad or partial
+                    # line) goes to the stock code below.
+                    self.length = int(data[pos:eol], 16)
+                    self.state = "BODY" if self.length else "TRAILER"
+                    pos = eol + 2
                 elif state in ("CHUNK_LENGTH", "CRLF"):
                     # Up to and including the next LF: the stock code parses (or
                     # rejects) the size line or CRLF and leaves its buffer empty;

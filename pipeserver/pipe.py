@@ -141,12 +141,28 @@ def _direct_socket(transport: object) -> Optional[socket.socket]:
     return sock if isinstance(sock, socket.socket) else None
 
 
-def kernel_room(sock: socket.socket) -> int:
+#: How many :meth:`Download.room` calls reuse one reading of SO_SNDBUF.
+#: The kernel changes it rarely (autotuning grows it; memory pressure may
+#: shrink it), and a stale value errs for at most this many reads.
+SNDBUF_RECHECK = 32
+
+
+def send_buffer(sock: socket.socket) -> int:
+    """The kernel's send buffer size for ``sock`` (0 when unknown)."""
+    try:
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    except (OSError, ValueError):
+        return 0
+
+
+def kernel_room(sock: socket.socket, size: Optional[int] = None) -> int:
     """Bytes the kernel will still take on ``sock`` without blocking (an
     estimate on the safe side: half the send buffer, which also pays for the
-    kernel's overhead, less what it holds unsent or unacknowledged)."""
+    kernel's overhead, less what it holds unsent or unacknowledged).
+    ``size`` is the send buffer's size if known (see :func:`send_buffer`)."""
     try:
-        size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        if size is None:
+            size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
     except (OSError, ValueError):
         return 0
@@ -344,6 +360,8 @@ class Download:
 
     _socket: Optional[socket.socket] = None
     _chunked = False
+    _sndbuf = 0
+    _roomCalls = 0
 
     def _idleSocket(self) -> Optional[socket.socket]:
         """The socket, while the transport holds nothing unsent (else None):
@@ -362,7 +380,13 @@ class Download:
         """What this receiver's kernel can take at once (0 when unknown, or
         while its transport still holds bytes)."""
         sock = self._idleSocket()
-        return 0 if sock is None else kernel_room(sock)
+        if sock is None:
+            return 0
+        self._roomCalls -= 1
+        if self._roomCalls <= 0:
+            self._roomCalls = SNDBUF_RECHECK
+            self._sndbuf = send_buffer(sock)
+        return kernel_room(sock, self._sndbuf)
 
     def write(self, data: "bytes | memoryview") -> None:
         self.writeSequence([data], len(data))

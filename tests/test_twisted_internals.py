@@ -387,3 +387,28 @@ def test_twisted_version_is_inside_the_pinned_range() -> None:
         left = installed + (0,) * (width - len(installed))
         right = b + (0,) * (width - len(b))
         assert _OPS[op](left, right), (importlib.metadata.version("Twisted"), op, bound)
+
+
+# ------------------------------------------------------------ the body fast path
+def test_body_fast_path_mirrors_the_stock_chain() -> None:
+    """PipeChannel.dataReceived hands a body straight to the transfer
+    decoder, doing what this chain does in raw mode with nothing buffered."""
+    from twisted.protocols import basic
+
+    assert "resetTimeout()" in inspect.getsource(http.HTTPChannel.dataReceived)
+    line = inspect.getsource(basic.LineReceiver.dataReceived)
+    for text in ("_busyReceiving", "self._buffer += data", "self.paused", "rawDataReceived(data)"):
+        assert text in line, text
+    raw = inspect.getsource(http.HTTPChannel.rawDataReceived)
+    for text in (
+        "if self._handlingRequest:",
+        "self._transferDecoder.dataReceived(data)",
+        "except _MalformedChunkedDataError:",
+        "self._respondToBadRequestAndDisconnect()",
+    ):
+        assert text in raw, text
+    channel = http.HTTPChannel()
+    assert channel._buffer == b"" and channel._busyReceiving is False
+    assert channel.paused is False and channel._handlingRequest is False
+    assert channel._transferDecoder is None
+    assert isinstance(http.maxChunkSizeLineLength, int)
