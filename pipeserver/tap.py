@@ -17,6 +17,7 @@ from pipeserver.logs import FORMATS, LoggingService, json_file_observer, twistd_
 from pipeserver.pipe import Limits, PipeRegistry, buffered_bytes
 from pipeserver.resource import PipeResource, open_project
 from pipeserver.tokens import TokenFileError, Tokens
+from pipeserver.tokens import parse as parse_tokens
 
 log = Logger()
 
@@ -124,20 +125,12 @@ class Options(usage.Options):
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
         if self["tokens"] is not None:
+            # Refuse to start on a tokens file that cannot be used.
             try:
-                Tokens(self["tokens"], clock=_NeverClock())
+                with open(self["tokens"], encoding="utf-8") as handle:
+                    parse_tokens(handle.read())
             except (OSError, TokenFileError, UnicodeDecodeError) as failure:
                 raise usage.UsageError(f"--tokens {self['tokens']}: {failure}")
-
-
-class _NeverClock:
-    """Enough of a clock to load a tokens file while checking options."""
-
-    def seconds(self) -> float:
-        return 0.0
-
-    def callLater(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("not scheduled")
 
 
 def makeSite(options: Any, reactor: Any) -> PipeSite:

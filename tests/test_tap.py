@@ -228,3 +228,10 @@ def test_log_format_json_gives_the_application_a_json_observer(monkeypatch) -> N
     plain = Application("pipe")
     tap.makeService(parse(), MemoryReactorClock()).setServiceParent(plain)
     assert plain.getComponent(ILogObserver, None) is None
+
+
+def test_broken_tokens_file_rejected_naming_the_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "tokens"
+    path.write_text("# ok\nalpha not-a-hash\n")
+    with pytest.raises(usage.UsageError, match=r"line 2: expected 'PROJECT SHA256_HEX'"):
+        parse("--tokens", str(path))
