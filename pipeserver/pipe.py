@@ -44,6 +44,15 @@ CLOSE_GRACE = 10.0
 #: the server still holds at most about 64 KiB per receiver.
 READ_MIN = 65536
 READ_MAX = 1 << 20
+#: A sender that brings at least ``BULK_BYTES`` per ``BULK_WINDOW`` seconds
+#: (200 MB/s) is read only once that much has queued (SO_RCVLOWAT): at full
+#: speed the reactor would otherwise wake for every ~64 KiB the client
+#: wrote, and those wake-ups, not the bytes, were most of the server's CPU
+#: (docs/BENCHMARKS.md). While it is on, a check every ``BULK_WINDOW`` turns
+#: it off as soon as the sender falls below that rate, so bytes left short of
+#: the mark (a pause, the body's end) wait at most two windows.
+BULK_BYTES = 1 << 20
+BULK_WINDOW = 0.005
 # How long a sender we shut still has its upload read (and dropped), so it
 # reads our last lines rather than a reset; short, since many clients (curl
 # -T -) only report the failure once the connection is cut.
@@ -235,6 +244,16 @@ class Upload:
     def sizable(self) -> bool:
         """Whether the pipe may set how much one read of this sender takes."""
         return _direct_socket(self.transport) is not None
+
+    def setLowWater(self, size: int) -> None:
+        """Have the reactor see this sender readable only once ``size``
+        bytes (or its end) have arrived."""
+        sock = _direct_socket(self.transport)
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
+            except OSError:
+                pass  # gone, or not a socket that has one: reads stay small
 
     def setReading(self, reading: bool) -> None:
         if reading == self.reading:
@@ -626,7 +645,7 @@ class Pipe:
                 self.bytes += len(data)
                 for download in self.receivers:
                     download.write(data)
-            self._sizeReads()
+            self._sizeReads(len(data))
         elif self.state is State.WAITING:
             # Read before the pause took hold: at most about one read.
             self._pending.append(bytes(data))
@@ -643,7 +662,7 @@ class Pipe:
             self.bytes += size
             for download in self.receivers:
                 download.writeSequence(pieces, size)
-        self._sizeReads()
+        self._sizeReads(size)
 
     def bodyEnded(self) -> None:
         self._bodyEnded = True
@@ -694,13 +713,44 @@ class Pipe:
                 self._sizeReads()
             self.sender.setReading(not self._paused)
 
-    def _sizeReads(self) -> None:
-        """Let the sender's next read be as big as every receiver can take."""
+    def _sizeReads(self, got: int = 0) -> None:
+        """Let the sender's next read be as big as every receiver can take,
+        and (``got`` being what this read brought) wait for a bulk sender's
+        bytes to pile up before reading them (see ``BULK_BYTES``)."""
         upload = self.sender
         if upload is None or not upload.sizable or self.state is not State.STREAMING:
             return
         room = min((download.room() for download in self.receivers), default=0)
         upload.transport.bufferSize = min(READ_MAX, READ_MIN + room)
+        self._windowBytes += got
+        if not self._bulk and got:
+            now = self.clock.seconds()
+            if now - self._windowStart > BULK_WINDOW:
+                self._windowStart, self._windowBytes = now, got
+            elif self._windowBytes >= BULK_BYTES:
+                self._setBulk(True)
+
+    _bulk = False
+    _bulkTimer: Optional[IDelayedCall] = None
+    _windowStart = 0.0
+    _windowBytes = 0
+
+    def _checkBulk(self) -> None:
+        self._bulkTimer = None
+        if self.state is State.STREAMING:
+            self._setBulk(self._windowBytes >= BULK_BYTES)
+
+    def _setBulk(self, bulk: bool) -> None:
+        """Read the sender in ``BULK_BYTES`` gulps (checked again after
+        ``BULK_WINDOW``), or as its bytes come."""
+        upload = self.sender
+        assert upload is not None
+        if bulk != self._bulk:
+            self._bulk = bulk
+            upload.setLowWater(BULK_BYTES if bulk else 1)
+        self._windowStart, self._windowBytes = self.clock.seconds(), 0
+        if bulk:
+            self._bulkTimer = self.clock.callLater(BULK_WINDOW, self._checkBulk)
 
     # ---- parties leaving
     def senderLost(self, upload: Upload) -> None:
@@ -776,6 +826,13 @@ class Pipe:
             return
         self.state = State.DONE
         self._cancelDeadline()
+        if self._bulkTimer is not None:
+            self._bulkTimer.cancel()
+            self._bulkTimer = None
+        if self._bulk and self.sender is not None:
+            # The connection may carry another request, or be read to its end.
+            self._bulk = False
+            self.sender.setLowWater(1)
         self._syncWaiting()
         self._pending = []
         self._paused.clear()

@@ -1,13 +1,18 @@
 """Bigger reads (pipe.READ_MIN..READ_MAX) keep SPEC §2's bound: the server
 holds about one 64 KiB read per receiver, whatever the read size, because a
 read is never bigger than what every receiver's kernel can take at once
-plus READ_MIN."""
+plus READ_MIN. A bulk sender is read in BULK_BYTES gulps, yet bytes it
+leaves short of one still go through at once, not when more come."""
 
 from __future__ import annotations
 
-import pytest_twisted
+import hashlib
+import socket
 
-from helpers import curl, file_sha256, make_file, sleep, wait_for
+import pytest_twisted
+from twisted.internet import threads
+
+from helpers import curl, file_has, file_sha256, make_file, sleep, wait_for
 
 from pipeserver import pipe as pipe_module
 
@@ -48,3 +53,64 @@ def test_held_bytes_stay_near_one_small_read_per_receiver(server, procs, tmp_pat
     # 2 receivers: about a 64 KiB read each (seen: 67 KiB in all).
     assert worst <= 2 * (pipe_module.READ_MIN + 32 * KiB), worst
     assert all(pipe_module.READ_MIN <= r <= pipe_module.READ_MAX for r in reads if r), reads
+
+
+def _chunked_sender(port: int, path: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(
+        b"PUT " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    return sock
+
+
+def _send_chunks(sock: socket.socket, block: bytes, count: int) -> None:
+    frame = b"%x\r\n" % len(block) + block + b"\r\n"
+    for _ in range(count):
+        sock.sendall(frame)
+
+
+def _read_to_end(sock: socket.socket) -> bytes:
+    sock.settimeout(10)
+    data = b""
+    while b"All receiver(s) was/were received successfully." not in data:
+        more = sock.recv(65536)
+        if not more:
+            break
+        data += more
+    sock.close()
+    return data
+
+
+@pytest_twisted.inlineCallbacks
+def test_bytes_short_of_a_bulk_read_still_go_through(server, procs, tmp_path, monkeypatch):
+    marks = []
+    set_low_water = pipe_module.Upload.setLowWater
+
+    def spy(upload, size):
+        marks.append(size)
+        set_low_water(upload, size)
+
+    monkeypatch.setattr(pipe_module.Upload, "setLowWater", spy)
+    out = str(tmp_path / "out")
+    receiver = procs.spawn(curl("-o", out, server.url("/bulk")), name="receiver")
+    yield server.wait_receivers("/bulk", 1)
+    block = bytes(range(256)) * 256  # 64 KiB
+    count = 256  # 16 MiB at full speed: bulk reads
+    tail = b"the last words"
+    sender = yield threads.deferToThread(_chunked_sender, server.portnum, "/bulk")
+    yield threads.deferToThread(_send_chunks, sender, block, count)
+    yield threads.deferToThread(_send_chunks, sender, tail, 1)
+    assert pipe_module.BULK_BYTES in marks, marks
+    # Far fewer than BULK_BYTES are left unread, and the sender sends no more
+    # (nor ends its body) until the receiver holds them all.
+    yield file_has(out, count * len(block) + len(tail), timeout=5.0)
+    assert marks[-1] == 1, marks
+    yield threads.deferToThread(sender.sendall, b"0\r\n\r\n")
+    reply = yield threads.deferToThread(_read_to_end, sender)
+    yield receiver.wait()
+    assert receiver.exit_code == 0, receiver.describe()
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply
+    assert b"[INFO] Sent successfully!" in reply, reply
+    expected = hashlib.sha256(block * count + tail).hexdigest()
+    assert file_sha256(out) == expected
