@@ -13,7 +13,7 @@ from twisted.python import usage
 
 from pipeserver import __version__
 from pipeserver.channel import HangupWatcher, PipeSite
-from pipeserver.logs import FORMATS, LoggingService, json_file_observer, twistd_log_file
+from pipeserver.logs import FORMATS, LoggingService, observer_factory
 from pipeserver.pipe import Limits, PipeRegistry, buffered_bytes
 from pipeserver.resource import PipeResource, open_project
 from pipeserver.tokens import TokenFileError, Tokens
@@ -264,9 +264,9 @@ def makeService(options: Any, reactor: Optional[IReactorCore] = None) -> service
         reactor = default_reactor  # type: ignore[assignment]
     site = makeSite(options, reactor)
     parent = LoggingService()
-    if options.get("log-format") == "json":
-        twistd = getattr(options, "parent", None)
-        parent.observerFactory = lambda: json_file_observer(twistd_log_file(twistd))
+    parent.observerFactory = observer_factory(
+        options.get("log-format", "text"), getattr(options, "parent", None)
+    )
     PipeService(site, reactor, float(options["shutdown-grace"])).setServiceParent(parent)
     endpoints: List[str] = list(options["listen"]) or [DEFAULT_LISTEN]
     for description in endpoints:

@@ -211,7 +211,7 @@ def test_log_format_json_gives_the_application_a_json_observer(monkeypatch) -> N
     import sys
 
     from twisted.application.service import Application
-    from twisted.logger import ILogObserver
+    from twisted.logger import ILogObserver, formatEventAsClassicLogText
 
     out = io.StringIO()
     monkeypatch.setattr(sys, "stdout", out)  # twistd -n logs to stdout
@@ -225,9 +225,15 @@ def test_log_format_json_gives_the_application_a_json_observer(monkeypatch) -> N
     assert line.endswith("\n") and line.count("\n") == 1
     assert json.loads(line)["text"] == "hello you"
 
+    out.truncate(0)
+    out.seek(0)
     plain = Application("pipe")
     tap.makeService(parse(), MemoryReactorClock()).setServiceParent(plain)
-    assert plain.getComponent(ILogObserver, None) is None
+    text = plain.getComponent(ILogObserver, None)
+    assert text is not None
+    text({"log_format": "hello {who}", "who": "you", "log_time": 0.0, "log_system": "s"})
+    assert out.getvalue() == formatEventAsClassicLogText(
+        {"log_format": "hello {who}", "who": "you", "log_time": 0.0, "log_system": "s"})
 
 
 def test_broken_tokens_file_rejected_naming_the_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -235,3 +241,15 @@ def test_broken_tokens_file_rejected_naming_the_line(tmp_path) -> None:  # type:
     path.write_text("# ok\nalpha not-a-hash\n")
     with pytest.raises(usage.UsageError, match=r"line 2: expected 'PROJECT SHA256_HEX'"):
         parse("--tokens", str(path))
+
+
+def test_syslog_keeps_twistds_own_observer() -> None:
+    from twisted.application.service import Application
+    from twisted.logger import ILogObserver
+    from twisted.scripts.twistd import ServerOptions
+
+    twistd = ServerOptions()
+    twistd.parseOptions(["--syslog", "pipe"])
+    application = Application("pipe")
+    tap.makeService(twistd.subOptions, MemoryReactorClock()).setServiceParent(application)
+    assert application.getComponent(ILogObserver, None) is None
