@@ -44,6 +44,9 @@ CLOSE_GRACE = 10.0
 #: the server still holds at most about 64 KiB per receiver.
 READ_MIN = 65536
 READ_MAX = 1 << 20
+#: The read size is set again once this much has been read since the last
+#: time (reads start at READ_MIN, Twisted's own size).
+SIZING_STEP = 16384
 #: A sender that brings at least ``BULK_BYTES`` per ``BULK_WINDOW`` seconds
 #: (200 MB/s) is read only once that much has queued (SO_RCVLOWAT): at full
 #: speed the reactor would otherwise wake for every ~64 KiB the client
@@ -720,8 +723,15 @@ class Pipe:
         upload = self.sender
         if upload is None or not upload.sizable or self.state is not State.STREAMING:
             return
-        room = min((download.room() for download in self.receivers), default=0)
-        upload.transport.bufferSize = min(READ_MAX, READ_MIN + room)
+        self._unsized += got
+        if self._unsized >= SIZING_STEP:
+            # Every byte read since the last look went to the receivers'
+            # kernels, so their room is now at least what it was less those
+            # bytes: a read errs by under SIZING_STEP, and a small message
+            # costs no look at all.
+            self._unsized = 0
+            room = min((download.room() for download in self.receivers), default=0)
+            upload.transport.bufferSize = min(READ_MAX, READ_MIN + room)
         self._windowBytes += got
         if not self._bulk and got:
             now = self.clock.seconds()
@@ -730,6 +740,7 @@ class Pipe:
             elif self._windowBytes >= BULK_BYTES:
                 self._setBulk(True)
 
+    _unsized = 0
     _bulk = False
     _bulkTimer: Optional[IDelayedCall] = None
     _windowStart = 0.0
