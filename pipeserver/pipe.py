@@ -40,8 +40,9 @@ CLOSE_GRACE = 10.0
 #: What one read of a sender may bring in: ``READ_MIN`` (Twisted's own read
 #: size) plus the room every receiver's kernel send buffer still has, up to
 #: ``READ_MAX``. Bigger reads cut the per-read cost (see docs/BENCHMARKS.md),
-#: and since the kernels can take all but ``READ_MIN`` of such a read at once,
-#: the server still holds at most about 64 KiB per receiver.
+#: and since the kernels can take all but ``READ_MIN`` (plus under
+#: ``SIZING_STEP``) of such a read at once, the server still holds at most
+#: about 64 KiB per receiver.
 READ_MIN = 65536
 READ_MAX = 1 << 20
 #: The read size is set again once this much has been read since the last
