@@ -22,9 +22,9 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import globalLogPublisher
 
+import http_wire
 from helpers import with_timeout
-
-CRLF = b"\r\n"
+from http_wire import CRLF
 
 
 def sha256(data: bytes) -> str:
@@ -87,66 +87,21 @@ class Response:
 
 
 def parse_responses(data: bytes, head: bool = False) -> List[Response]:
-    """Split what the server wrote on one connection into responses.
-
-    The last response may be unfinished (``complete`` False). Anything that is
-    not well-formed HTTP/1.x fails the test.
-    """
-    out: List[Response] = []
-    data = bytes(data)
-    while data:
-        end = data.find(CRLF + CRLF)
-        if end < 0:
-            raise AssertionError(f"unterminated response head: {data[:300]!r}")
-        lines = data[:end].decode("latin-1").split("\r\n")
-        data = data[end + 4 :]
-        assert lines[0].startswith(("HTTP/1.1 ", "HTTP/1.0 ")), lines[0]
-        headers = []
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            assert sep and name and name == name.strip(), f"bad header line {line!r}"
-            headers.append((name, value.strip()))
-        response = Response(lines[0], headers)
-        out.append(response)
-        code = response.status
-        if 100 <= code < 200:
-            response.complete = True
-            continue
-        if head or code in (204, 304):
-            response.complete = True
-            continue
-        encoding = response.one("Transfer-Encoding")
-        length = response.one("Content-Length")
-        if encoding is not None:
-            assert encoding.lower() == "chunked", encoding
-            assert length is None, "both chunked and Content-Length"
-            response.chunked = True
-            parts = []
-            while True:
-                line_end = data.find(CRLF)
-                if line_end < 0:
-                    data = b""
-                    break
-                size = int(data[:line_end].split(b";")[0], 16)
-                piece = data[line_end + 2 : line_end + 2 + size]
-                parts.append(piece)
-                rest = data[line_end + 2 + size :]
-                if len(piece) < size or len(rest) < 2:
-                    data = b""
-                    break
-                assert rest.startswith(CRLF), f"bad chunk end: {rest[:20]!r}"
-                data = rest[2:]
-                if size == 0:
-                    response.complete = True
-                    break
-            response.body = b"".join(parts)
-        elif length is not None:
-            n = int(length)
-            response.body, data = data[:n], data[n:]
-            response.complete = len(response.body) == n
-        else:
-            response.body, data = data, b""
-    return out
+    """Split what the server wrote on one connection into responses
+    (tests/http_wire.py; HTTP/1.0 allowed too). The last response may be
+    unfinished (``complete`` False)."""
+    return [
+        Response(
+            r.status_line.decode("latin-1"),
+            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in r.headers],
+            r.body,
+            r.complete,
+            r.chunked,
+        )
+        for r in http_wire.parse_responses(
+            bytes(data), head, versions=(b"HTTP/1.1", b"HTTP/1.0")
+        )
+    ]
 
 
 def final(responses: Sequence[Response]) -> Response:

@@ -1,5 +1,6 @@
 """Socket-free helpers for the unit tests: a fake TCP transport, an HTTP client
-driving a ``PipeChannel`` by hand, and a parser for what it wrote on the wire.
+driving a ``PipeChannel`` by hand, and (from tests/http_wire.py) the parser
+for what it wrote on the wire.
 
 Used by tests/test_pipe_unit.py and tests/test_twisted_internals.py only.
 """
@@ -18,7 +19,7 @@ from twisted.python.failure import Failure
 from pipeserver import tap
 from pipeserver.pipe import Pipe
 
-CRLF = b"\r\n"
+from http_wire import CRLF, Response, parse_responses  # noqa: F401  (re-exported)
 
 
 class FakeTCP(StringTransport):
@@ -73,110 +74,6 @@ class FakeTCP(StringTransport):
         if self.connected:
             self.connected = False
             self.protocol.connectionLost(self.lostReason)  # type: ignore[union-attr]
-
-
-@dataclass
-class Response:
-    status: int
-    reason: bytes
-    headers: List[Tuple[bytes, bytes]]
-    body: bytes = b""
-    #: The response ended properly: the last chunk, or all of Content-Length.
-    complete: bool = False
-    chunked: bool = False
-    #: Wire bytes of the body as sent (chunk framing included).
-    raw: bytes = b""
-
-    def header(self, name: bytes) -> Optional[bytes]:
-        values = self.headerValues(name)
-        assert len(values) <= 1, (name, values)
-        return values[0] if values else None
-
-    def headerValues(self, name: bytes) -> List[bytes]:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
-    def headerNames(self) -> List[bytes]:
-        return [k.lower() for k, _ in self.headers]
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8")
-
-    @property
-    def lines(self) -> List[str]:
-        return self.text.splitlines()
-
-
-def parse_responses(data: bytes, head: bool = False) -> List[Response]:
-    """Split what the server wrote on one connection into responses.
-
-    An unfinished last response is returned with ``complete`` False; a
-    chunked body that stops mid-chunk keeps the bytes that did arrive.
-    Anything malformed fails the test.
-    """
-    responses: List[Response] = []
-    while data:
-        end = data.find(CRLF + CRLF)
-        assert end >= 0, f"unterminated response head: {data!r}"
-        head_lines = data[:end].split(CRLF)
-        data = data[end + 4 :]
-        version, status, reason = (head_lines[0].split(b" ", 2) + [b""])[:3]
-        assert version == b"HTTP/1.1", head_lines[0]
-        headers = []
-        for line in head_lines[1:]:
-            name, sep, value = line.partition(b":")
-            assert sep, f"bad header line {line!r}"
-            headers.append((name, value.strip()))
-        response = Response(int(status), reason, headers)
-        responses.append(response)
-        code = response.status
-        if 100 <= code < 200:
-            response.complete = True
-            continue
-        if head or code in (204, 304):
-            response.complete = True
-            continue
-        encoding = response.header(b"transfer-encoding")
-        length = response.header(b"content-length")
-        start = data
-        if encoding is not None:
-            assert encoding.lower() == b"chunked", encoding
-            assert length is None, "both chunked and Content-Length"
-            response.chunked = True
-            body = []
-            while True:
-                line_end = data.find(CRLF)
-                if line_end < 0:
-                    data = b""
-                    break
-                size = int(data[:line_end].split(b";")[0], 16)
-                chunk = data[line_end + 2 : line_end + 2 + size]
-                body.append(chunk)
-                if len(chunk) < size:
-                    data = b""
-                    break
-                rest = data[line_end + 2 + size :]
-                if size == 0:
-                    assert rest.startswith(CRLF), f"bad last chunk: {rest!r}"
-                    data = rest[2:]
-                    response.complete = True
-                    break
-                if len(rest) < 2:
-                    data = b""
-                    break
-                assert rest.startswith(CRLF), f"bad chunk end: {rest!r}"
-                data = rest[2:]
-            response.body = b"".join(body)
-        elif length is not None:
-            n = int(length)
-            response.body = data[:n]
-            response.complete = len(response.body) == n
-            data = data[n:]
-        else:
-            # Delimited by the close of the connection.
-            response.body, data = data, b""
-        response.raw = start[: len(start) - len(data)]
-    return responses
 
 
 class Client:
