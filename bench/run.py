@@ -627,9 +627,12 @@ TARGETS = {
     "slow.rss_growth_mib": ("≤2", lambda o, p, s: o <= 2),
     "leak.growth_mib": ("≤1", lambda o, p, s: o <= 1),
 }
+#: Targets stated for the full run's figures only: --quick measures the leak
+#: from round 2 to 5 of 300 pairs, while the allocator is still settling.
+FULL_ONLY = {"leak.growth_mib"}
 
 
-def table(results: Dict[str, Dict[str, Any]], cfg: Dict[str, Any]) -> str:
+def table(results: Dict[str, Dict[str, Any]], cfg: Dict[str, Any], quick: bool = False) -> str:
     servers = [s for s in ("ours", "base", "socat", "piping") if s in results]
     head = ["metric"] + servers + ["ours/piping", "ours/socat", "target", "met"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -652,7 +655,10 @@ def table(results: Dict[str, Dict[str, Any]], cfg: Dict[str, Any]) -> str:
         target, check = TARGETS.get(key, ("", None))
         met = ""
         if check is not None and o is not None:
-            met = "yes" if check(o, p, sc) else "**no**"
+            if quick and key in FULL_ONLY:
+                met = "(full run only)"
+            else:
+                met = "yes" if check(o, p, sc) else "**no**"
         lines.append("| " + " | ".join(
             [label.format(**cfg)] + cells + [ratio_p, ratio_s, target, met]) + " |")
     return "\n".join(lines)
@@ -793,7 +799,7 @@ def main() -> int:
         "size": f"{cfg['size'] // MiB} MiB", "sha_size": f"{cfg['sha_size'] // MiB} MiB",
         "fsize": f"{cfg['fsize'] // MiB} MiB", "r2": 2, "rlast": cfg["leak_rounds"],
     }
-    text = table(results, fmt_cfg)
+    text = table(results, fmt_cfg, quick)
     print(f"\npipeserver bench — {'quick, ' if quick else ''}{runs} runs per row "
           f"({mem_runs} for memory rows); median (min–max)\n")
     print(text)
