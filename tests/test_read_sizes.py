@@ -64,10 +64,12 @@ def _chunked_sender(port: int, path: str) -> socket.socket:
     return sock
 
 
-def _send_chunks(sock: socket.socket, block: bytes, count: int) -> None:
+def _send_chunks(sock: socket.socket, block: bytes, count: int, tail: bytes = b"") -> None:
     frame = b"%x\r\n" % len(block) + block + b"\r\n"
     for _ in range(count):
         sock.sendall(frame)
+    if tail:
+        sock.sendall(b"%x\r\n" % len(tail) + tail + b"\r\n")
 
 
 def _read_to_end(sock: socket.socket) -> bytes:
@@ -96,12 +98,18 @@ def test_bytes_short_of_a_bulk_read_still_go_through(server, procs, tmp_path, mo
     receiver = procs.spawn(curl("-o", out, server.url("/bulk")), name="receiver")
     yield server.wait_receivers("/bulk", 1)
     block = bytes(range(256)) * 256  # 64 KiB
-    count = 256  # 16 MiB at full speed: bulk reads
     tail = b"the last words"
     sender = yield threads.deferToThread(_chunked_sender, server.portnum, "/bulk")
-    yield threads.deferToThread(_send_chunks, sender, block, count)
-    yield threads.deferToThread(_send_chunks, sender, tail, 1)
+    count = 0
+    # At full speed until the pipe reads in bulk (the first 4 MiB do it
+    # unless the machine is very busy) ...
+    while pipe_module.BULK_BYTES not in marks and count < 4096:
+        yield threads.deferToThread(_send_chunks, sender, block, 64)
+        count += 64
     assert pipe_module.BULK_BYTES in marks, marks
+    # ... then 4 MiB more and, right behind them, a few bytes.
+    yield threads.deferToThread(_send_chunks, sender, block, 64, tail)
+    count += 64
     # Far fewer than BULK_BYTES are left unread, and the sender sends no more
     # (nor ends its body) until the receiver holds them all.
     yield file_has(out, count * len(block) + len(tail), timeout=5.0)
