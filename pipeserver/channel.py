@@ -55,6 +55,8 @@ class PipeRequest(server.Request):
     streamed = False
     project = ""
     bodyBytes = 0
+    #: The body's Content-Length; None when chunked (or not yet known).
+    bodyLength: Optional[int] = None
     _bodyEnded = False
     _finishPending = False
     _logged = False
@@ -72,6 +74,7 @@ class PipeRequest(server.Request):
     def gotLength(self, length: Optional[int]) -> None:
         # Never spool: a body goes to the sink or nowhere.
         self.content = io.BytesIO()
+        self.bodyLength = length
 
     def handleContentChunk(self, data: bytes) -> None:
         self.bodyBytes += len(data)

@@ -54,7 +54,7 @@ SIZING_STEP = 16384
 #: wrote, and those wake-ups, not the bytes, were most of the server's CPU
 #: (docs/BENCHMARKS.md). While it is on, a check every ``BULK_WINDOW`` turns
 #: it off as soon as the sender falls below that rate, so bytes left short of
-#: the mark (a pause, the body's end) wait at most two windows.
+#: the mark (a pause, a chunked body's end) wait at most two windows.
 BULK_BYTES = 1 << 20
 BULK_WINDOW = 0.005
 # How long a sender we shut still has its upload read (and dropped), so it
@@ -248,6 +248,13 @@ class Upload:
     def sizable(self) -> bool:
         """Whether the pipe may set how much one read of this sender takes."""
         return _direct_socket(self.transport) is not None
+
+    def unread(self) -> Optional[int]:
+        """Body bytes still to come, if the sender said how many."""
+        length: Optional[int] = getattr(self.request, "bodyLength", None)
+        if length is None:
+            return None
+        return max(0, length - getattr(self.request, "bodyBytes", 0))
 
     def setLowWater(self, size: int) -> None:
         """Have the reactor see this sender readable only once ``size``
@@ -734,7 +741,9 @@ class Pipe:
             room = min((download.room() for download in self.receivers), default=0)
             upload.transport.bufferSize = min(READ_MAX, READ_MIN + room)
         self._windowBytes += got
-        if not self._bulk and got:
+        if self._bulk:
+            self._fitMark(upload)
+        elif got:
             now = self.clock.seconds()
             if now - self._windowStart > BULK_WINDOW:
                 self._windowStart, self._windowBytes = now, got
@@ -746,6 +755,7 @@ class Pipe:
     _bulkTimer: Optional[IDelayedCall] = None
     _windowStart = 0.0
     _windowBytes = 0
+    _mark = 1  # the sender socket's SO_RCVLOWAT
 
     def _checkBulk(self) -> None:
         self._bulkTimer = None
@@ -757,12 +767,23 @@ class Pipe:
         ``BULK_WINDOW``), or as its bytes come."""
         upload = self.sender
         assert upload is not None
-        if bulk != self._bulk:
-            self._bulk = bulk
-            upload.setLowWater(BULK_BYTES if bulk else 1)
-        self._windowStart, self._windowBytes = self.clock.seconds(), 0
+        self._bulk = bulk
         if bulk:
+            self._fitMark(upload)
             self._bulkTimer = self.clock.callLater(BULK_WINDOW, self._checkBulk)
+        elif self._mark != 1:
+            self._mark = 1
+            upload.setLowWater(1)
+        self._windowStart, self._windowBytes = self.clock.seconds(), 0
+
+    def _fitMark(self, upload: Upload) -> None:
+        """A bulk read waits for ``BULK_BYTES``, or for all the rest of a
+        counted body, which then needs no check to come through."""
+        left = upload.unread()
+        mark = BULK_BYTES if left is None else max(1, min(BULK_BYTES, left))
+        if mark != self._mark:
+            self._mark = mark
+            upload.setLowWater(mark)
 
     # ---- parties leaving
     def senderLost(self, upload: Upload) -> None:
@@ -841,9 +862,9 @@ class Pipe:
         if self._bulkTimer is not None:
             self._bulkTimer.cancel()
             self._bulkTimer = None
-        if self._bulk and self.sender is not None:
+        if self._mark != 1 and self.sender is not None:
             # The connection may carry another request, or be read to its end.
-            self._bulk = False
+            self._bulk, self._mark = False, 1
             self.sender.setLowWater(1)
         self._syncWaiting()
         self._pending = []

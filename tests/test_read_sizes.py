@@ -12,7 +12,7 @@ import socket
 import pytest_twisted
 from twisted.internet import threads
 
-from helpers import curl, file_has, file_sha256, make_file, sleep, wait_for
+from helpers import curl, file_has, file_sha256, make_file, sleep, wait_for, with_timeout
 
 from pipeserver import pipe as pipe_module
 
@@ -122,3 +122,32 @@ def test_bytes_short_of_a_bulk_read_still_go_through(server, procs, tmp_path, mo
     assert b"[INFO] Sent successfully!" in reply, reply
     expected = hashlib.sha256(block * count + tail).hexdigest()
     assert file_sha256(out) == expected
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_counted_body_ends_without_waiting_for_the_check(server, procs, tmp_path, monkeypatch):
+    # With the 5 ms check pushed out to a minute, the last bytes of a
+    # Content-Length body must still come through at once: the bulk mark
+    # never asks for more than the body has left.
+    monkeypatch.setattr(pipe_module, "BULK_WINDOW", 60.0)
+    marks = []
+    set_low_water = pipe_module.Upload.setLowWater
+
+    def spy(upload, size):
+        marks.append(size)
+        set_low_water(upload, size)
+
+    monkeypatch.setattr(pipe_module.Upload, "setLowWater", spy)
+    src = str(tmp_path / "src")
+    size = 32 * MiB + 12345
+    expected = make_file(src, size, seed=3)
+    out = str(tmp_path / "out")
+    receiver = procs.spawn(curl("-o", out, server.url("/counted")), name="receiver")
+    yield server.wait_receivers("/counted", 1)
+    sender = procs.spawn(curl("-T", src, server.url("/counted")), name="sender")
+    yield with_timeout(receiver.wait(), 20.0, "the receiver to finish")
+    yield with_timeout(sender.wait(), 20.0, "the sender to finish")
+    assert receiver.exit_code == 0 and sender.exit_code == 0, sender.describe()
+    assert file_sha256(out) == expected
+    assert marks and marks[0] == pipe_module.BULK_BYTES, marks
+    assert min(marks[:-1] or marks) < pipe_module.BULK_BYTES, marks  # the body's rest
