@@ -22,6 +22,7 @@ of its own text observer; ``--logfile`` and ``--nodaemon`` keep their meaning.
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import IO, Any, Callable, List, Optional, Tuple
 
@@ -122,7 +123,18 @@ def twistd_log_file(twistd_options: Any) -> IO[Any]:
     nodaemon = twistd_options.get("nodaemon", True) if twistd_options is not None else True
     if name == "-" or (not name and nodaemon):
         return sys.stdout
-    return logfile.LogFile.fromFullPath(name or "twistd.log")
+    logFile = logfile.LogFile.fromFullPath(name or "twistd.log")
+    # As twistd does for its own log file: SIGUSR1 rotates it, unless
+    # something else has claimed that signal.
+    if not signal.getsignal(signal.SIGUSR1):
+
+        def rotate(signum: int, frame: Any) -> None:
+            from twisted.internet import reactor
+
+            reactor.callFromThread(logFile.rotate)  # type: ignore[attr-defined]
+
+        signal.signal(signal.SIGUSR1, rotate)
+    return logFile
 
 
 class LoggingService(service.MultiService):

@@ -192,3 +192,48 @@ def test_log_format_json_writes_one_json_object_per_line(procs, tmp_path):
     # The events read back as Twisted log events.
     assert eventFromJSON(json.dumps(post))["log_format"] == post["log_format"]
     assert events[-1]["text"] == "Server Shut Down."
+
+
+@pytest_twisted.inlineCallbacks
+def test_text_log_file_rotates_on_sigusr1(procs, tmp_path):
+    # The default text log goes through pipeserver's observer: it keeps
+    # twistd's file handling, SIGUSR1 rotation included.
+    logfile = tmp_path / "pipe.log"
+    server = procs.spawn(
+        [TWISTD, "--nodaemon", "--pidfile=", f"--logfile={logfile}", "pipe",
+         "--listen", "tcp:0:interface=127.0.0.1"],
+        name="twistd",
+    )
+
+    def text(path) -> str:
+        return path.read_text() if path.exists() else ""
+
+    found = yield helpers.wait_for(
+        lambda: re.search(r"PipeSite starting on (\d+)", text(logfile)),
+        timeout=20, what="twistd to listen")
+    base = f"http://127.0.0.1:{int(found.group(1))}"
+    first = procs.spawn(curl("-f", "-o", "/dev/null", base + "/version"))
+    yield first.wait()
+    yield helpers.wait_for(lambda: "GET /version 200" in text(logfile), what="an access line")
+    server.kill(signal.SIGUSR1)
+    rotated = tmp_path / "pipe.log.1"
+    yield helpers.wait_for(rotated.exists, what="the log to rotate")
+    second = procs.spawn(curl("-f", "-o", "/dev/null", base + "/help"))
+    yield second.wait()
+    yield helpers.wait_for(lambda: "GET /help 200" in text(logfile), what="an access line")
+    server.kill(signal.SIGTERM)
+    yield stopped_quietly(server)
+    old, new = rotated.read_text(), text(logfile)
+    assert "GET /version 200" in old and "GET /help" not in old
+    assert "GET /help 200" in new and "GET /version" not in new
+    line = next(line for line in new.splitlines() if "GET /help 200" in line)
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[pipeserver\.access#info\] "
+        r"GET /help 200 in=0 out=\d+ \d+\.\d{3}s project=-", line), line
+    assert new.rstrip().endswith("Server Shut Down.")
+
+
+@pytest_twisted.inlineCallbacks
+def stopped_quietly(server):
+    yield server.wait()
+    assert server.signal == signal.SIGTERM or server.exit_code == 0, server.describe()
