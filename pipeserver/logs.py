@@ -110,7 +110,10 @@ def json_observer() -> FileLogObserver:
 
 def observer_factory(log_format: str, twistd_options: Any) -> Optional[Callable[[], Any]]:
     """What makes the observer for ``--log-format``, or None where twistd's
-    own must stay (it was asked for syslog)."""
+    own must stay: it was asked for syslog, or (a ``.tac`` file builds the
+    service) its options are unknown, so only twistd knows where text goes."""
+    if twistd_options is None and log_format == "text":
+        return None
     if twistd_options is not None and twistd_options.get("syslog"):
         return None
     make = json_file_observer if log_format == "json" else text_file_observer

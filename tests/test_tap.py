@@ -212,6 +212,7 @@ def test_log_format_json_gives_the_application_a_json_observer(monkeypatch) -> N
 
     from twisted.application.service import Application
     from twisted.logger import ILogObserver, formatEventAsClassicLogText
+    from twisted.scripts.twistd import ServerOptions
 
     out = io.StringIO()
     monkeypatch.setattr(sys, "stdout", out)  # twistd -n logs to stdout
@@ -227,8 +228,15 @@ def test_log_format_json_gives_the_application_a_json_observer(monkeypatch) -> N
 
     out.truncate(0)
     out.seek(0)
+    # Built by a .tac file, without twistd's options: twistd's own observer.
     plain = Application("pipe")
     tap.makeService(parse(), MemoryReactorClock()).setServiceParent(plain)
+    assert plain.getComponent(ILogObserver, None) is None
+    # From `twistd -n pipe`: pipeserver's text observer, on stdout.
+    twistd = ServerOptions()
+    twistd.parseOptions(["--nodaemon", "pipe"])
+    plain = Application("pipe")
+    tap.makeService(twistd.subOptions, MemoryReactorClock()).setServiceParent(plain)
     text = plain.getComponent(ILogObserver, None)
     assert text is not None
     text({"log_format": "hello {who}", "who": "you", "log_time": 0.0, "log_system": "s"})
