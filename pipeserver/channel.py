@@ -188,6 +188,18 @@ class PipeChannel(http.HTTPChannel):
         if self._headerTimer is None and self.line_mode and self.headerTimeout:
             self._headerTimer = self.callLater(self.headerTimeout, self._headersTooSlow)
         super().dataReceived(data)
+        if (
+            self.line_mode
+            and not self._busyReceiving
+            and not self._handlingRequest
+            and b"\n" in self._buffer
+            and not self.transport.disconnecting
+        ):
+            # Once LineReceiver's loop is done (this call may come from inside
+            # it, via setLineMode), the buffer holds one unfinished line of a
+            # request head: an LF in it is a bare one (lines end only at
+            # CRLF), as typed into nc. Say so now, not at the header timeout.
+            self._respondToBadRequestAndDisconnect()
 
     def _cancelHeaderTimer(self) -> None:
         timer, self._headerTimer = self._headerTimer, None
@@ -199,6 +211,7 @@ class PipeChannel(http.HTTPChannel):
         if not self.line_mode:
             return
         self.transport.write(_reply(b"408 Request Timeout", "[ERROR] Request headers took too long."))
+        self._rejected("header_timeout")
         self.loseConnection()
         self._abortingCall = self.callLater(self.abortTimeout or 15, self.forceAbortClient)
 
@@ -216,10 +229,20 @@ class PipeChannel(http.HTTPChannel):
             reply = _reply(
                 b"431 Request Header Fields Too Large", "[ERROR] Request headers are too large."
             )
+            reason = "headers_too_large"
         else:
             reply = _reply(b"400 Bad Request", "[ERROR] Malformed request.")
+            reason = "malformed"
         self.transport.write(reply)
+        self._rejected(reason)
         self.loseConnection()
+
+    def _rejected(self, reason: str) -> None:
+        """Count a request refused before it reached the resource (no
+        project is known yet)."""
+        registry = getattr(self.site, "registry", None)
+        if registry is not None:
+            registry.observer.rejected("", reason)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._receivedHeaderSize = self.totalHeadersSize + 1
@@ -234,6 +257,13 @@ class PipeChannel(http.HTTPChannel):
             fast.batchCallback = getattr(self.requests[-1], "handleContentChunks", None)
             self._transferDecoder = fast
         return ok
+
+    def lineReceived(self, line: bytes) -> None:
+        if b"\n" in line:
+            # A bare LF before the CRLF that ended this line of the head.
+            self._respondToBadRequestAndDisconnect()
+            return
+        super().lineReceived(line)
 
     def headerReceived(self, line: bytes) -> bool:
         # Twisted skips "Transfer-Encoding: identity", so "chunked" plus

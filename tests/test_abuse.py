@@ -353,17 +353,29 @@ def test_sender_disconnects_mid_chunk(server, failures):
     ids=repr,
 )
 @pytest_twisted.inlineCallbacks
-def test_bare_lf_waits_for_a_line_end_then_408(make_server, failures, raw):
-    """Lines end with CRLF only: bare LFs never end the head, so the header
-    timeout answers 408; nothing is dispatched."""
-    server = make_server("--header-timeout", "1")
+def test_bare_lf_is_malformed_at_once(make_server, failures, raw):
+    """Lines end with CRLF only: a bare LF in a request head (as typed into
+    nc) is answered 400 at once, not at the header timeout; nothing is
+    dispatched."""
+    server = make_server("--header-timeout", "60")
     client = yield connect(server.portnum)
     client.send(raw)
-    yield sleep(0.5)
-    assert client.data == b"" and not server.registry.pipes
     yield client.wait_closed(5)
-    assert_closed_with(client, *TOO_SLOW)
+    assert_closed_with(client, *BAD)
+    assert not server.registry.pipes
     yield normal_pair(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_bare_lf_typed_a_line_at_a_time(make_server, failures):
+    server = make_server("--header-timeout", "60")
+    client = yield connect(server.portnum)
+    client.send(b"GET /version HTTP/1.1")
+    yield sleep(0.2)
+    assert client.data == b"" and not client.is_closed
+    client.send(b"\n")
+    yield client.wait_closed(5)
+    assert_closed_with(client, *BAD)
 
 
 @pytest_twisted.inlineCallbacks

@@ -9,7 +9,7 @@ from typing import Dict, FrozenSet, Tuple
 import pytest
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet import reactor
+from twisted.internet import reactor, threads
 
 import helpers
 from helpers import curl
@@ -194,6 +194,39 @@ def test_metrics_are_labelled_per_project_and_count_aborts(
     got_out = value(after, "pipeserver_bytes_out_total", project="alpha")
     assert got_in == got_out
     assert 0 < got_out < size
+
+
+def _exchange(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        reply = b""
+        while True:
+            more = sock.recv(65536)
+            if not more:
+                return reply
+            reply += more
+
+
+@pytest_twisted.inlineCallbacks
+def test_requests_refused_before_routing_are_counted(make_server, metrics_of):
+    server = make_server("--metrics-listen", "tcp:0", "--header-timeout", "1")
+    url = metrics_of(server)
+    port = server.portnum
+    cases = [
+        (b"GET /x HTTP/1.1\nHost: x\n\n", b"HTTP/1.1 400 "),
+        (b"NOT A REQUEST LINE AT ALL\r\n\r\n", b"HTTP/1.1 400 "),
+        (b"GET /x HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n", b"HTTP/1.1 431 "),
+        (b"GET /x HTTP/1.1\r\nHost: x\r\n", b"HTTP/1.1 408 "),
+    ]
+    for data, status in cases:
+        reply = yield threads.deferToThread(_exchange, port, data)
+        assert reply.startswith(status), reply
+    after = yield scrape(url)
+    assert series(after, "pipeserver_rejections_total") == {
+        frozenset({("project", ""), ("reason", "malformed")}): 2,
+        frozenset({("project", ""), ("reason", "headers_too_large")}): 1,
+        frozenset({("project", ""), ("reason", "header_timeout")}): 1,
+    }
 
 
 def test_no_metrics_without_the_option():
