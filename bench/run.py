@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import json
 import os
 import resource
@@ -665,15 +667,23 @@ def table(results: Dict[str, Dict[str, Any]], cfg: Dict[str, Any], quick: bool =
 
 
 # --------------------------------------------------------------- main
-def collect(runs: int, fn: Callable[[], Dict[str, Any]], label: str) -> Dict[str, Dict[str, float]]:
+def run_once(fn: Callable[[], Dict[str, Any]], label: str, i: int, runs: int) -> Dict[str, Any]:
+    result = fn()
+    log(f"  {label} run {i + 1}/{runs}: " + ", ".join(
+        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+    return result
+
+
+def summarize(results: List[Dict[str, Any]]) -> Dict[str, Dict[str, float]]:
     per: Dict[str, List[float]] = {}
-    for i in range(runs):
-        result = fn()
-        log(f"  {label} run {i + 1}/{runs}: " + ", ".join(
-            f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+    for result in results:
         for k, v in result.items():
             per.setdefault(k, []).append(float(v))
     return {k: summary(v) for k, v in per.items()}
+
+
+def collect(runs: int, fn: Callable[[], Dict[str, Any]], label: str) -> Dict[str, Dict[str, float]]:
+    return summarize([run_once(fn, label, i, runs) for i in range(runs)])
 
 
 def main() -> int:
@@ -735,21 +745,28 @@ def main() -> int:
         return HttpServer(name, servers[name], root)
 
     if "throughput" in only:
-        for name in servers:
-            log(f"[throughput] {name}")
-            with fresh(name) as srv:
-                curl_transfer(srv, 16 * MiB)  # warm up
-                res = collect(runs, lambda: curl_transfer(srv, cfg["size"]), "1:1")
-                sha = collect(1, lambda: curl_transfer(srv, cfg["sha_size"], sha=True), "sha")
-                res["sha_ok"] = summary([1.0])
+        # Run i of every server, then run i + 1 of every server: load that
+        # drifts during the row (a shared machine) weighs on all alike, so
+        # the ratios between them stay fair.
+        with contextlib.ExitStack() as stack:
+            transfer: Dict[str, Callable[..., Dict[str, Any]]] = {}
+            for name in servers:
+                srv = stack.enter_context(fresh(name))
+                transfer[name] = functools.partial(curl_transfer, srv)
+            if socat:
+                transfer["socat"] = functools.partial(socat_transfer, socat)
+            for name, move in transfer.items():
+                log(f"[throughput] {name}: warm-up and sha256 of {cfg['sha_size'] // MiB} MiB")
+                move(16 * MiB)
+                run_once(lambda: move(cfg["sha_size"], sha=True), "sha", 0, 1)
+            done: Dict[str, List[Dict[str, Any]]] = {name: [] for name in transfer}
+            for i in range(runs):
+                for name, move in transfer.items():
+                    done[name].append(run_once(lambda: move(cfg["size"]), f"1:1 {name}", i, runs))
+            for name in transfer:
+                res = summarize(done[name])
+                res["sha_ok"] = summary([1.0])  # a failed check raised above
                 results[name]["throughput"] = res
-        if socat:
-            log("[throughput] socat")
-            socat_transfer(socat, 16 * MiB)
-            res = collect(runs, lambda: socat_transfer(socat, cfg["size"]), "1:1")
-            collect(1, lambda: socat_transfer(socat, cfg["sha_size"], sha=True), "sha")
-            res["sha_ok"] = summary([1.0])
-            results["socat"]["throughput"] = res
     if "fanout" in only:
         for name in servers:
             for k in (4, 16):
