@@ -776,13 +776,20 @@ def main() -> int:
                     res["total_mbps"] = res.pop("mbps")
                     results[name][f"fanout{k}"] = res
     if "latency" in only:
-        for name in servers:
-            log(f"[latency] {name}")
-            with fresh(name) as srv:
-                results[name]["latency_seq"] = collect(
-                    runs, lambda: latency(srv, cfg["seq"], 1), "seq")
-                results[name]["latency_conc"] = collect(
-                    runs, lambda: latency(srv, cfg["conc"], cfg["conc"]), "conc")
+        # In turn, run by run, as for throughput.
+        with contextlib.ExitStack() as stack:
+            running = {name: stack.enter_context(fresh(name)) for name in servers}
+            seq: Dict[str, List[Dict[str, Any]]] = {name: [] for name in running}
+            conc: Dict[str, List[Dict[str, Any]]] = {name: [] for name in running}
+            for i in range(runs):
+                for name, srv in running.items():
+                    log(f"[latency] {name}")
+                    seq[name].append(run_once(lambda: latency(srv, cfg["seq"], 1), "seq", i, runs))
+                    conc[name].append(run_once(
+                        lambda: latency(srv, cfg["conc"], cfg["conc"]), "conc", i, runs))
+            for name in running:
+                results[name]["latency_seq"] = summarize(seq[name])
+                results[name]["latency_conc"] = summarize(conc[name])
     if "parked" in only:
         for name in servers:
             log(f"[parked x{cfg['parked']}] {name}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 from typing import Any, List, Optional
 
@@ -184,6 +185,12 @@ class PipeService(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        # What exists now (modules, the site) lives as long as the process.
+        # Left to the collector, its first full pass over it stalled every
+        # pipe for ~15 ms some time after start (docs/BENCHMARKS.md); frozen,
+        # full passes only visit what came later.
+        gc.collect()
+        gc.freeze()
         tokens = self.site.tokens  # type: ignore[attr-defined]
         if tokens is not None:
             tokens.start()
