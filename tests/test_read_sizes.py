@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import socket
 
+import pytest
 import pytest_twisted
 from twisted.internet import threads
 
@@ -55,6 +56,20 @@ def test_held_bytes_stay_near_one_small_read_per_receiver(server, procs, tmp_pat
     assert all(pipe_module.READ_MIN <= r <= pipe_module.READ_MAX for r in reads if r), reads
 
 
+@pytest.fixture
+def marks(monkeypatch):
+    """Every SO_RCVLOWAT the pipes set on senders, in order."""
+    seen = []
+    set_low_water = pipe_module.Upload.setLowWater
+
+    def spy(upload, size):
+        seen.append(size)
+        set_low_water(upload, size)
+
+    monkeypatch.setattr(pipe_module.Upload, "setLowWater", spy)
+    return seen
+
+
 def _chunked_sender(port: int, path: str) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(
@@ -85,15 +100,7 @@ def _read_to_end(sock: socket.socket) -> bytes:
 
 
 @pytest_twisted.inlineCallbacks
-def test_bytes_short_of_a_bulk_read_still_go_through(server, procs, tmp_path, monkeypatch):
-    marks = []
-    set_low_water = pipe_module.Upload.setLowWater
-
-    def spy(upload, size):
-        marks.append(size)
-        set_low_water(upload, size)
-
-    monkeypatch.setattr(pipe_module.Upload, "setLowWater", spy)
+def test_bytes_short_of_a_bulk_read_still_go_through(server, procs, tmp_path, marks):
     out = str(tmp_path / "out")
     receiver = procs.spawn(curl("-o", out, server.url("/bulk")), name="receiver")
     yield server.wait_receivers("/bulk", 1)
@@ -125,19 +132,13 @@ def test_bytes_short_of_a_bulk_read_still_go_through(server, procs, tmp_path, mo
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_counted_body_ends_without_waiting_for_the_check(server, procs, tmp_path, monkeypatch):
+def test_a_counted_body_ends_without_waiting_for_the_check(
+    server, procs, tmp_path, monkeypatch, marks
+):
     # With the 5 ms check pushed out to a minute, the last bytes of a
     # Content-Length body must still come through at once: the bulk mark
     # never asks for more than the body has left.
     monkeypatch.setattr(pipe_module, "BULK_WINDOW", 60.0)
-    marks = []
-    set_low_water = pipe_module.Upload.setLowWater
-
-    def spy(upload, size):
-        marks.append(size)
-        set_low_water(upload, size)
-
-    monkeypatch.setattr(pipe_module.Upload, "setLowWater", spy)
     src = str(tmp_path / "src")
     size = 32 * MiB + 12345
     expected = make_file(src, size, seed=3)
