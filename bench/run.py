@@ -629,9 +629,6 @@ TARGETS = {
     "slow.rss_growth_mib": ("≤2", lambda o, p, s: o <= 2),
     "leak.growth_mib": ("≤1", lambda o, p, s: o <= 1),
 }
-#: Targets stated for the full run's figures only: --quick measures the leak
-#: from round 2 to 5 of 300 pairs, while the allocator is still settling.
-FULL_ONLY = {"leak.growth_mib"}
 
 
 def table(results: Dict[str, Dict[str, Any]], cfg: Dict[str, Any], quick: bool = False) -> str:
@@ -657,7 +654,10 @@ def table(results: Dict[str, Dict[str, Any]], cfg: Dict[str, Any], quick: bool =
         target, check = TARGETS.get(key, ("", None))
         met = ""
         if check is not None and o is not None:
-            if quick and key in FULL_ONLY:
+            if quick:
+                # The targets are stated for the full run's sizes: a quick
+                # 256 MiB transfer is mostly start-up and end, and its leak
+                # rounds (2 to 5 of 300 pairs) still see the allocator settle.
                 met = "(full run only)"
             else:
                 met = "yes" if check(o, p, sc) else "**no**"
