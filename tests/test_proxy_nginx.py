@@ -13,61 +13,24 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import socket
-import warnings
 
 import pytest
 import pytest_twisted
 
 import helpers
 from helpers import curl
+from proxy_support import SENDER_LINES, binary, free_port, guide_block
 
-GUIDE = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "proxies.md")
 WAIT_TIMEOUT = "6"
 SCALED_TIMEOUT = "9s"  # the guide's 360 s, scaled as its 300 s wait is to 6 s
 SHORT_READ_TIMEOUT = "2s"
-SENDER_LINES = [
-    "[INFO] Waiting for 1 receiver(s)...",
-    "[INFO] A receiver was connected.",
-    "[INFO] Start sending to 1 receiver(s)!",
-    "[INFO] Sent successfully!",
-    "[INFO] All receiver(s) was/were received successfully.",
-]
-
-
-def nginx_binary():
-    found = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
-    )
-    if found is None:
-        message = (
-            "NGINX IS NOT INSTALLED: the reverse-proxy tests did not run "
-            "(apt-get install nginx-light; .ci/run does)"
-        )
-        warnings.warn(message)
-        pytest.skip(message)
-    return found
-
-
-def guide_block() -> str:
-    with open(GUIDE, encoding="utf-8") as f:
-        text = f.read()
-    blocks = re.findall(r"```nginx\n(.*?)```", text, re.S)
-    assert len(blocks) == 1, "docs/proxies.md should hold one nginx block"
-    return blocks[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def nginx_conf(
     directory: str, upstream: str, port: int, short_port: int, at_end: bool = True
 ) -> str:
-    block = guide_block()
+    block = guide_block("nginx")
     for directive in ("listen 80;", "server 127.0.0.1:8080;", "proxy_read_timeout 24h;",
                       "proxy_set_header X-Pipe-Progress at-end;"):
         assert directive in block, f"the guide's nginx block lost {directive!r}"
@@ -99,7 +62,7 @@ http {{
 
 @pytest.fixture
 def nginx(procs, tmp_path):
-    binary = nginx_binary()
+    nginx_binary = binary("nginx", "nginx-light", "the nginx reverse-proxy tests")
 
     @pytest_twisted.inlineCallbacks
     def start(server: helpers.Server, at_end: bool = True):
@@ -111,7 +74,7 @@ def nginx(procs, tmp_path):
             f.write(nginx_conf(directory, server.host, port, short_port, at_end))
         # One process (no master/worker), so killing it at teardown is enough.
         proc = procs.spawn(
-            [binary, "-e", f"{directory}/error.log", "-p", directory, "-c", conf,
+            [nginx_binary, "-e", f"{directory}/error.log", "-p", directory, "-c", conf,
              "-g", "daemon off; master_process off;"],
             name="nginx",
         )
@@ -219,32 +182,49 @@ def test_64_mib_chunked_through_nginx(make_server, nginx, procs, tmp_path):
     assert sender.lines()[-1] == SENDER_LINES[-1]
 
 
+@pytest.mark.parametrize("at_end", [False, True], ids=["without-at-end", "guide"])
 @pytest_twisted.inlineCallbacks
-def test_without_at_end_nginx_stalls_a_large_upload(make_server, nginx, procs, tmp_path):
+def test_a_receiver_pausing_stalls_the_upload_without_at_end(
+    make_server, nginx, procs, tmp_path, at_end
+):
     """Why the guide needs X-Pipe-Progress: once nginx has passed the
-    sender's 200 on, it stops writing the body when pipeserver's socket is
-    full. If nginx ever stops doing that, this fails: the header could go."""
+    sender's 200 on, it stops writing the body for good the first time
+    pipeserver's socket is full. A receiver that pauses for 2 s fills it
+    (backpressure). Without the header the upload never resumes; with it,
+    it does. If nginx ever stops doing that, this fails: the header could go.
+    (A receiver that keeps up may see the upload through either way.)"""
     server = make_server("--wait-timeout", WAIT_TIMEOUT)
-    base, _ = yield nginx(server, at_end=False)
+    base, _ = yield nginx(server, at_end=at_end)
     size = 64 * 1024 * 1024
     body = tmp_path / "body"
-    helpers.make_file(str(body), size, seed=64)
-    receiver = procs.spawn(curl("-f", base + "/stall"), keep=False)
+    expected = helpers.make_file(str(body), size, seed=64)
+    out = str(tmp_path / "out")
+    receiver, sink = procs.pipeline(
+        curl("-f", base + "/stall"), ["sh", "-c", f"sleep 2; exec cat > {out}"]
+    )
     yield server.wait_receivers("/stall", 1)
     sender = procs.spawn(curl("-f", "-T", "-", base + "/stall"), stdin=str(body))
-    yield helpers.has_received(receiver, 1)
+    if at_end:
+        yield receiver.wait(timeout=60)
+        yield sink.wait(timeout=60)
+        yield sender.wait(timeout=60)
+        assert receiver.exit_code == 0 and sender.exit_code == 0, sender.describe()
+        assert helpers.file_sha256(out) == expected
+        return
+    yield helpers.file_has(out, 1)
     seen = []
 
     def stalled():
         assert not receiver.finished, receiver.describe()
-        seen.append(receiver.nbytes)
+        seen.append(os.path.getsize(out))
         return len(seen) > 8 and seen[-1] == seen[-9]  # no progress for 2 s
 
-    yield helpers.wait_for(stalled, timeout=8, interval=0.25, what="the upload to stall")
-    assert receiver.nbytes < size
+    yield helpers.wait_for(stalled, timeout=10, interval=0.25, what="the upload to stall")
+    assert seen[-1] < size
     assert not sender.finished
     sender.kill()
     receiver.kill()
+    sink.kill()
     yield server.wait_empty(timeout=10)
 
 
