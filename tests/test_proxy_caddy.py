@@ -1,0 +1,157 @@
+"""pipeserver behind real Caddy, configured as docs/proxies.md says.
+
+The Caddy block is read from the guide, its timeouts scaled down as in the
+nginx test. Debian 12's Caddy is 2.6, which does not know the guide's
+``enable_full_duplex`` (2.7 and later); as the guide says, it is left out
+there and its ``header_up X-Pipe-Progress at-end`` line is used instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+
+import pytest_twisted
+
+import helpers
+from helpers import curl
+from proxy_support import SENDER_LINES, binary, free_port, guide_block
+
+WAIT_TIMEOUT = "6"
+SCALED_TIMEOUT = "9s"  # the guide's 360 s, scaled as its 300 s wait is to 6 s
+FULL_DUPLEX = "        enable_full_duplex"
+AT_END = "        # header_up X-Pipe-Progress at-end"
+
+
+def caddy_version(caddy: str) -> tuple:
+    text = subprocess.run([caddy, "version"], capture_output=True, text=True).stdout
+    found = re.match(r"v?(\d+)\.(\d+)", text.strip())
+    assert found, text
+    return int(found.group(1)), int(found.group(2))
+
+
+def full_duplex(caddy: str) -> bool:
+    return caddy_version(caddy) >= (2, 7)
+
+
+def caddy_conf(caddy: str, directory: str, upstream: str, port: int) -> str:
+    block = guide_block("caddy")
+    for directive in ("pipe.example.com {", "reverse_proxy 127.0.0.1:8080 {",
+                      "flush_interval -1", FULL_DUPLEX, AT_END, "read_timeout 360s",
+                      "write_timeout 360s", "versions 1.1"):
+        assert directive in block, f"the guide's Caddy block lost {directive!r}"
+    block = block.replace("pipe.example.com {", f"http://127.0.0.1:{port} {{")
+    block = block.replace("reverse_proxy 127.0.0.1:8080 {", f"reverse_proxy {upstream} {{")
+    block = block.replace("360s", SCALED_TIMEOUT)
+    if not full_duplex(caddy):  # the guide's way for Caddy 2.6
+        block = "\n".join(line for line in block.splitlines() if FULL_DUPLEX not in line)
+        block = block.replace(AT_END, AT_END.replace("# ", "", 1))
+    # For the test only: no admin endpoint, files under the test's directory.
+    return block.replace(
+        "{\n", f"{{\n    admin off\n    storage file_system {directory}/data\n", 1
+    )
+
+
+@pytest_twisted.inlineCallbacks
+def start_caddy(procs, tmp_path, server: helpers.Server):
+    caddy = binary("caddy", "caddy", "the Caddy reverse-proxy tests")
+    directory = str(tmp_path / "caddy")
+    os.makedirs(directory, exist_ok=True)
+    port = free_port()
+    conf = os.path.join(directory, "Caddyfile")
+    with open(conf, "w") as f:
+        f.write(caddy_conf(caddy, directory, server.host, port))
+    proc = procs.spawn(
+        ["env", f"HOME={directory}", f"XDG_CONFIG_HOME={directory}",
+         f"XDG_DATA_HOME={directory}", caddy, "run", "--config", conf,
+         "--adapter", "caddyfile"],
+        name="caddy",
+    )
+
+    def listening():
+        if proc.finished:
+            raise AssertionError(proc.describe())
+        return b'"msg":"serving initial configuration"' in bytes(proc.err)
+
+    yield helpers.wait_for(listening, timeout=10, what="Caddy to listen")
+    return f"http://127.0.0.1:{port}", full_duplex(caddy)
+
+
+@pytest_twisted.inlineCallbacks
+def test_pairs_and_waits_through_caddy(make_server, procs, tmp_path):
+    server = make_server("--wait-timeout", WAIT_TIMEOUT)
+    base, duplex = yield start_caddy(procs, tmp_path, server)
+
+    # /help sees the proxy's host: Caddy passes Host through.
+    page = yield helpers.http("GET", base + "/help")
+    assert page.code == 200
+    assert f"\ncurl {base}/mypath\n" in page.body.decode(), page.body
+
+    # Sender first: Caddy passes the body on before it has all of it (and,
+    # full duplex, the sender's first line while its body is still unread).
+    first, rest = tmp_path / "first", tmp_path / "rest"
+    helpers.make_file(str(first), 300_000, seed=1)
+    helpers.make_file(str(rest), 200_000, seed=2)
+    expected = hashlib.sha256(first.read_bytes() + rest.read_bytes()).hexdigest()
+    gate = str(tmp_path / "gate")
+    _, sender = procs.pipeline(
+        helpers.gated(str(first), gate, str(rest)),
+        curl("-f", "-H", "Content-Type: application/x-test", "-T", "-", base + "/sf"),
+    )
+    yield server.wait_sender("/sf")
+    if duplex:
+        yield helpers.wait_for(lambda: sender.lines() == SENDER_LINES[:1], what="the first line")
+    else:  # Caddy passed the guide's X-Pipe-Progress on: all lines at the end
+        assert server.pipe("/sf").sender.request.getHeader(b"x-pipe-progress") == b"at-end"
+    receiver = procs.spawn(curl("-f", "-D", str(tmp_path / "headers"), base + "/sf"))
+    yield helpers.has_received(receiver, 300_000)
+    helpers.open_gate(gate)
+    yield receiver.wait()
+    yield sender.wait()
+    assert receiver.exit_code == 0, receiver.describe()
+    assert sender.exit_code == 0, sender.describe()
+    assert receiver.sha256 == expected
+    assert sender.lines() == SENDER_LINES, sender.describe()
+    headers = (tmp_path / "headers").read_bytes().decode("latin-1")
+    assert "\r\nContent-Type: application/x-test\r\n" in headers
+
+    # Receiver first, waiting 4 s in silence, then a counted body.
+    body = tmp_path / "body"
+    expected = helpers.make_file(str(body), 1_000_003, seed=3)
+    receiver = procs.spawn(curl("-f", base + "/rf"), name="receiver")
+    yield server.wait_receivers("/rf", 1)
+    yield helpers.sleep(4.0)
+    assert not receiver.finished, receiver.describe()
+    sender = procs.spawn(curl("-f", "--data-binary", f"@{body}", base + "/rf"))
+    yield receiver.wait()
+    yield sender.wait()
+    assert receiver.exit_code == 0, receiver.describe()
+    assert receiver.sha256 == expected
+    assert sender.lines() == [SENDER_LINES[0], "[INFO] 1 receiver(s) has/have been connected.",
+                              *SENDER_LINES[2:]], sender.describe()
+
+
+@pytest_twisted.inlineCallbacks
+def test_64_mib_through_caddy_with_a_receiver_that_pauses(make_server, procs, tmp_path):
+    # The case that stalls nginx without X-Pipe-Progress (see its test):
+    # a receiver falling behind fills pipeserver's socket mid-upload.
+    server = make_server("--wait-timeout", WAIT_TIMEOUT)
+    base, _ = yield start_caddy(procs, tmp_path, server)
+    size = 64 * 1024 * 1024
+    body = tmp_path / "body"
+    expected = helpers.make_file(str(body), size, seed=64)
+    out = str(tmp_path / "out")
+    receiver, sink = procs.pipeline(
+        curl("-f", base + "/big"), ["sh", "-c", f"sleep 2; exec cat > {out}"]
+    )
+    yield server.wait_receivers("/big", 1)
+    sender = procs.spawn(curl("-f", "-T", "-", base + "/big"), stdin=str(body))
+    yield sender.wait(timeout=60)
+    yield receiver.wait(timeout=60)
+    yield sink.wait(timeout=60)
+    assert sender.exit_code == 0, sender.describe()
+    assert receiver.exit_code == 0, receiver.describe()
+    assert helpers.file_sha256(out) == expected
+    assert sender.lines()[-1] == SENDER_LINES[-1], sender.describe()
