@@ -8,7 +8,6 @@ there and its ``header_up X-Pipe-Progress at-end`` line is used instead.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -17,10 +16,18 @@ import pytest_twisted
 
 import helpers
 from helpers import curl
-from proxy_support import SENDER_LINES, binary, free_port, guide_block
+from proxy_support import (
+    SCALED_TIMEOUT,
+    SENDER_LINES,
+    WAIT_TIMEOUT,
+    binary,
+    free_port,
+    guide_block,
+    help_sees_the_proxys_host,
+    receiver_waits,
+    sender_first,
+)
 
-WAIT_TIMEOUT = "6"
-SCALED_TIMEOUT = "9s"  # the guide's 360 s, scaled as its 300 s wait is to 6 s
 FULL_DUPLEX = "        enable_full_duplex"
 AT_END = "        # header_up X-Pipe-Progress at-end"
 
@@ -84,53 +91,19 @@ def test_pairs_and_waits_through_caddy(make_server, procs, tmp_path):
     server = make_server("--wait-timeout", WAIT_TIMEOUT)
     base, duplex = yield start_caddy(procs, tmp_path, server)
 
-    # /help sees the proxy's host: Caddy passes Host through.
-    page = yield helpers.http("GET", base + "/help")
-    assert page.code == 200
-    assert f"\ncurl {base}/mypath\n" in page.body.decode(), page.body
+    # Caddy passes Host through.
+    yield help_sees_the_proxys_host(base)
 
-    # Sender first: Caddy passes the body on before it has all of it (and,
-    # full duplex, the sender's first line while its body is still unread).
-    first, rest = tmp_path / "first", tmp_path / "rest"
-    helpers.make_file(str(first), 300_000, seed=1)
-    helpers.make_file(str(rest), 200_000, seed=2)
-    expected = hashlib.sha256(first.read_bytes() + rest.read_bytes()).hexdigest()
-    gate = str(tmp_path / "gate")
-    _, sender = procs.pipeline(
-        helpers.gated(str(first), gate, str(rest)),
-        curl("-f", "-H", "Content-Type: application/x-test", "-T", "-", base + "/sf"),
-    )
-    yield server.wait_sender("/sf")
-    if duplex:
-        yield helpers.wait_for(lambda: sender.lines() == SENDER_LINES[:1], what="the first line")
-    else:  # Caddy passed the guide's X-Pipe-Progress on: all lines at the end
-        assert server.pipe("/sf").sender.request.getHeader(b"x-pipe-progress") == b"at-end"
-    receiver = procs.spawn(curl("-f", "-D", str(tmp_path / "headers"), base + "/sf"))
-    yield helpers.has_received(receiver, 300_000)
-    helpers.open_gate(gate)
-    yield receiver.wait()
-    yield sender.wait()
-    assert receiver.exit_code == 0, receiver.describe()
-    assert sender.exit_code == 0, sender.describe()
-    assert receiver.sha256 == expected
-    assert sender.lines() == SENDER_LINES, sender.describe()
-    headers = (tmp_path / "headers").read_bytes().decode("latin-1")
-    assert "\r\nContent-Type: application/x-test\r\n" in headers
+    @pytest_twisted.inlineCallbacks
+    def waiting(sender):
+        if duplex:  # the sender's first line while its body is still unread
+            yield helpers.wait_for(
+                lambda: sender.lines() == SENDER_LINES[:1], what="the first line")
+        else:  # Caddy passed the guide's X-Pipe-Progress on: lines at the end
+            assert server.pipe("/sf").sender.request.getHeader(b"x-pipe-progress") == b"at-end"
 
-    # Receiver first, waiting 4 s in silence, then a counted body.
-    body = tmp_path / "body"
-    expected = helpers.make_file(str(body), 1_000_003, seed=3)
-    receiver = procs.spawn(curl("-f", base + "/rf"), name="receiver")
-    yield server.wait_receivers("/rf", 1)
-    yield helpers.sleep(4.0)
-    assert not receiver.finished, receiver.describe()
-    sender = procs.spawn(curl("-f", "--data-binary", f"@{body}", base + "/rf"))
-    yield receiver.wait()
-    yield sender.wait()
-    assert receiver.exit_code == 0, receiver.describe()
-    assert receiver.sha256 == expected
-    assert sender.lines() == [SENDER_LINES[0], "[INFO] 1 receiver(s) has/have been connected.",
-                              *SENDER_LINES[2:]], sender.describe()
+    yield sender_first(server, procs, tmp_path, base, waiting)
+    yield receiver_waits(server, procs, tmp_path, base, 4.0)
 
 
 @pytest_twisted.inlineCallbacks

@@ -10,7 +10,6 @@ is tested without nginx too.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import socket
@@ -20,10 +19,18 @@ import pytest_twisted
 
 import helpers
 from helpers import curl
-from proxy_support import SENDER_LINES, binary, free_port, guide_block
+from proxy_support import (
+    SCALED_TIMEOUT,
+    SENDER_LINES,
+    WAIT_TIMEOUT,
+    binary,
+    free_port,
+    guide_block,
+    help_sees_the_proxys_host,
+    receiver_waits,
+    sender_first,
+)
 
-WAIT_TIMEOUT = "6"
-SCALED_TIMEOUT = "9s"  # the guide's 360 s, scaled as its 300 s wait is to 6 s
 SHORT_READ_TIMEOUT = "2s"
 
 
@@ -108,34 +115,10 @@ def test_pairs_and_waits_through_nginx(make_server, nginx, procs, tmp_path):
     server = make_server("--wait-timeout", WAIT_TIMEOUT)
     base, short = yield nginx(server)
 
-    # /help sees the proxy's host, as the guide forwards it.
-    page = yield helpers.http("GET", base + "/help")
-    assert page.code == 200
-    assert f"\ncurl {base}/mypath\n" in page.body.decode(), page.body
-
+    yield help_sees_the_proxys_host(base)
     # Sender first: nginx must pass its body on before it has all of it
     # (no request buffering), or the server never sees the sender.
-    first, rest = tmp_path / "first", tmp_path / "rest"
-    helpers.make_file(str(first), 300_000, seed=1)
-    helpers.make_file(str(rest), 200_000, seed=2)
-    expected = hashlib.sha256(first.read_bytes() + rest.read_bytes()).hexdigest()
-    gate = str(tmp_path / "gate")
-    _, sender = procs.pipeline(
-        helpers.gated(str(first), gate, str(rest)),
-        curl("-f", "-H", "Content-Type: application/x-test", "-T", "-", base + "/sf"),
-    )
-    yield server.wait_sender("/sf")
-    receiver = procs.spawn(curl("-f", "-D", str(tmp_path / "headers"), base + "/sf"))
-    yield helpers.has_received(receiver, 300_000)
-    helpers.open_gate(gate)
-    yield receiver.wait()
-    yield sender.wait()
-    assert receiver.exit_code == 0, receiver.describe()
-    assert sender.exit_code == 0, sender.describe()
-    assert receiver.sha256 == expected
-    assert sender.lines() == SENDER_LINES, sender.describe()
-    headers = (tmp_path / "headers").read_bytes().decode("latin-1")
-    assert "\r\nContent-Type: application/x-test\r\n" in headers
+    headers = yield sender_first(server, procs, tmp_path, base)
     assert "\r\nTransfer-Encoding: chunked\r\n" in headers
 
     # Receiver first, waiting 4 s: longer than a 2 s read timeout allows...
@@ -148,19 +131,7 @@ def test_pairs_and_waits_through_nginx(make_server, nginx, procs, tmp_path):
     yield server.wait_gone("/rf")
 
     # ... but not for the guide's settings.
-    body = tmp_path / "body"
-    expected = helpers.make_file(str(body), 1_000_003, seed=3)
-    receiver = procs.spawn(curl("-f", base + "/rf"), name="receiver behind the guide")
-    yield server.wait_receivers("/rf", 1)
-    yield helpers.sleep(4.0)
-    assert not receiver.finished, receiver.describe()
-    sender = procs.spawn(curl("-f", "--data-binary", f"@{body}", base + "/rf"))
-    yield receiver.wait()
-    yield sender.wait()
-    assert receiver.exit_code == 0, receiver.describe()
-    assert receiver.sha256 == expected
-    assert sender.lines() == [SENDER_LINES[0], "[INFO] 1 receiver(s) has/have been connected.",
-                              *SENDER_LINES[2:]], sender.describe()
+    yield receiver_waits(server, procs, tmp_path, base, 4.0)
 
 
 @pytest_twisted.inlineCallbacks
