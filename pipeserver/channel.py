@@ -25,11 +25,13 @@ from twisted.web import http, server
 from twisted.web.http import _MalformedChunkedDataError
 from zope.interface import implementer
 
+from pipeserver import errors, headers
 from pipeserver.chunked import ViewChunkedDecoder
 
 STREAMED_METHODS = (b"PUT", b"POST")
 
 _access = Logger(namespace="pipeserver.access")
+log = Logger()
 
 
 class BodySink(Protocol):
@@ -122,6 +124,45 @@ class PipeRequest(server.Request):
             self._finishPending = True
             return
         super().finish()
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting:
+            # The one place every response head passes (pages, pipes,
+            # rejections, Twisted's own answers): no version in Server,
+            # and nothing a client sent may run on our origin (headers.py).
+            headers.harden(self.responseHeaders)
+        super().write(data)
+
+    def processingFailed(self, reason: Failure) -> None:
+        # Twisted's answer is an HTML page ("Processing Failed", or the
+        # traceback with displayTracebacks); clients get the [ERROR] line
+        # every other failure has, and the traceback goes to the log once.
+        log.failure(
+            "Unexpected error handling {method} {path}",
+            failure=reason,
+            method=getattr(self, "method", b"-"),
+            path=getattr(self, "path", b"-"),
+        )
+        sink, self.bodySink = self.bodySink, None
+        if sink is not None:
+            # The pipe forgets this party as if it had gone.
+            sink.connectionLost(reason)
+        if self.finished or self._disconnected:
+            return
+        if self.startedWriting:
+            # Too late for a status: a cut response is a failed one.
+            self.transport.abortConnection()
+            return
+        rejection = errors.internal_error()
+        date = self.responseHeaders.getRawHeaders(b"date")
+        # Whatever the resource had set belongs to the answer it did not give.
+        self.responseHeaders = http.Headers({b"date": date} if date else {})
+        self.setResponseCode(rejection.status)
+        self.setHeader(b"content-type", b"text/plain")
+        self.setHeader(b"access-control-allow-origin", b"*")
+        self.setHeader(b"content-length", b"%d" % len(rejection.body))
+        self.write(rejection.body)
+        self.finish()
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)

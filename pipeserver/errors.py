@@ -141,6 +141,11 @@ def over_limit(text: str, retry_after: int = 5, reason: str = "") -> Rejection:
     return Rejection(503, f"[ERROR] {text}", [("Retry-After", str(retry_after))], reason)
 
 
+@_reason
+def internal_error() -> Rejection:
+    return Rejection(500, "[ERROR] Internal server error.")
+
+
 def no_sender(path: str, wait: float) -> str:
     return f"[ERROR] No sender arrived on '{path}' within {seconds(wait)} seconds."
 

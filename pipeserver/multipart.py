@@ -11,6 +11,8 @@ from typing import Optional
 
 from twisted.web.http_headers import Headers
 
+from pipeserver.headers import passable
+
 MAX_PREAMBLE = 64 * 1024
 MAX_PART_HEADERS = 16 * 1024
 
@@ -94,7 +96,12 @@ class FirstPartDecoder:
             name, sep, value = line.partition(b":")
             if not sep:
                 raise MultipartError("bad form part header")
-            headers.addRawHeader(name.strip(), value.strip())
+            value = value.strip()
+            if passable(value):
+                # Headers would turn a bare CR or LF into a space, hiding it
+                # from the check receivers' headers get (pipe.py): a value
+                # with any control byte is dropped here, before that.
+                headers.addRawHeader(name.strip(), value)
         self.headers = headers
         self._stage = "body"
         return buffer[end + 2 :]

@@ -28,6 +28,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from pipeserver import errors
+from pipeserver.headers import passable
 from pipeserver.multipart import FirstPartDecoder, MultipartError, boundary_of
 
 log = Logger()
@@ -183,10 +184,17 @@ def kernel_room(sock: socket.socket, size: Optional[int] = None) -> int:
 
 
 def _content_type(value: bytes) -> bytes:
-    """``text/html`` is served as ``text/plain`` so a pipe cannot host pages."""
+    """``text/html`` is served as ``text/plain`` so a pipe cannot host pages.
+
+    Each comma-separated item is rewritten: browsers take the last valid
+    type of ``text/plain, text/html``. (The receiver's CSP sandbox keeps
+    script from running whatever the type; this keeps HTML from rendering.)"""
+    if b"," in value:
+        return b",".join(_content_type(item) for item in value.split(b","))
     mime, sep, params = value.partition(b";")
     if mime.strip().lower() == b"text/html":
-        return b"text/plain" + sep + params
+        space = mime[: len(mime) - len(mime.lstrip())]
+        return space + b"text/plain" + sep + params
     return value
 
 
@@ -291,11 +299,19 @@ class Upload:
             length = source.getRawHeaders(b"content-length")
             if length:
                 headers.append((b"Content-Length", length[0]))
+        # A value with a control byte (a NUL in a form part's header) is
+        # dropped, not passed on: receivers never get a forged header.
         for value in source.getRawHeaders(b"content-type", [])[:1]:
-            headers.append((b"Content-Type", _content_type(value)))
+            if passable(value):
+                headers.append((b"Content-Type", _content_type(value)))
         for value in source.getRawHeaders(b"content-disposition", [])[:1]:
-            headers.append((b"Content-Disposition", value))
-        piping = self.request.requestHeaders.getRawHeaders(b"x-piping", [])
+            if passable(value):
+                headers.append((b"Content-Disposition", value))
+        piping = [
+            value
+            for value in self.request.requestHeaders.getRawHeaders(b"x-piping", [])
+            if passable(value)
+        ]
         for value in piping:
             headers.append((b"X-Piping", value))
         headers.append((b"Access-Control-Allow-Origin", b"*"))

@@ -166,7 +166,10 @@ def test_http10_receiver(server, procs, tmp_path, body):
     assert sender.text == progress(1, receivers_first=1)
 
 
-ALWAYS = {"date", "server", "access-control-allow-origin", "x-robots-tag"}
+ALWAYS = {
+    "date", "server", "access-control-allow-origin", "x-robots-tag",
+    "x-content-type-options", "content-security-policy",
+}
 
 
 @defer.inlineCallbacks

@@ -60,8 +60,10 @@ def assert_rejected(client: Client, status: int, text: str, extra=()) -> None:
     assert response.complete
     for name, value in extra:
         assert response.header(name) == value
+    assert response.header(b"x-content-type-options") == b"nosniff"
     expected = {b"server", b"date", b"content-type", b"content-length",
-                b"access-control-allow-origin"} | {name.lower() for name, _ in extra}
+                b"access-control-allow-origin", b"x-content-type-options",
+                b"content-security-policy"} | {name.lower() for name, _ in extra}
     assert set(response.headerNames()) == expected
 
 
@@ -186,7 +188,13 @@ def test_receiver_headers(env: Env) -> None:
     assert names - {b"server", b"date", b"transfer-encoding"} == {
         b"content-type", b"content-disposition", b"x-piping",
         b"access-control-allow-origin", b"access-control-expose-headers", b"x-robots-tag",
+        b"x-content-type-options", b"content-security-policy",
     }
+    assert response.header(b"x-content-type-options") == b"nosniff"
+    assert response.header(b"content-security-policy") == (
+        b"sandbox; default-src 'none'; style-src 'unsafe-inline'"
+    )
+    assert response.header(b"server") == b"pipeserver"
     assert b"not passed on" not in r.wire() and b"c=1" not in r.wire()
 
 

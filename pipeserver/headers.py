@@ -1,0 +1,47 @@
+"""Response headers that keep what a client sent from acting on our origin.
+
+A receiver URL is a document on this server's origin whose bytes and
+Content-Type the sender chose. Rewriting ``text/html`` is not enough: SVG,
+XHTML, XML, a Content-Type a browser reads differently from us, or none at
+all (sniffed) all run script. So every response says "do not sniff" and,
+unless a page set its own policy, "this is a sandbox that may load nothing"
+(:func:`harden`), and values passed on from a sender are checked first
+(:func:`passable`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.web.http_headers import Headers
+
+#: What ``Server`` says: no version, nothing to look up in a CVE list.
+SERVER = b"pipeserver"
+
+#: For every response without a policy of its own (receivers above all):
+#: ``sandbox`` gives the document an opaque origin and no script, forms,
+#: popups or plugins; ``default-src 'none'`` lets it load nothing, not even
+#: from here, so markup that survives the sandbox cannot make the browser
+#: join a pipe (Basic credentials are sent along); inline style is allowed
+#: so that browsers' own viewers (plain text, images) still lay out.
+SANDBOX_CSP = b"sandbox; default-src 'none'; style-src 'unsafe-inline'"
+
+#: The same for the server's own text pages, which no other site may frame.
+PAGE_CSP = SANDBOX_CSP + b"; frame-ancestors 'none'"
+
+# A field value may hold visible bytes, obs-text, SP and HTAB (RFC 9110
+# 5.5); any other control byte (NUL, CR, LF, ESC, DEL, ...) is refused.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def passable(value: bytes) -> bool:
+    """Whether ``value``, sent by a client, may be passed on as a header value."""
+    return _CONTROL.search(value) is None
+
+
+def harden(headers: Headers) -> None:
+    """Set what every response carries, just before its head is written."""
+    headers.setRawHeaders(b"server", [SERVER])
+    headers.setRawHeaders(b"x-content-type-options", [b"nosniff"])
+    if not headers.hasHeader(b"content-security-policy"):
+        headers.setRawHeaders(b"content-security-policy", [SANDBOX_CSP])
