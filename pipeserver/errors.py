@@ -63,8 +63,8 @@ def reserved_path(path: str) -> Rejection:
 
 
 @_reason
-def content_range() -> Rejection:
-    return bad("[ERROR] Content-Range is not supported for now in PUT")
+def content_range(method: str) -> Rejection:
+    return bad(f"[ERROR] Content-Range is not supported for now in {method}")
 
 
 @_reason
@@ -77,14 +77,29 @@ def receiver_n_invalid() -> Rejection:
     return bad('[ERROR] Invalid query parameter "n"')
 
 
-@_reason
-def n_not_positive(n: int) -> Rejection:
-    return bad(f"[ERROR] n should > 0, but n = {n}.")
+#: Digits of ``n`` an error text shows; a longer one is shortened.
+N_DIGITS_SHOWN = 20
+
+
+def _shown(n: str) -> str:
+    """``n`` (an integer's decimal text) as the texts show it: in full,
+    or, past ``N_DIGITS_SHOWN`` digits, ``12345678901234567890... (4301 digits)``
+    rather than echoing up to a request line of digits back."""
+    sign = n[:1] if n[:1] == "-" else ""
+    digits = n[len(sign) :]
+    if len(digits) <= N_DIGITS_SHOWN:
+        return n
+    return f"{sign}{digits[:N_DIGITS_SHOWN]}... ({len(digits)} digits)"
 
 
 @_reason
-def n_too_large(n: int, limit: int) -> Rejection:
-    return bad(f"[ERROR] n should be at most {limit}, but n = {n}.")
+def n_not_positive(n: str) -> Rejection:
+    return bad(f"[ERROR] n should > 0, but n = {_shown(n)}.")
+
+
+@_reason
+def n_too_large(n: str, limit: int) -> Rejection:
+    return bad(f"[ERROR] n should be at most {limit}, but n = {_shown(n)}.")
 
 
 @_reason
@@ -105,6 +120,11 @@ def n_mismatch(expected: int, got: int) -> Rejection:
 @_reason
 def receivers_full() -> Rejection:
     return bad("[ERROR] The number of receivers has reached limits.")
+
+
+@_reason
+def noscript_path_invalid() -> Rejection:
+    return bad('[ERROR] Invalid query parameter "path": give a path such as /mypath')
 
 
 @_reason

@@ -6,15 +6,23 @@ import base64
 import hashlib
 import html
 import re
+import unicodedata
 from importlib import resources
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
-from pipeserver import __version__
+from pipeserver import __version__, errors
+from pipeserver.headers import PAGE_CSP
+
+# Every page also gets "X-Content-Type-Options: nosniff" (headers.harden).
 
 
-def _text(request: Any, body: str, ctype: bytes = b"text/plain; charset=utf-8") -> bytes:
+def _text(request: Any, body: str, ctype: bytes = b"text/plain") -> bytes:
+    # text/plain without a charset, exactly as piping-server sends /help and
+    # /version (its clients and test suite compare the header).
     request.setHeader(b"content-type", ctype)
     request.setHeader(b"access-control-allow-origin", b"*")
+    if not request.responseHeaders.hasHeader(b"content-security-policy"):
+        request.setHeader(b"content-security-policy", PAGE_CSP)
     return body.encode("utf-8")
 
 
@@ -106,9 +114,27 @@ def index(request: Any) -> bytes:
     return _INDEX
 
 
+def form_path(raw: bytes) -> Optional[str]:
+    """The pipe path the ``/noscript`` form posts to, from its ``path``
+    parameter; None unless it is nothing but a path on this server.
+
+    It becomes the form's action and a link, which a browser resolves as a
+    URL: ``\\host``, ``/\\host`` and ``//host`` name another host, and tabs
+    and newlines are dropped first, so ``/<TAB>/host`` does too. Slashes in
+    front are collapsed into one (``mypath`` and ``//mypath`` are ``/mypath``);
+    a backslash, whitespace or control or format character anywhere is refused.
+    """
+    path = raw.decode("utf-8", "replace")
+    for char in path:
+        if char == "\\" or char.isspace() or unicodedata.category(char) in ("Cc", "Cf"):
+            return None
+    return "/" + path.lstrip("/")
+
+
 def noscript(request: Any) -> bytes:
-    path = request.args.get(b"path", [b"mypath"])[0].decode("utf-8", "replace")
-    path = "/" + path.lstrip("/")
+    path = form_path(request.args.get(b"path", [b"mypath"])[0])
+    if path is None:
+        raise errors.noscript_path_invalid()
     mode = request.args.get(b"mode", [b"file"])[0]
     field = (
         '<textarea name="input_text" rows="8" cols="60"></textarea>'
@@ -118,7 +144,8 @@ def noscript(request: Any) -> bytes:
     action = html.escape(path, quote=True)
     request.setHeader(
         b"content-security-policy",
-        b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+        b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        b"base-uri 'none'; frame-ancestors 'none'",
     )
     return _text(
         request,
@@ -145,6 +172,7 @@ or open <a href="{action}">{html.escape(path)}</a>.</p>
 
 def favicon(request: Any) -> bytes:
     request.setResponseCode(204)
+    request.setHeader(b"content-security-policy", PAGE_CSP)
     return b""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Dict, Union
 
+from twisted.web.http import NO_CONTENT
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -12,7 +13,10 @@ from pipeserver import errors, pages
 from pipeserver.errors import Rejection
 from pipeserver.pipe import PipeRegistry, PipeRequestLike
 
-_INTEGER = re.compile(rb"^\s*[+-]?\d+\s*$")
+_INTEGER = re.compile(rb"^\s*([+-]?)(\d+)\s*$")
+#: Digits past which ``n`` is not parsed at all: it is out of range anyway,
+#: and int() refuses more than 4,300 (sys.get_int_max_str_digits()).
+_N_MAX_DIGITS = 18
 
 #: Returns the request's project, or raises the 401 Rejection.
 Authorizer = Callable[[PipeRequestLike], str]
@@ -59,17 +63,32 @@ class PipeResource(Resource):
         method = request.method  # type: ignore[attr-defined]
         path: bytes = request.path  # type: ignore[attr-defined]
         if method == b"OPTIONS":
-            return preflight(request)
+            return preflight(request, tokens=self.authorize is not open_project)
         if method in (b"GET", b"HEAD"):
             page = self.reserved.get(path)
             if page is not None:
-                return page(request)
+                return self._page(request, page, method == b"HEAD")
             return self._receive(request, path, method == b"HEAD")
         if method in (b"PUT", b"POST"):
             if path in self.reserved:
                 raise errors.reserved_path(path.decode("utf-8", "replace"))
             return self._send(request, path)
         raise errors.method_not_allowed(method.decode("latin-1"))
+
+    def _page(
+        self, request: PipeRequestLike, page: Callable[[PipeRequestLike], bytes], head: bool
+    ) -> Union[bytes, int]:
+        """A reserved page, its HEAD with the same headers as its GET."""
+        body = page(request)
+        if request.code == NO_CONTENT:  # type: ignore[attr-defined]
+            # Twisted's render() would add "Content-Length: 0", which a 204
+            # must not carry (RFC 9110 8.6).
+            request.write(b"")
+            request.finish()
+            return NOT_DONE_YET
+        request.setHeader(b"content-length", b"%d" % len(body))
+        # A HEAD that returned a body would be logged as a Twisted warning.
+        return b"" if head else body
 
     def _project(self, request: PipeRequestLike, path: bytes) -> str:
         if len(path) > self.max_path_bytes:
@@ -80,7 +99,7 @@ class PipeResource(Resource):
 
     def _send(self, request: PipeRequestLike, path: bytes) -> int:
         if request.getHeader(b"content-range") is not None:
-            raise errors.content_range()
+            raise errors.content_range(request.method.decode("latin-1"))  # type: ignore[attr-defined]
         project = self._project(request, path)
         n = self._n(request, errors.sender_n_invalid)
         self.registry.send((project, path), n, request)
@@ -103,13 +122,21 @@ class PipeResource(Resource):
         values = request.args.get(b"n")  # type: ignore[attr-defined]
         if not values:
             return 1
-        if not _INTEGER.match(values[0]):
+        match = _INTEGER.match(values[0])
+        if match is None:
             raise invalid()
-        n = int(values[0])
+        sign, digits = match.groups()
+        digits = digits.lstrip(b"0") or b"0"
+        text = ("-" if sign == b"-" and digits != b"0" else "") + digits.decode("ascii")
+        if len(digits) > _N_MAX_DIGITS:
+            if text.startswith("-"):
+                raise errors.n_not_positive(text)
+            raise errors.n_too_large(text, self.registry.max_receivers)
+        n = int(text)
         if n <= 0:
-            raise errors.n_not_positive(n)
+            raise errors.n_not_positive(text)
         if n > self.registry.max_receivers:
-            raise errors.n_too_large(n, self.registry.max_receivers)
+            raise errors.n_too_large(text, self.registry.max_receivers)
         return n
 
 
@@ -119,17 +146,24 @@ def reject(request: PipeRequestLike, rejection: Rejection) -> bytes:
     request.setHeader(b"access-control-allow-origin", b"*")
     for name, value in rejection.headers:
         request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+    request.setHeader(b"content-length", b"%d" % len(rejection.body))
+    if request.method == b"HEAD":  # type: ignore[attr-defined]
+        return b""  # the GET's headers, and no Twisted warning about a body
     return rejection.body
 
 
-def preflight(request: PipeRequestLike) -> bytes:
+def preflight(request: PipeRequestLike, tokens: bool) -> bytes:
+    """piping-server's preflight answer; browsers may send a token only
+    where one is asked for."""
     request.setResponseCode(200)
     request.setHeader(b"access-control-allow-origin", b"*")
     request.setHeader(b"access-control-allow-methods", errors.ALLOWED_METHODS.encode())
+    allowed = b"Content-Type, Content-Disposition, X-Piping"
     request.setHeader(
-        b"access-control-allow-headers",
-        b"Content-Type, Content-Disposition, X-Piping, Authorization",
+        b"access-control-allow-headers", allowed + b", Authorization" if tokens else allowed
     )
+    # Lets a page see which request headers this server takes (X-Piping).
+    request.setHeader(b"access-control-expose-headers", b"Access-Control-Allow-Headers")
     request.setHeader(b"access-control-max-age", b"86400")
     if request.getHeader(b"access-control-request-private-network") == b"true":
         request.setHeader(b"access-control-allow-private-network", b"true")

@@ -29,12 +29,13 @@ def test_send_to_reserved_path(server, method, path):
     assert not server.registry.pipes
 
 
+@pytest.mark.parametrize("method", ["PUT", "POST"])
 @pytest_twisted.inlineCallbacks
-def test_content_range(server):
+def test_content_range(server, method):
     reply = yield http(
-        "PUT", server.url("/p"), data=b"abcd", headers={"Content-Range": "bytes 0-3/4"}
+        method, server.url("/p"), data=b"abcd", headers={"Content-Range": "bytes 0-3/4"}
     )
-    assert_rejected(reply, "[ERROR] Content-Range is not supported for now in PUT")
+    assert_rejected(reply, f"[ERROR] Content-Range is not supported for now in {method}")
     assert not server.registry.pipes
 
 
@@ -153,4 +154,74 @@ def test_unsupported_method(server, method):
     reply = yield http(method, server.url("/p"))
     assert_rejected(reply, f"[ERROR] Unsupported method: {method}.", status=405)
     assert reply.one("Allow") == "GET, HEAD, POST, PUT, OPTIONS"
+    assert not server.registry.pipes
+
+
+@pytest_twisted.inlineCallbacks
+def test_n_with_more_digits_than_int_takes(server):
+    """Past 4,300 digits int() raises; such an n is a number above the
+    limit (or below 1), and its text shows 20 digits and the count."""
+    big = "12345678901234567890" + "7" * 4981
+    for method in ("PUT", "POST", "GET"):
+        data = b"x" if method != "GET" else None
+        reply = yield http(method, server.url("/p?n=" + big), data=data)
+        assert_rejected(
+            reply, "[ERROR] n should be at most 256, but n = 12345678901234567890... (5001 digits)."
+        )
+        reply = yield http(method, server.url("/p?n=-" + big), data=data)
+        assert_rejected(
+            reply, "[ERROR] n should > 0, but n = -12345678901234567890... (5001 digits)."
+        )
+        reply = yield http(method, server.url("/p?n=" + "0" * 5000), data=data)
+        assert_rejected(reply, "[ERROR] n should > 0, but n = 0.")
+    # Leading zeros are no digits: this is n = 2.
+    reply = yield http("HEAD", server.url("/p?n=" + "0" * 5000 + "2"))
+    assert reply.code == 200
+    assert not server.registry.pipes
+
+
+@pytest.fixture
+def failures():
+    """Failures logged while the test runs."""
+    from twisted.logger import globalLogPublisher
+
+    events = []
+
+    def observe(event):
+        if event.get("log_failure") is not None:
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield events
+    globalLogPublisher.removeObserver(observe)
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_unexpected_error_is_a_plain_500_logged_once(server, procs, monkeypatch, failures, tmp_path):
+    """Never Twisted's HTML "Processing Failed" page: one [ERROR] line with
+    CORS, and the traceback in the log once per request."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(server.registry, "receive", broken)
+    monkeypatch.setattr(server.registry, "send", broken)
+    reply = yield http("GET", server.url("/p"))
+    assert_rejected(reply, "[ERROR] Internal server error.", status=500)
+    assert reply.one("X-Content-Type-Options") == "nosniff"
+    assert len(failures) == 1
+    assert failures[0]["log_failure"].value.args == ("a bug",)
+    # A sender whose body streams (chunked, from stdin) gets the same.
+    path = tmp_path / "body"
+    make_file(str(path), 200_000)
+    sender = procs.spawn(curl("-i", "-T", "-", server.url("/p")), stdin=str(path))
+    yield sender.wait()
+    assert sender.exit_code == 0, sender.describe()
+    assert sender.text.startswith(
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 500 Internal Server Error\r\n"
+    )
+    assert "\r\nContent-Type: text/plain\r\n" in sender.text
+    assert "\r\nAccess-Control-Allow-Origin: *\r\n" in sender.text
+    assert sender.text.endswith("\r\n\r\n[ERROR] Internal server error.\n")
+    assert len(failures) == 2
     assert not server.registry.pipes

@@ -4,9 +4,38 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer
 
 import pipeserver
-from helpers import curl, http, split_response, header_values
+from twisted.logger import formatEvent, globalLogPublisher
+
+from helpers import curl, header_values, http, split_response, with_timeout
+
+#: Every response: no version in Server, no sniffing, and (unless the page
+#: has a policy of its own) a sandbox that loads nothing.
+SERVER = [("Server", "pipeserver")]
+SANDBOX = "sandbox; default-src 'none'; style-src 'unsafe-inline'"
+SAFE = [("X-Content-Type-Options", "nosniff"), ("Content-Security-Policy", SANDBOX)]
+PAGE_CSP = SANDBOX + "; frame-ancestors 'none'"
+
+
+@pytest_twisted.inlineCallbacks
+def wire(procs, method, url, *args):
+    """One request by curl: status line, headers in wire order, body."""
+    if method == "HEAD":
+        flags = ["-I"]
+    else:
+        flags = ["-i", "-X", method]
+    proc = procs.spawn(curl(*flags, *args, url), name=f"curl {method}")
+    yield proc.wait()
+    assert proc.exit_code == 0, proc.describe()
+    return split_response(bytes(proc.out))
+
+
+def without_date(headers):
+    """Headers in wire order, without Date (it changes), Server moved last."""
+    kept = [(n, v) for n, v in headers if n.lower() not in ("date", "server")]
+    return kept + [(n, v) for n, v in headers if n.lower() == "server"]
 
 
 @pytest_twisted.inlineCallbacks
@@ -88,27 +117,44 @@ def test_head_on_reserved_paths(server, path):
     assert head.headers.get("content-type") == got.headers.get("content-type")
 
 
+#: piping-server's preflight answer, header for header (its test suite
+#: checks each), then what every response of ours carries.
 PREFLIGHT = [
     ("Access-Control-Allow-Origin", "*"),
     ("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, OPTIONS"),
-    ("Access-Control-Allow-Headers", "Content-Type, Content-Disposition, X-Piping, Authorization"),
+    ("Access-Control-Allow-Headers", "Content-Type, Content-Disposition, X-Piping"),
+    ("Access-Control-Expose-Headers", "Access-Control-Allow-Headers"),
     ("Access-Control-Max-Age", "86400"),
+    ("Content-Length", "0"),
 ]
 
 
 @pytest.mark.parametrize("path", ["/mypath", "/", "/help"])
 @pytest_twisted.inlineCallbacks
-def test_options(server, path):
-    reply = yield http(
+def test_options(server, procs, path):
+    status, headers, body = yield wire(
+        procs,
         "OPTIONS",
         server.url(path),
-        headers={"Origin": "https://a.example", "Access-Control-Request-Method": "PUT"},
+        "-H", "Origin: https://a.example",
+        "-H", "Access-Control-Request-Method: PUT",
     )
-    assert reply.code == 200
-    for name, value in PREFLIGHT:
-        assert reply.headers.get(name.lower()) == [value], name
-    assert "access-control-allow-private-network" not in reply.headers
+    assert status == "HTTP/1.1 200 OK"
+    assert without_date(headers) == [*PREFLIGHT, *SAFE, *SERVER]
+    assert body == b""
     assert not server.registry.pipes
+
+
+@pytest_twisted.inlineCallbacks
+def test_options_asks_for_authorization_only_when_tokens_are_configured(make_server, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"p {'0' * 64}\n")
+    server = make_server("--tokens", str(tokens))
+    reply = yield http("OPTIONS", server.url("/mypath"))
+    assert reply.code == 200
+    assert reply.one("Access-Control-Allow-Headers") == (
+        "Content-Type, Content-Disposition, X-Piping, Authorization"
+    )
 
 
 @pytest_twisted.inlineCallbacks
@@ -126,9 +172,13 @@ def test_options_private_network(server, procs):
     assert proc.exit_code == 0, proc.describe()
     status, headers, body = split_response(bytes(proc.out))
     assert status == "HTTP/1.1 200 OK"
-    for name, value in PREFLIGHT:
-        assert header_values(headers, name) == [value], name
-    assert header_values(headers, "Access-Control-Allow-Private-Network") == ["true"]
+    assert without_date(headers) == [
+        *PREFLIGHT[:5],
+        ("Access-Control-Allow-Private-Network", "true"),
+        *PREFLIGHT[5:],
+        *SAFE,
+        *SERVER,
+    ]
     assert body == b""
     assert not server.registry.pipes
 
@@ -152,3 +202,148 @@ def test_head_on_pipe_path_answers_at_once(server, procs):
     waiting.kill()
     yield waiting.wait()
     yield server.wait_empty()
+
+
+RESERVED = ["/", "/noscript", "/help", "/version", "/favicon.ico", "/robots.txt"]
+
+
+@pytest.fixture
+def log_lines():
+    """Everything logged while the test runs, as text."""
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    yield lambda: [formatEvent(event) for event in events]
+    globalLogPublisher.removeObserver(events.append)
+
+
+@pytest.mark.parametrize("path", RESERVED)
+@pytest_twisted.inlineCallbacks
+def test_head_has_exactly_the_headers_of_get(server, procs, path, log_lines):
+    """piping-server's "HEAD response with the same headers as GET" test,
+    Content-Length included; and Twisted logs no warning about a body."""
+    got_status, got, body = yield wire(procs, "GET", server.url(path))
+    head_status, head, head_body = yield wire(procs, "HEAD", server.url(path))
+    assert head_status == got_status
+    assert without_date(head) == without_date(got)
+    assert head_body == b""
+    if got_status.startswith("HTTP/1.1 204"):
+        # RFC 9110 8.6: a 204 has no Content-Length.
+        assert header_values(got, "Content-Length") == []
+        assert body == b""
+    else:
+        assert header_values(got, "Content-Length") == [str(len(body))]
+    assert not [line for line in log_lines() if "I think I'll eat it" in line]
+
+
+@pytest.mark.parametrize(
+    "path, status, headers",
+    [
+        ("/help", "200 OK", [("Content-Type", "text/plain")]),
+        ("/version", "200 OK", [("Content-Type", "text/plain")]),
+        ("/robots.txt", "404 Not Found", [("Content-Type", "text/plain")]),
+        ("/favicon.ico", "204 No Content", []),
+    ],
+)
+@pytest_twisted.inlineCallbacks
+def test_text_pages_headers(server, procs, path, status, headers):
+    """text/plain without a charset, as piping-server sends them; no sniffing,
+    a sandbox, and no framing by other sites."""
+    got_status, got, body = yield wire(procs, "GET", server.url(path))
+    assert got_status == "HTTP/1.1 " + status
+    cors = [("Access-Control-Allow-Origin", "*")] if headers else []
+    csp = [("Content-Security-Policy", PAGE_CSP)]
+    length = [("Content-Length", str(len(body)))] if status != "204 No Content" else []
+    assert without_date(got) == [
+        *headers, *cors, *csp, *length, ("X-Content-Type-Options", "nosniff"), *SERVER
+    ]
+
+
+@pytest.mark.parametrize("path", ["/", "/noscript"])
+@pytest_twisted.inlineCallbacks
+def test_html_pages_are_not_framed_nor_sniffed(server, procs, path):
+    _, headers, _ = yield wire(procs, "GET", server.url(path))
+    assert header_values(headers, "X-Content-Type-Options") == ["nosniff"]
+    assert header_values(headers, "Server") == ["pipeserver"]
+    [csp] = header_values(headers, "Content-Security-Policy")
+    directives = [d.strip() for d in csp.split(";")]
+    assert "frame-ancestors 'none'" in directives
+    assert "default-src 'none'" in directives
+    assert "base-uri 'none'" in directives
+
+
+@pytest.mark.parametrize("path", RESERVED)
+@pytest_twisted.inlineCallbacks
+def test_http10_content_length_is_the_pages_string_length(server, path):
+    """piping-server's HTTP/1.0 test compares Content-Length with the length
+    of the body as a JavaScript string: every page must be pure ASCII."""
+    from twisted.internet import protocol, reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    class Collect(protocol.Protocol):
+        def __init__(self):
+            self.data = b""
+            self.done = defer.Deferred()
+
+        def dataReceived(self, data):
+            self.data += data
+
+        def connectionLost(self, reason):
+            self.done.callback(self.data)
+
+    client = Collect()
+    yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", server.portnum), client)
+    client.transport.write(f"GET {path} HTTP/1.0\r\nHost: {server.host}\r\n\r\n".encode())
+    raw = yield with_timeout(client.done, 5, "the HTTP/1.0 response")
+    status, headers, body = split_response(raw)
+    assert status.startswith("HTTP/1.0 ")
+    body.decode("ascii")
+    if status.startswith("HTTP/1.0 204"):
+        assert header_values(headers, "Content-Length") == []
+    else:
+        assert header_values(headers, "Content-Length") == [str(len(body.decode("ascii")))]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "%5Cexample.invalid%2Fx",  # \example.invalid/x
+        "%2F%5Cexample.invalid%2Fx",  # /\example.invalid/x
+        "%2F%09%2Fexample.invalid%2Fx",  # /<TAB>/example.invalid/x
+        "%09%2F%2Fexample.invalid",  # <TAB>//example.invalid
+        "%2F%0A%2Fexample.invalid",  # /<LF>/example.invalid
+        "%2F%2F%E2%80%AEexample.invalid",  # //<RLO>example.invalid
+        "my%20path",
+        "%2F%00x",
+    ],
+)
+@pytest_twisted.inlineCallbacks
+def test_noscript_refuses_a_path_a_browser_would_take_off_site(server, query):
+    reply = yield http("GET", server.url("/noscript?path=" + query))
+    assert reply.code == 400
+    assert reply.one("Content-Type") == "text/plain"
+    assert reply.one("Access-Control-Allow-Origin") == "*"
+    assert reply.body == b'[ERROR] Invalid query parameter "path": give a path such as /mypath\n'
+
+
+@pytest.mark.parametrize(
+    "query, path",
+    [
+        ("", "/mypath"),
+        ("?path=form", "/form"),
+        ("?path=%2F%2Fexample.invalid%2Fx", "/example.invalid/x"),
+        ("?path=%2F%2F%2Fa", "/a"),
+        ("?path=%2Fa%2F..%2Fb%3Fn%3D2", "/a/../b?n=2"),
+        ("?path=%2F%C3%A9t%C3%A9", "/\u00e9t\u00e9"),
+    ],
+)
+@pytest_twisted.inlineCallbacks
+def test_noscript_form_and_link_stay_on_this_server(server, query, path):
+    import html
+
+    reply = yield http("GET", server.url("/noscript" + query))
+    assert reply.code == 200
+    page = reply.body.decode("utf-8")
+    action = html.escape(path, quote=True)
+    assert f'<form method="POST" action="{action}" enctype="multipart/form-data">' in page
+    assert f'or open <a href="{action}">' in page
+    assert f'<input name="path" value="{action}">' in page
