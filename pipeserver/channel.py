@@ -44,9 +44,11 @@ class BodySink(Protocol):
     def connectionLost(self, reason: Failure) -> None: ...
 
 
-class PipeRequest(server.Request):
+class PipeRequest(headers.HardenedRequest):
     """A request whose body is handed on as it arrives, never stored.
 
+    Every response head says no version and lets nothing a client sent run
+    on our origin (``headers.HardenedRequest``).
     PUT and POST are rendered as soon as their headers are complete
     (``dispatchEarly``); their resource attaches a ``bodySink``. A response
     may be written while the body still arrives, but ``finish`` is held back
@@ -124,14 +126,6 @@ class PipeRequest(server.Request):
             self._finishPending = True
             return
         super().finish()
-
-    def write(self, data: bytes) -> None:
-        if not self.startedWriting:
-            # The one place every response head passes (pages, pipes,
-            # rejections, Twisted's own answers): no version in Server,
-            # and nothing a client sent may run on our origin (headers.py).
-            headers.harden(self.responseHeaders)
-        super().write(data)
 
     def processingFailed(self, reason: Failure) -> None:
         # Twisted's answer is an HTML page ("Processing Failed", or the

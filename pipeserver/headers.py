@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from twisted.web import server
 from twisted.web.http_headers import Headers
 
 #: What ``Server`` says: no version, nothing to look up in a CVE list.
@@ -45,3 +46,14 @@ def harden(headers: Headers) -> None:
     headers.setRawHeaders(b"x-content-type-options", [b"nosniff"])
     if not headers.hasHeader(b"content-security-policy"):
         headers.setRawHeaders(b"content-security-policy", [SANDBOX_CSP])
+
+
+class HardenedRequest(server.Request):
+    """A request whose response head always gets :func:`harden`."""
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting:
+            # The one place every response head passes (pages, pipes,
+            # rejections, Twisted's own answers).
+            harden(self.responseHeaders)
+        super().write(data)

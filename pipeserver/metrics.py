@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from pipeserver.headers import HardenedRequest
 from pipeserver.pipe import Pipe, PipeRegistry, State
 
 #: Seconds a party waited for its pipe to be established.
@@ -189,6 +190,7 @@ class _QuietSite(Site):
 
 def makeMetricsSite(metrics: PipeMetrics, reactor: Any = None) -> Site:
     site = _QuietSite(MetricsResource(metrics), reactor=reactor)
+    site.requestFactory = HardenedRequest  # no version in Server here either
     site.noisy = False
     site.displayTracebacks = False
     return site

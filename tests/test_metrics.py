@@ -244,3 +244,12 @@ def test_servers_do_not_share_metrics():
     one.metrics.rejected("", "unauthorized")
     assert b'reason="unauthorized"' in one.metrics.render()
     assert b'reason="unauthorized"' not in two.metrics.render()
+
+
+@pytest_twisted.inlineCallbacks
+def test_metrics_responses_name_no_version(make_server, metrics_of):
+    server = make_server("--metrics-listen", "tcp:0:interface=127.0.0.1")
+    reply = yield helpers.http("GET", metrics_of(server))
+    assert reply.code == 200
+    assert reply.one("Server") == "pipeserver"
+    assert reply.one("X-Content-Type-Options") == "nosniff"
