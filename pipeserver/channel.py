@@ -25,8 +25,9 @@ from twisted.web import http, server
 from twisted.web.http import _MalformedChunkedDataError
 from zope.interface import implementer
 
-from pipeserver import errors, headers
+from pipeserver import errors
 from pipeserver.chunked import ViewChunkedDecoder
+from pipeserver.headers import HardenedRequest
 
 STREAMED_METHODS = (b"PUT", b"POST")
 
@@ -44,11 +45,11 @@ class BodySink(Protocol):
     def connectionLost(self, reason: Failure) -> None: ...
 
 
-class PipeRequest(headers.HardenedRequest):
+class PipeRequest(HardenedRequest):
     """A request whose body is handed on as it arrives, never stored.
 
     Every response head says no version and lets nothing a client sent run
-    on our origin (``headers.HardenedRequest``).
+    on our origin (``HardenedRequest``, headers.py).
     PUT and POST are rendered as soon as their headers are complete
     (``dispatchEarly``); their resource attaches a ``bodySink``. A response
     may be written while the body still arrives, but ``finish`` is held back
