@@ -16,6 +16,7 @@ the image's HEALTHCHECK.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import List, Mapping, Optional, Tuple
 
@@ -70,7 +71,8 @@ def health_url(environ: Mapping[str, str]) -> Optional[str]:
         kind = kind.strip().lower()
         if kind not in ("tcp", "tcp6", "ssl"):
             continue
-        fields = rest.split(":")
+        # Endpoint strings escape a colon in a value as "\\:".
+        fields = [f.replace("\\:", ":") for f in re.split(r"(?<!\\):", rest)]
         port = fields[0]
         if port.startswith("port="):
             port = port[len("port="):]
