@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LISTEN ?= tcp:8080:interface=127.0.0.1
 
-.PHONY: install serve test bench cluster clean
+.PHONY: install serve test bench cluster clean image wheels
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,34 @@ cluster: install
 
 bench: install
 	$(BIN)/python bench/run.py
+
+# The container image (Containerfile): localhost/pipeserver:VERSION and :latest,
+# built with podman (or docker where that is what is installed) from a
+# wheelhouse made here, so the build itself needs no package index.
+# BASE: the image to build on; IMAGE_PYTHON: its Python, which the wheels
+# (cryptography, cffi, zope.interface) must match.
+BASE ?= docker.io/library/python:3.11-slim
+IMAGE ?= localhost/pipeserver
+IMAGE_PYTHON ?= 3.11
+ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+ENGINE_FLAGS ?=
+WHEELS := build/wheels
+ARCH := $(shell uname -m)
+VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' pipeserver/__init__.py)
+
+wheels: install
+	rm -rf $(WHEELS)
+	$(BIN)/pip wheel -q --no-deps -w $(WHEELS) .
+	$(BIN)/pip download -q -d $(WHEELS) --only-binary=:all: \
+	  --python-version $(IMAGE_PYTHON) --implementation cp \
+	  --platform manylinux2014_$(ARCH) --platform manylinux_2_28_$(ARCH) \
+	  --platform manylinux_2_34_$(ARCH) $(WHEELS)/pipeserver-*.whl
+
+# podman keeps HEALTHCHECK only in the docker format.
+image: wheels
+	$(ENGINE) $(ENGINE_FLAGS) build $(if $(filter podman,$(notdir $(ENGINE))),--format docker) \
+	  --build-arg BASE=$(BASE) -f Containerfile \
+	  -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
 
 clean:
 	rm -rf $(VENV) build *.egg-info twisted/plugins/dropin.cache

@@ -1,0 +1,124 @@
+"""``twistd -n pipe`` configured by ``PIPE_*`` environment variables.
+
+What the container image runs (``python -m pipeserver.environ``), and what
+``tap/pipe.tac`` reads. Every option ``--NAME`` of ``twistd pipe`` is the
+variable ``PIPE_NAME`` (upper case, ``_`` for ``-``): ``PIPE_WAIT_TIMEOUT=60``,
+``PIPE_TOKENS=/etc/pipeserver/tokens``, ``PIPE_LOG_FORMAT=json``, ...
+``PIPE_LISTEN`` and ``PIPE_METRICS_LISTEN`` take space-separated endpoints.
+An unset or empty variable leaves the option's default. Arguments given to
+``python -m pipeserver.environ`` are passed on to ``twistd pipe`` after them.
+
+``python -m pipeserver.environ healthcheck`` GETs ``/version`` on the first
+``PIPE_LISTEN`` endpoint (tcp:8080 by default) and exits 0 if it answers 200:
+the image's HEALTHCHECK.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import List, Mapping, Optional, Tuple
+
+PREFIX = "PIPE_"
+#: Options that may be given several times: a space-separated list each.
+REPEATABLE = ("listen", "metrics-listen")
+DEFAULT_LISTEN = "tcp:8080"
+
+
+def variable(option: str) -> str:
+    """``wait-timeout`` -> ``PIPE_WAIT_TIMEOUT``."""
+    return PREFIX + option.upper().replace("-", "_")
+
+
+def _options() -> Tuple[List[str], List[str]]:
+    from pipeserver.tap import Options
+
+    parameters = [entry[0] for entry in getattr(Options, "optParameters", [])]
+    flags = [entry[0] for entry in getattr(Options, "optFlags", [])]
+    return parameters, flags
+
+
+def option_args(environ: Mapping[str, str]) -> List[str]:
+    """The ``twistd pipe`` arguments the ``PIPE_*`` variables stand for."""
+    parameters, flags = _options()
+    args: List[str] = []
+    for name in REPEATABLE:
+        for endpoint in environ.get(variable(name), "").split():
+            args += ["--" + name, endpoint]
+    for name in parameters:
+        value = environ.get(variable(name), "")
+        if value:
+            args += ["--" + name, value]
+    for name in flags:
+        if environ.get(variable(name), "").lower() in ("1", "true", "yes", "on"):
+            args.append("--" + name)
+    return args
+
+
+def unknown_variables(environ: Mapping[str, str]) -> List[str]:
+    """``PIPE_*`` variables that name no option (a typo would go unnoticed)."""
+    parameters, flags = _options()
+    known = {variable(name) for name in (*REPEATABLE, *parameters, *flags)}
+    return sorted(key for key in environ if key.startswith(PREFIX) and key not in known)
+
+
+def health_url(environ: Mapping[str, str]) -> Optional[str]:
+    """The ``/version`` URL of the first tcp, tcp6 or ssl endpoint of
+    ``PIPE_LISTEN``, on loopback unless it listens on one address only."""
+    for endpoint in (environ.get(variable("listen"), "") or DEFAULT_LISTEN).split():
+        kind, _, rest = endpoint.partition(":")
+        kind = kind.strip().lower()
+        if kind not in ("tcp", "tcp6", "ssl"):
+            continue
+        # Endpoint strings escape a colon in a value as "\\:".
+        fields = [f.replace("\\:", ":") for f in re.split(r"(?<!\\):", rest)]
+        port = fields[0]
+        if port.startswith("port="):
+            port = port[len("port="):]
+        interface = ""
+        for field in fields[1:]:
+            if field.startswith("interface="):
+                interface = field[len("interface="):]
+        if interface in ("", "0.0.0.0", "::"):
+            interface = "::1" if kind == "tcp6" else "127.0.0.1"
+        host = f"[{interface}]" if ":" in interface else interface
+        scheme = "https" if kind == "ssl" else "http"
+        return f"{scheme}://{host}:{port}/version"
+    return None
+
+
+def healthcheck(environ: Mapping[str, str]) -> int:
+    import ssl
+    import urllib.request
+
+    url = health_url(environ)
+    if url is None:
+        print("no tcp or ssl endpoint in PIPE_LISTEN to check", file=sys.stderr)
+        return 0
+    # A self-signed certificate is fine: this asks whether the server answers.
+    context = ssl._create_unverified_context() if url.startswith("https:") else None
+    try:
+        with urllib.request.urlopen(url, timeout=5, context=context) as response:
+            ok = response.status == 200
+            print(url, response.status, response.read(200).decode(errors="replace").strip())
+    except OSError as failure:
+        print(url, failure, file=sys.stderr)
+        return 1
+    return 0 if ok else 1
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["healthcheck"]:
+        raise SystemExit(healthcheck(os.environ))
+    for name in unknown_variables(os.environ):
+        print(f"pipeserver: {name} names no option of `twistd pipe`; ignored", file=sys.stderr)
+    from twisted.scripts import twistd
+
+    sys.argv = ["twistd", "--nodaemon", "--pidfile=", "pipe", *option_args(os.environ), *argv]
+    twistd.run()
+
+
+if __name__ == "__main__":
+    main()
