@@ -29,7 +29,8 @@ backpressure. Nothing is stored.
 
 With --tokens FILE every pipe needs a token (Authorization: Bearer TOKEN);
 `python -m pipeserver.tokens PROJECT` prints a new token and its line.
-The file is re-read on SIGHUP and when it changes. SIGTERM drains: waiting
+The file is re-read on SIGHUP and when it changes: valid lines apply, bad
+ones are skipped and logged by line number. SIGTERM drains: waiting
 parties are released, transfers get --shutdown-grace seconds to finish.
 
 Endpoints are Twisted endpoint strings, e.g. tcp:8080, tcp:8080:interface=127.0.0.1,
@@ -81,7 +82,8 @@ class Options(usage.Options):
         ["max-receivers", None, 256,
          "Largest n (receivers of one pipe) a client may ask for.", _positive_int],
         ["tokens", None, None,
-         "File of 'PROJECT SHA256_HEX_OF_TOKEN' lines; without it the server is open."],
+         "File of 'PROJECT SHA256_HEX_OF_TOKEN' lines; without it the server is open. "
+         "A bad line is fatal at start; on a reload it is skipped (and logged by number)."],
         ["max-waiting", None, 4096,
          "Parties (senders and receivers) that may wait for their pipe, in all.",
          _positive_int],
