@@ -141,6 +141,14 @@ def over_limit(text: str, retry_after: int = 5, reason: str = "") -> Rejection:
     return Rejection(503, f"[ERROR] {text}", [("Retry-After", str(retry_after))], reason)
 
 
+@_reason
+def client_limit() -> Rejection:
+    return over_limit(
+        "Too many parties from your address are waiting or transferring.",
+        reason="client_limit",
+    )
+
+
 def no_sender(path: str, wait: float) -> str:
     return f"[ERROR] No sender arrived on '{path}' within {seconds(wait)} seconds."
 

@@ -197,6 +197,9 @@ class Upload:
     they arrive, the end of the body, and the loss of the connection.
     """
 
+    #: The client address it counts against while in its pipe (None after).
+    client: Optional[str] = None
+
     def __init__(self, pipe: "Pipe", request: "PipeRequestLike") -> None:
         self.pipe = pipe
         self.request = request
@@ -326,6 +329,9 @@ class Download:
     Its transport pauses it when its write buffer is full; the pipe then
     pauses the upload until every receiver can take more.
     """
+
+    #: The client address it counts against while in its pipe (None after).
+    client: Optional[str] = None
 
     def __init__(self, pipe: "Pipe", request: "PipeRequestLike") -> None:
         self.pipe = pipe
@@ -575,7 +581,7 @@ class Pipe:
         return self.sender is None and len(self.receivers) == self.n
 
     # ---- joining
-    def addSender(self, request: PipeRequestLike, n: int) -> Upload:
+    def addSender(self, request: PipeRequestLike, n: int, client: str = "") -> Upload:
         if self.state is not State.WAITING:
             raise errors.established(self.path)
         if self.sender is not None:
@@ -583,6 +589,7 @@ class Pipe:
         if n != self.n:
             raise errors.n_mismatch(self.n, n)
         upload = self.sender = Upload(self, request)
+        self._join(upload, client)
         upload.say(f"[INFO] Waiting for {self.n} receiver(s)...")
         if self.receivers:
             upload.say(f"[INFO] {len(self.receivers)} receiver(s) has/have been connected.")
@@ -593,7 +600,7 @@ class Pipe:
         self._syncWaiting()
         return upload
 
-    def addReceiver(self, request: PipeRequestLike, n: int) -> Download:
+    def addReceiver(self, request: PipeRequestLike, n: int, client: str = "") -> Download:
         if self.state is not State.WAITING:
             raise errors.established(self.path)
         if n != self.n:
@@ -602,11 +609,22 @@ class Pipe:
             raise errors.receivers_full()
         download = Download(self, request)
         self.receivers.append(download)
+        self._join(download, client)
         if self.sender is not None:
             self.sender.say("[INFO] A receiver was connected.")
         self._maybeEstablish()
         self._syncWaiting()
         return download
+
+    def _join(self, party: "Upload | Download", client: str) -> None:
+        """Count ``party`` against its client until it leaves the pipe."""
+        party.client = client
+        self.registry.adjustClient(client, 1)
+
+    def _leave(self, party: "Upload | Download") -> None:
+        if party.client is not None:
+            self.registry.adjustClient(party.client, -1)
+            party.client = None
 
     def _maybeEstablish(self) -> bool:
         if self.sender is None or len(self.receivers) < self.n:
@@ -790,6 +808,7 @@ class Pipe:
         if upload is not self.sender:
             return
         if self.state is State.WAITING:
+            self._leave(upload)
             self.sender = None
             self._pending = []
             self._bodyEnded = False
@@ -807,6 +826,7 @@ class Pipe:
             return
         self.receivers.remove(download)
         self._paused.discard(download)
+        self._leave(download)
         if self.state is State.WAITING:
             if self.sender is None and not self.receivers:
                 self._end("left")
@@ -867,6 +887,9 @@ class Pipe:
             self._bulk, self._mark = False, 1
             self.sender.setLowWater(1)
         self._syncWaiting()
+        for party in [self.sender, *self.receivers]:
+            if party is not None:
+                self._leave(party)
         self._pending = []
         self._paused.clear()
         self.registry.remove(self, how)
@@ -880,17 +903,28 @@ class Pipe:
 
 
 class Limits:
-    """How much the registry admits; past a limit a request gets a 503."""
+    """How much the registry admits; past a limit a request gets a 503.
+
+    ``max_parties_per_client`` caps the parties (senders and receivers,
+    waiting or transferring) one client address holds at once;
+    ``max_waiting_per_project`` applies only when tokens are configured
+    (None: not at all), since without them everybody is one project.
+    """
 
     def __init__(
         self,
         max_receivers: int = 256,
         max_waiting: int = 4096,
-        max_waiting_per_project: int = 1024,
+        max_waiting_per_project: Optional[int] = 1024,
+        max_parties_per_client: Optional[int] = None,
+        stall_timeout: float = 60.0,
     ) -> None:
         self.max_receivers = max_receivers
         self.max_waiting = max_waiting
         self.max_waiting_per_project = max_waiting_per_project
+        self.max_parties_per_client = max_parties_per_client
+        #: Seconds a receiver of a fan-out pipe may take no byte (0: never cut).
+        self.stall_timeout = stall_timeout
 
 
 class PipeRegistry:
@@ -919,24 +953,32 @@ class PipeRegistry:
         self.counts: Dict[str, int] = {}
         self.waitingTotal = 0
         self.waitingByProject: Dict[str, int] = {}
+        #: Parties (waiting or transferring) by client address.
+        self.partiesByClient: Dict[str, int] = {}
         self.draining = False
         self._drained: List[Deferred[None]] = []
 
-    def send(self, key: Key, n: int, request: PipeRequestLike) -> Pipe:
-        pipe = self._admit(key, n, receiver=False)
-        pipe.addSender(request, n)
+    def send(self, key: Key, n: int, request: PipeRequestLike, client: str = "") -> Pipe:
+        pipe = self._admit(key, n, receiver=False, client=client)
+        pipe.addSender(request, n, client)
         return pipe
 
-    def receive(self, key: Key, n: int, request: PipeRequestLike) -> Pipe:
-        pipe = self._admit(key, n, receiver=True)
-        pipe.addReceiver(request, n)
+    def receive(self, key: Key, n: int, request: PipeRequestLike, client: str = "") -> Pipe:
+        pipe = self._admit(key, n, receiver=True, client=client)
+        pipe.addReceiver(request, n, client)
         return pipe
 
-    def _admit(self, key: Key, n: int, receiver: bool) -> Pipe:
+    def _admit(self, key: Key, n: int, receiver: bool, client: str) -> Pipe:
         pipe = self.pipes.get(key)
         if self.draining:
             self._count("rejected: shutting down")
             raise errors.over_limit("The server is shutting down.", reason="shutting_down")
+        # Also for a party that completes its pipe: it then transfers, and
+        # one client must not hold unlimited transfers either.
+        perClient = self.limits.max_parties_per_client
+        if perClient is not None and self.partiesByClient.get(client, 0) >= perClient:
+            self._count("rejected: client limit")
+            raise errors.client_limit()
         # A party that completes its pipe waits for nobody: always welcome.
         if pipe is None or not pipe.completes(receiver):
             project = key[0]
@@ -945,7 +987,8 @@ class PipeRegistry:
                 raise errors.over_limit(
                     "Too many parties are waiting on this server.", reason="waiting_limit"
                 )
-            if self.waitingByProject.get(project, 0) >= self.limits.max_waiting_per_project:
+            perProject = self.limits.max_waiting_per_project
+            if perProject is not None and self.waitingByProject.get(project, 0) >= perProject:
                 self._count("rejected: project waiting limit")
                 raise errors.over_limit(
                     "Too many parties are waiting in this project.",
@@ -954,6 +997,14 @@ class PipeRegistry:
         if pipe is None:
             pipe = self.pipes[key] = Pipe(self, key, n)
         return pipe
+
+    def adjustClient(self, client: str, delta: int) -> None:
+        """A party of ``client`` joined a pipe (1) or left it (-1)."""
+        left = self.partiesByClient.get(client, 0) + delta
+        if left > 0:
+            self.partiesByClient[client] = left
+        else:
+            self.partiesByClient.pop(client, None)
 
     def adjustWaiting(self, project: str, delta: int) -> None:
         self.waitingTotal += delta
