@@ -487,6 +487,25 @@ class Download:
             self.request.unregisterProducer()
         _close(self.transport, clock)
 
+    def taken(self) -> int:
+        """Bytes of the response its client's kernel has taken so far (what
+        was written less what the transport still holds): it grows as long
+        as the client reads."""
+        sent: int = getattr(self.request, "sentLength", 0)
+        return sent - buffered_bytes(self.transport)
+
+    def cut(self) -> None:
+        """End a receiver that stopped reading: it would never take what a
+        graceful close must still send, so the connection is aborted (the
+        response is truncated) at once, freeing what it holds."""
+        if self.request.producer is not None:
+            self.request.unregisterProducer()
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            self.transport.loseConnection()  # type: ignore[attr-defined]
+
     def reject(self, status: int, text: str) -> None:
         request = self.request
         body = (text + "\n").encode("utf-8")
@@ -558,6 +577,8 @@ class Pipe:
         self._pending: List[bytes] = []
         self._bodyEnded = False
         self._paused: Set[Download] = set()
+        #: A look at each paused receiver, to cut it if it takes no byte.
+        self._stallTimers: Dict[Download, IDelayedCall] = {}
         self._waitingReported = 0
         self._deadline: Optional[IDelayedCall] = self.clock.callLater(
             registry.wait_timeout, self._expire
@@ -730,11 +751,53 @@ class Pipe:
     def receiverPaused(self, download: Download) -> None:
         if download in self.receivers:
             self._paused.add(download)
+            self._watchStall(download, download.taken())
             self._updateReading()
 
     def receiverResumed(self, download: Download) -> None:
         self._paused.discard(download)
+        self._unwatchStall(download)
         self._updateReading()
+
+    # ---- stalled receivers (fan-out only)
+    def _watchStall(self, download: Download, taken: int) -> None:
+        """Look again in ``stall_timeout`` seconds whether a paused receiver
+        of a fan-out pipe took any byte since it had taken ``taken``: one
+        that stopped reading must not hold the others back for ever. A lone
+        receiver has nobody to hold back."""
+        timeout = self.registry.limits.stall_timeout
+        if timeout <= 0 or self.n < 2 or self.state is not State.STREAMING:
+            return
+        if download not in self._stallTimers:
+            self._stallTimers[download] = self.clock.callLater(
+                timeout, self._checkStall, download, taken
+            )
+
+    def _unwatchStall(self, download: Download) -> None:
+        timer = self._stallTimers.pop(download, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _checkStall(self, download: Download, taken: int) -> None:
+        self._stallTimers.pop(download, None)
+        if download not in self._paused or self.state is not State.STREAMING:
+            return
+        now = download.taken()
+        if now > taken:
+            # Slow, but it takes bytes: not stalled. Look again later.
+            self._watchStall(download, now)
+            return
+        timeout = self.registry.limits.stall_timeout
+        log.info(
+            "A receiver on {path} took no byte for {timeout}s and was cut",
+            path=self.path,
+            timeout=errors.seconds(timeout),
+        )
+        self._drop(download)
+        download.cut()
+        self._receiverGoneMidway(
+            f"[INFO] A receiver was cut: it took no bytes for {errors.seconds(timeout)} seconds."
+        )
 
     def _updateReading(self) -> None:
         if self.sender is not None and self.state is State.STREAMING:
@@ -824,23 +887,32 @@ class Pipe:
     def receiverLost(self, download: Download) -> None:
         if download not in self.receivers:
             return
-        self.receivers.remove(download)
-        self._paused.discard(download)
-        self._leave(download)
+        self._drop(download)
         if self.state is State.WAITING:
             if self.sender is None and not self.receivers:
                 self._end("left")
             self._syncWaiting()
         elif self.state is State.STREAMING:
-            upload = self.sender
-            assert upload is not None
-            upload.say("[INFO] A receiver aborted.")
-            if self.receivers:
-                self._updateReading()
-            else:
-                upload.say("[INFO] All receiver(s) was/were aborted halfway.")
-                upload.close(self.clock)
-                self._end("aborted")
+            self._receiverGoneMidway("[INFO] A receiver aborted.")
+
+    def _drop(self, download: Download) -> None:
+        self.receivers.remove(download)
+        self._paused.discard(download)
+        self._unwatchStall(download)
+        self._leave(download)
+
+    def _receiverGoneMidway(self, line: str) -> None:
+        """A receiver left a transfer under way: tell the sender, and go on
+        with the others if there are any."""
+        upload = self.sender
+        assert upload is not None
+        upload.say(line)
+        if self.receivers:
+            self._updateReading()
+        else:
+            upload.say("[INFO] All receiver(s) was/were aborted halfway.")
+            upload.close(self.clock)
+            self._end("aborted")
 
     # ---- the deadline
     def _expire(self) -> None:
@@ -887,6 +959,8 @@ class Pipe:
             self._bulk, self._mark = False, 1
             self.sender.setLowWater(1)
         self._syncWaiting()
+        for download in list(self._stallTimers):
+            self._unwatchStall(download)
         for party in [self.sender, *self.receivers]:
             if party is not None:
                 self._leave(party)

@@ -66,7 +66,7 @@ def test_one_address_with_1500_waiting_cannot_lock_out_another(make_server, fail
 
 @pytest_twisted.inlineCallbacks
 def test_the_51st_party_of_one_address_gets_503_while_another_waits(make_server, failures):
-    server = make_server("--max-waiting-per-client", "50")
+    server = make_server("--max-waiting-per-client", "50", "--metrics-listen", "tcp:0")
     waiting, rejected = yield wait_many(
         server, [f"/w{i}" for i in range(50)], source="127.0.0.2"
     )
@@ -99,8 +99,11 @@ def test_the_51st_party_of_one_address_gets_503_while_another_waits(make_server,
     again.send(get_request("/w-again"))
     yield server.wait_receivers("/w-again", 1)
     yield close_all(server, waiting + [again])
-    counts = server.registry.counts
-    assert counts["rejected: client limit"] == 3
+    assert server.registry.counts["rejected: client limit"] == 3
+    # Counted in the rejection metric under a reason of its own.
+    assert server.site.metrics.prometheus.get_sample_value(
+        "pipeserver_rejections_total", {"project": "", "reason": "client_limit"}
+    ) == 3
 
 
 @pytest_twisted.inlineCallbacks
