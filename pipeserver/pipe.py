@@ -168,6 +168,15 @@ def send_buffer(sock: socket.socket) -> int:
         return 0
 
 
+def kernel_queued(sock: socket.socket) -> int:
+    """Bytes the kernel holds for ``sock``, unsent or unacknowledged (0 when
+    unknown)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except (OSError, ValueError):
+        return 0
+
+
 def kernel_room(sock: socket.socket, size: Optional[int] = None) -> int:
     """Bytes the kernel will still take on ``sock`` without blocking (an
     estimate on the safe side: half the send buffer, which also pays for the
@@ -488,11 +497,17 @@ class Download:
         _close(self.transport, clock)
 
     def taken(self) -> int:
-        """Bytes of the response its client's kernel has taken so far (what
-        was written less what the transport still holds): it grows as long
-        as the client reads."""
+        """Bytes of the response its client has taken so far (what was
+        written less what the transport and our kernel still hold): it
+        grows as long as the client reads. The kernel's share counts: a
+        socket with a large send buffer becomes writable again only once
+        much of it is free, so a client reading slowly may take bytes for
+        seconds without the transport's buffer moving."""
         sent: int = getattr(self.request, "sentLength", 0)
-        return sent - buffered_bytes(self.transport)
+        held = buffered_bytes(self.transport)
+        if self._socket is not None:
+            held += kernel_queued(self._socket)
+        return sent - held
 
     def cut(self) -> None:
         """End a receiver that stopped reading: it would never take what a
@@ -739,10 +754,15 @@ class Pipe:
         upload.finish()
         self._end("completed")
 
-    def _fail(self) -> None:
-        """The body broke: truncate every receiver and drop the sender."""
+    def _fail(self, cut: bool = False) -> None:
+        """The body broke: truncate every receiver and drop the sender.
+        With ``cut`` (a shutdown's grace is over) receivers are aborted at
+        once rather than left to drain what is buffered for them."""
         for download in list(self.receivers):
-            download.close(self.clock)
+            if cut:
+                download.cut()
+            else:
+                download.close(self.clock)
         if self.sender is not None:
             self.sender.close(self.clock)
         self._end("aborted")
@@ -937,9 +957,10 @@ class Pipe:
         self._end(how)
 
     def abort(self) -> None:
-        """Cut a transfer under way: every side sees a failure."""
+        """Cut a transfer under way now: every side sees a failure, the
+        receivers at once."""
         if self.state is State.STREAMING:
-            self._fail()
+            self._fail(cut=True)
 
     def _cancelDeadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -1030,6 +1051,8 @@ class PipeRegistry:
         #: Parties (waiting or transferring) by client address.
         self.partiesByClient: Dict[str, int] = {}
         self.draining = False
+        #: Transfers a shutdown cut when its grace ended.
+        self.cutAtShutdown = 0
         self._drained: List[Deferred[None]] = []
 
     def send(self, key: Key, n: int, request: PipeRequestLike, client: str = "") -> Pipe:
@@ -1128,6 +1151,7 @@ class PipeRegistry:
 
         def cut() -> None:
             for pipe in list(self.pipes.values()):
+                self.cutAtShutdown += 1
                 pipe.abort()
 
         timer = self.clock.callLater(grace, cut)
