@@ -259,6 +259,7 @@ class PipeService(service.Service):
         self.reactor = reactor
         self.grace = grace
         self._previousHup: Any = None
+        self._terminating = False
 
     def startService(self) -> None:
         super().startService()
@@ -280,6 +281,31 @@ class PipeService(service.Service):
         if tokens is not None:
             tokens.start()
             self._installHup(tokens)
+        # Once running: the reactor installs its own handlers as it starts.
+        self.reactor.callWhenRunning(self._installTerm)
+
+    def _installTerm(self) -> None:
+        """Handle SIGTERM ourselves: the reactor's handler makes twistd end
+        by re-raising it (exit status 143) even after a clean drain. Ours
+        stops the reactor the same way, and the exit says SIGTERM only if a
+        transfer had to be cut (see stopService)."""
+        if not hasattr(signal, "SIGTERM"):
+            return
+
+        def terminate(signum: int, frame: Any) -> None:
+            self.reactor.callFromThread(self._terminate)
+
+        try:
+            signal.signal(signal.SIGTERM, terminate)
+        except ValueError:  # not the main thread (tests)
+            pass
+
+    def _terminate(self) -> None:
+        if self._terminating:
+            return
+        self._terminating = True
+        log.info("Received SIGTERM, shutting down.")
+        self.reactor.stop()
 
     def _installHup(self, tokens: Tokens) -> None:
         if not hasattr(signal, "SIGHUP"):
@@ -310,7 +336,17 @@ class PipeService(service.Service):
         deadline = self.reactor.seconds() + self.grace + FLUSH_GRACE
         drained = registry.shutdown(self.grace)
         drained.addCallback(lambda _: self._flushed(deadline))
+        drained.addCallback(lambda _: self._exitStatus(registry.cutAtShutdown))
         return drained
+
+    def _exitStatus(self, cut: int) -> None:
+        """After a SIGTERM, twistd exits 0 unless transfers were cut; then
+        it ends by SIGTERM (143), as the reactor's own handler would have
+        it. ``_exitSignal`` is what twistd reads once the reactor stops."""
+        if cut:
+            log.warn("Shutdown cut {cut} transfer(s) at the end of the grace", cut=cut)
+            if self._terminating and hasattr(self.reactor, "_exitSignal"):
+                self.reactor._exitSignal = signal.SIGTERM
 
     def _flushed(self, deadline: float) -> "Deferred[None]":
         """Fires once every connection has sent its last bytes (or at the
