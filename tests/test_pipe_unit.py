@@ -1223,3 +1223,24 @@ def test_every_receiver_stalled_ends_the_transfer(env: Env) -> None:
         STALL_CUT, STALL_CUT, "[INFO] All receiver(s) was/were aborted halfway."]
     env.clock.advance(CLOSE_GRACE)
     assert not s.open
+
+
+# --------------------------------------------------------------- shutdown
+def test_shutdown_cuts_receivers_at_once_when_the_grace_ends(env: Env) -> None:
+    s = sender(env, n=2)
+    r1, r2 = receiver(env, n=2), receiver(env, n=2)
+    s.send(chunk(b"abc"))
+    r2.pause()  # bytes are held for it: a graceful close would wait for them
+    drained: list = []
+    env.registry.shutdown(30.0).addCallback(drained.append)
+    env.clock.advance(29.9)
+    assert r1.open and r2.open and drained == []
+    env.clock.advance(0.1)
+    for r in (r1, r2):
+        assert r.transport.aborted and not r.transport.connected
+        assert_truncated(r)
+    assert env.registry.cutAtShutdown == 1
+    env.clock.advance(0)
+    assert drained == [None]
+    env.clock.advance(CLOSE_GRACE)
+    assert not s.open
