@@ -57,6 +57,10 @@ SIZING_STEP = 16384
 #: the mark (a pause, a chunked body's end) wait at most two windows.
 BULK_BYTES = 1 << 20
 BULK_WINDOW = 0.005
+#: How often a paused receiver of a fan-out pipe is looked at, per
+#: ``--stall-timeout``: one that took no byte for that long is cut within a
+#: quarter more of it.
+STALL_LOOKS = 4
 # How long a sender we shut still has its upload read (and dropped), so it
 # reads our last lines rather than a reset; short, since many clients (curl
 # -T -) only report the failure once the connection is cut.
@@ -780,17 +784,21 @@ class Pipe:
         self._updateReading()
 
     # ---- stalled receivers (fan-out only)
-    def _watchStall(self, download: Download, taken: int) -> None:
-        """Look again in ``stall_timeout`` seconds whether a paused receiver
-        of a fan-out pipe took any byte since it had taken ``taken``: one
+    def _watchStall(self, download: Download, taken: int, since: Optional[float] = None) -> None:
+        """Look again soon whether a paused receiver of a fan-out pipe took
+        any byte since it had taken ``taken`` (at ``since``, or now): one
         that stopped reading must not hold the others back for ever. A lone
         receiver has nobody to hold back."""
         timeout = self.registry.limits.stall_timeout
         if timeout <= 0 or self.n < 2 or self.state is not State.STREAMING:
             return
         if download not in self._stallTimers:
+            now = self.clock.seconds()
+            since = now if since is None else since
+            # Never past the moment it would have been idle for the timeout.
+            delay = max(0.0, min(timeout / STALL_LOOKS, since + timeout - now))
             self._stallTimers[download] = self.clock.callLater(
-                timeout, self._checkStall, download, taken
+                delay, self._checkStall, download, taken, since
             )
 
     def _unwatchStall(self, download: Download) -> None:
@@ -798,16 +806,19 @@ class Pipe:
         if timer is not None and timer.active():
             timer.cancel()
 
-    def _checkStall(self, download: Download, taken: int) -> None:
+    def _checkStall(self, download: Download, taken: int, since: float) -> None:
         self._stallTimers.pop(download, None)
         if download not in self._paused or self.state is not State.STREAMING:
             return
         now = download.taken()
         if now > taken:
-            # Slow, but it takes bytes: not stalled. Look again later.
+            # Slow, but it takes bytes: not stalled.
             self._watchStall(download, now)
             return
         timeout = self.registry.limits.stall_timeout
+        if self.clock.seconds() - since < timeout:
+            self._watchStall(download, taken, since)
+            return
         log.info(
             "A receiver on {path} took no byte for {timeout}s and was cut",
             path=self.path,
