@@ -509,8 +509,17 @@ class Download:
         seconds without the transport's buffer moving."""
         sent: int = getattr(self.request, "sentLength", 0)
         held = buffered_bytes(self.transport)
-        if self._socket is not None:
-            held += kernel_queued(self._socket)
+        # Under TLS, the TCP transport below holds the (encrypted) bytes.
+        below = self.transport
+        for _ in range(3):
+            if isinstance(below, tcp.Connection):
+                if below is not self.transport:
+                    held += buffered_bytes(below)
+                sock = getattr(below, "socket", None)
+                if isinstance(sock, socket.socket):
+                    held += kernel_queued(sock)
+                break
+            below = getattr(below, "transport", None)
         return sent - held
 
     def cut(self) -> None:
