@@ -8,7 +8,8 @@ from the right, skipping trusted proxies, so the first address a proxy of
 ours saw is the one counted; anything unparsable there counts against the
 proxy itself, never an error.
 
-IPv6 clients are counted by their /64: one host commonly holds a whole /64
+Unix-socket peers are one client, unless ``--trusted-proxy unix`` says a
+proxy connects that way. IPv6 clients are counted by their /64: one host commonly holds a whole /64
 and could otherwise take a new bucket per address.
 """
 
@@ -28,8 +29,11 @@ LOCAL = "unix"
 MAX_HOPS = 32
 
 
-def network(text: str) -> IPNetwork:
-    """A ``--trusted-proxy`` value: a CIDR or a single address."""
+def network(text: str) -> Union[IPNetwork, str]:
+    """A ``--trusted-proxy`` value: a CIDR, a single address, or ``unix``
+    (every Unix-socket peer)."""
+    if text.strip().lower() == LOCAL:
+        return LOCAL
     return ipaddress.ip_network(text.strip(), strict=False)
 
 
@@ -81,8 +85,11 @@ def bucket(address: IPAddress) -> str:
 class ClientAddresses:
     """Names the client of a request: ``ClientAddresses(trusted)(request)``."""
 
-    def __init__(self, trusted: Sequence[IPNetwork] = ()) -> None:
-        self.trusted = list(trusted)
+    def __init__(self, trusted: Sequence[Union[IPNetwork, str]] = ()) -> None:
+        #: Unix-socket peers are trusted too (``--trusted-proxy unix``): a
+        #: proxy on the same host that connects over a Unix socket.
+        self.trustUnix = LOCAL in trusted
+        self.trusted = [net for net in trusted if not isinstance(net, str)]
 
     def _trusted(self, address: IPAddress) -> bool:
         return any(address.version == net.version and address in net for net in self.trusted)
@@ -90,7 +97,8 @@ class ClientAddresses:
     def __call__(self, request: object) -> str:
         peer = request.getClientAddress()  # type: ignore[attr-defined]
         if not isinstance(peer, (IPv4Address, IPv6Address)):
-            return LOCAL
+            reported = self._reported(request) if self.trustUnix else None
+            return LOCAL if reported is None else bucket(reported)
         address = _address(peer.host)
         if address is None:
             return str(peer.host)

@@ -39,6 +39,15 @@ def test_the_peer_is_the_client_without_trusted_proxies() -> None:
 def test_unix_socket_peers_share_one_bucket() -> None:
     assert client(UNIXAddress(b"/run/pipe.sock")) == "unix"
     assert client(UNIXAddress(None)) == "unix"
+    assert client(UNIXAddress(None), (b"X-Forwarded-For", b"192.0.2.9")) == "unix"
+
+
+def test_a_proxy_on_a_unix_socket_can_be_trusted() -> None:
+    trusting = ClientAddresses([network("unix")])
+    peer = UNIXAddress(b"/run/pipe.sock")
+    assert client(peer, (b"X-Forwarded-For", b"192.0.2.9"), of=trusting) == "192.0.2.9"
+    assert client(peer, (b"X-Forwarded-For", b"junk"), of=trusting) == "unix"
+    assert client(peer, of=trusting) == "unix"
 
 
 def test_ipv6_clients_count_by_their_64() -> None:

@@ -314,9 +314,9 @@ def test_bad_limit_values_rejected(argv: List[str]) -> None:
 
 def test_trusted_proxy_is_repeatable() -> None:
     options = parse("--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "2001:db8::/32",
-                    "--trusted-proxy", "192.0.2.7")
+                    "--trusted-proxy", "192.0.2.7", "--trusted-proxy", "unix")
     assert [str(net) for net in options["trusted-proxy"]] == [
-        "10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]
+        "10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32", "unix"]
 
 
 def test_makeService_raises_the_soft_fd_limit_and_logs_the_capacity(monkeypatch) -> None:  # type: ignore[no-untyped-def]
