@@ -282,7 +282,10 @@ class PipeService(service.Service):
             tokens.start()
             self._installHup(tokens)
         # Once running: the reactor installs its own handlers as it starts.
-        self.reactor.callWhenRunning(self._installTerm)
+        # Only when we start with it (twistd): a reactor already running
+        # belongs to someone else (tests), whose SIGTERM stays theirs.
+        if not getattr(self.reactor, "running", False):
+            self.reactor.callWhenRunning(self._installTerm)
 
     def _installTerm(self) -> None:
         """Handle SIGTERM ourselves: the reactor's handler makes twistd end

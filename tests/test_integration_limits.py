@@ -5,6 +5,10 @@ take everyone's place. Clients bind to distinct loopback addresses
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import pytest
 import pytest_twisted
 
@@ -21,8 +25,9 @@ from abuse_support import (
     put_request,
     raise_nofile,
 )
-from helpers import wait_for
+from helpers import curl, wait_for
 from test_abuse import assert_over_limit, wait_many
+from test_endpoints import run_service, services  # noqa: F401  (fixture)
 
 CLIENT_LIMIT = "[ERROR] Too many parties from your address are waiting or transferring."
 
@@ -174,3 +179,35 @@ def test_trusted_proxy_reports_the_client_untrusted_peers_do_not(make_server, fa
         "127.0.0.6": 2,
     }
     yield close_all(server, clients)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_proxy_on_a_unix_socket_names_its_clients(procs, services, tmp_path):
+    directory = tempfile.mkdtemp(prefix="pipe-", dir="/tmp")
+    try:
+        sock = os.path.join(directory, "p.sock")
+        svc, _ = yield run_service(
+            services, "--listen", f"unix:{sock}", "--trusted-proxy", "unix",
+            "--max-waiting-per-client", "1",
+        )
+        registry = svc.site.registry
+
+        def get(path, client):
+            return procs.spawn(curl("-D", "-", "--unix-socket", sock, "-H",
+                                    f"X-Forwarded-For: {client}", "http://pipe" + path))
+
+        first = get("/a", "192.0.2.1")
+        yield wait_for(lambda: registry.partiesByClient == {"192.0.2.1": 1})
+        refused = get("/b", "192.0.2.1")
+        yield refused.wait()
+        assert refused.out.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), refused.describe()
+        assert refused.out.endswith(("\r\n\r\n" + CLIENT_LIMIT + "\n").encode())
+        other = get("/c", "192.0.2.2")
+        yield wait_for(lambda: registry.partiesByClient == {"192.0.2.1": 1, "192.0.2.2": 1})
+        for proc in (first, other):
+            proc.kill()
+            yield proc.wait()
+        yield wait_for(lambda: not registry.pipes)
+        yield svc.stopService()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
