@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 
+import pytest
 import pytest_twisted
 from twisted.logger import eventFromJSON
 
@@ -322,3 +323,33 @@ def test_sigterm_cuts_receivers_at_once_when_the_grace_ends(procs, tmp_path):
     # A transfer was cut: the exit says SIGTERM, as before.
     assert server.signal == signal.SIGTERM, server.describe()
     assert bytes(server.out).rstrip().endswith(b"Server Shut Down."), server.describe()
+
+
+@pytest_twisted.inlineCallbacks
+def test_twistd_raises_the_soft_fd_limit_and_logs_its_capacity(procs, tmp_path):
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or hard <= 1024:
+        pytest.skip(f"SKIPPED LOUDLY: needs a finite hard RLIMIT_NOFILE above 1024, got {hard}")
+    # Started with the soft limit low, as many systems do.
+    server = procs.spawn(
+        ["sh", "-c", 'ulimit -Sn 1024 && exec "$0" "$@"', TWISTD, "--nodaemon", "--pidfile=",
+         "--logfile=-", "pipe", "--listen", "tcp:0:interface=127.0.0.1"],
+        name="twistd",
+    )
+    yield helpers.wait_for(lambda: b"PipeSite starting on" in bytes(server.out), timeout=20,
+                           what="twistd to listen")
+    fds = hard - 100
+    waiting = fds // 2
+    line = (f"Capacity: {fds:,} file descriptors; up to {waiting:,} waiting parties, "
+            f"{waiting // 16:,} per client")
+    yield helpers.wait_for(lambda: line.encode() in bytes(server.out), timeout=10,
+                           what=f"the line {line!r}")
+    with open(f"/proc/{server.pid}/limits") as limits:
+        row = next(text for text in limits if text.startswith("Max open files"))
+    assert row.split()[3:5] == [str(hard), str(hard)], row
+    server.kill(signal.SIGTERM)
+    yield server.wait()
+    # Nothing was under way: a clean exit.
+    assert (server.exit_code, server.signal) == (0, None), server.describe()
