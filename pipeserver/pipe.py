@@ -607,6 +607,8 @@ class Pipe:
         self._paused: Set[Download] = set()
         #: A look at each paused receiver, to cut it if it takes no byte.
         self._stallTimers: Dict[Download, IDelayedCall] = {}
+        #: Receivers that resumed since their last look.
+        self._resumed: Set[Download] = set()
         self._waitingReported = 0
         self._deadline: Optional[IDelayedCall] = self.clock.callLater(
             registry.wait_timeout, self._expire
@@ -784,33 +786,40 @@ class Pipe:
     def receiverPaused(self, download: Download) -> None:
         if download in self.receivers:
             self._paused.add(download)
-            self._watchStall(download, download.taken())
+            if download not in self._stallTimers:
+                self._watchStall(download)
             self._updateReading()
 
     def receiverResumed(self, download: Download) -> None:
         self._paused.discard(download)
-        self._unwatchStall(download)
+        # Its look at stalling stays: a fast receiver pauses and resumes
+        # thousands of times a second, too often for a timer each time.
+        self._resumed.add(download)
         self._updateReading()
 
     # ---- stalled receivers (fan-out only)
-    def _watchStall(self, download: Download, taken: int, since: Optional[float] = None) -> None:
-        """Look again soon whether a paused receiver of a fan-out pipe took
-        any byte since it had taken ``taken`` (at ``since``, or now): one
-        that stopped reading must not hold the others back for ever. A lone
-        receiver has nobody to hold back."""
+    def _watchStall(
+        self, download: Download, taken: Optional[int] = None, since: Optional[float] = None
+    ) -> None:
+        """Look soon whether a paused receiver of a fan-out pipe took any
+        byte since it had taken ``taken`` (at ``since``; by default now):
+        one that stopped reading must not hold the others back for ever. A
+        lone receiver has nobody to hold back."""
         timeout = self.registry.limits.stall_timeout
         if timeout <= 0 or self.n < 2 or self.state is not State.STREAMING:
             return
-        if download not in self._stallTimers:
-            now = self.clock.seconds()
-            since = now if since is None else since
-            # Never past the moment it would have been idle for the timeout.
-            delay = max(0.0, min(timeout / STALL_LOOKS, since + timeout - now))
-            self._stallTimers[download] = self.clock.callLater(
-                delay, self._checkStall, download, taken, since
-            )
+        now = self.clock.seconds()
+        since = now if since is None else since
+        taken = download.taken() if taken is None else taken
+        self._resumed.discard(download)
+        # Never past the moment it would have been idle for the timeout.
+        delay = max(0.0, min(timeout / STALL_LOOKS, since + timeout - now))
+        self._stallTimers[download] = self.clock.callLater(
+            delay, self._checkStall, download, taken, since
+        )
 
     def _unwatchStall(self, download: Download) -> None:
+        self._resumed.discard(download)
         timer = self._stallTimers.pop(download, None)
         if timer is not None and timer.active():
             timer.cancel()
@@ -818,10 +827,12 @@ class Pipe:
     def _checkStall(self, download: Download, taken: int, since: float) -> None:
         self._stallTimers.pop(download, None)
         if download not in self._paused or self.state is not State.STREAMING:
+            # Reading again: the next pause looks anew.
+            self._resumed.discard(download)
             return
         now = download.taken()
-        if now > taken:
-            # Slow, but it takes bytes: not stalled.
+        if now > taken or download in self._resumed:
+            # Slow, but it takes bytes (a resume means it took them all).
             self._watchStall(download, now)
             return
         timeout = self.registry.limits.stall_timeout
