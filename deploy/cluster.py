@@ -255,7 +255,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             cluster.spawn(
                 f"pipe{i + 1}",
                 [twistd, "--nodaemon", "--pidfile=", "--logfile=-", "pipe",
-                 "--listen", f"tcp:{port}:interface={opts.host}", *passthrough],
+                 "--listen", f"tcp:{port}:interface={opts.host}",
+                 # HAProxy connects from here and names the client in
+                 # X-Forwarded-For (option forwardfor in haproxy.cfg).
+                 "--trusted-proxy", "127.0.0.1", *passthrough],
             )
         deadline = time.monotonic() + 30
         while any(c.port is None for c in cluster.children):

@@ -4,7 +4,8 @@ What the container image runs (``python -m pipeserver.environ``), and what
 ``tap/pipe.tac`` reads. Every option ``--NAME`` of ``twistd pipe`` is the
 variable ``PIPE_NAME`` (upper case, ``_`` for ``-``): ``PIPE_WAIT_TIMEOUT=60``,
 ``PIPE_TOKENS=/etc/pipeserver/tokens``, ``PIPE_LOG_FORMAT=json``, ...
-``PIPE_LISTEN`` and ``PIPE_METRICS_LISTEN`` take space-separated endpoints.
+``PIPE_LISTEN``, ``PIPE_METRICS_LISTEN`` and ``PIPE_TRUSTED_PROXY`` take
+space-separated lists.
 An unset or empty variable leaves the option's default. Arguments given to
 ``python -m pipeserver.environ`` are passed on to ``twistd pipe`` after them.
 
@@ -22,7 +23,7 @@ from typing import List, Mapping, Optional, Tuple
 
 PREFIX = "PIPE_"
 #: Options that may be given several times: a space-separated list each.
-REPEATABLE = ("listen", "metrics-listen")
+REPEATABLE = ("listen", "metrics-listen", "trusted-proxy")
 DEFAULT_LISTEN = "tcp:8080"
 
 

@@ -166,6 +166,14 @@ def internal_error() -> Rejection:
     return Rejection(500, "[ERROR] Internal server error.")
 
 
+@_reason
+def client_limit() -> Rejection:
+    return over_limit(
+        "Too many parties from your address are waiting or transferring.",
+        reason="client_limit",
+    )
+
+
 def no_sender(path: str, wait: float) -> str:
     return f"[ERROR] No sender arrived on '{path}' within {seconds(wait)} seconds."
 

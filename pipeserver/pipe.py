@@ -58,6 +58,10 @@ SIZING_STEP = 16384
 #: the mark (a pause, a chunked body's end) wait at most two windows.
 BULK_BYTES = 1 << 20
 BULK_WINDOW = 0.005
+#: How often a paused receiver of a fan-out pipe is looked at, per
+#: ``--stall-timeout``: one that took no byte for that long is cut within a
+#: quarter more of it.
+STALL_LOOKS = 4
 # How long a sender we shut still has its upload read (and dropped), so it
 # reads our last lines rather than a reset; short, since many clients (curl
 # -T -) only report the failure once the connection is cut.
@@ -169,6 +173,15 @@ def send_buffer(sock: socket.socket) -> int:
         return 0
 
 
+def kernel_queued(sock: socket.socket) -> int:
+    """Bytes the kernel holds for ``sock``, unsent or unacknowledged (0 when
+    unknown)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except (OSError, ValueError):
+        return 0
+
+
 def kernel_room(sock: socket.socket, size: Optional[int] = None) -> int:
     """Bytes the kernel will still take on ``sock`` without blocking (an
     estimate on the safe side: half the send buffer, which also pays for the
@@ -204,6 +217,9 @@ class Upload:
     It is the request's body sink: the HTTP layer hands it body chunks as
     they arrive, the end of the body, and the loss of the connection.
     """
+
+    #: The client address it counts against while in its pipe (None after).
+    client: Optional[str] = None
 
     def __init__(self, pipe: "Pipe", request: "PipeRequestLike") -> None:
         self.pipe = pipe
@@ -342,6 +358,9 @@ class Download:
     Its transport pauses it when its write buffer is full; the pipe then
     pauses the upload until every receiver can take more.
     """
+
+    #: The client address it counts against while in its pipe (None after).
+    client: Optional[str] = None
 
     def __init__(self, pipe: "Pipe", request: "PipeRequestLike") -> None:
         self.pipe = pipe
@@ -497,6 +516,40 @@ class Download:
             self.request.unregisterProducer()
         _close(self.transport, clock)
 
+    def taken(self) -> int:
+        """Bytes of the response its client has taken so far (what was
+        written less what the transport and our kernel still hold): it
+        grows as long as the client reads. The kernel's share counts: a
+        socket with a large send buffer becomes writable again only once
+        much of it is free, so a client reading slowly may take bytes for
+        seconds without the transport's buffer moving."""
+        sent: int = getattr(self.request, "sentLength", 0)
+        held = buffered_bytes(self.transport)
+        # Under TLS, the TCP transport below holds the (encrypted) bytes.
+        below = self.transport
+        for _ in range(3):
+            if isinstance(below, tcp.Connection):
+                if below is not self.transport:
+                    held += buffered_bytes(below)
+                sock = getattr(below, "socket", None)
+                if isinstance(sock, socket.socket):
+                    held += kernel_queued(sock)
+                break
+            below = getattr(below, "transport", None)
+        return sent - held
+
+    def cut(self) -> None:
+        """End a receiver that stopped reading: it would never take what a
+        graceful close must still send, so the connection is aborted (the
+        response is truncated) at once, freeing what it holds."""
+        if self.request.producer is not None:
+            self.request.unregisterProducer()
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            self.transport.loseConnection()  # type: ignore[attr-defined]
+
     def reject(self, status: int, text: str) -> None:
         request = self.request
         body = (text + "\n").encode("utf-8")
@@ -568,6 +621,10 @@ class Pipe:
         self._pending: List[bytes] = []
         self._bodyEnded = False
         self._paused: Set[Download] = set()
+        #: A look at each paused receiver, to cut it if it takes no byte.
+        self._stallTimers: Dict[Download, IDelayedCall] = {}
+        #: Receivers that resumed since their last look.
+        self._resumed: Set[Download] = set()
         self._waitingReported = 0
         self._deadline: Optional[IDelayedCall] = self.clock.callLater(
             registry.wait_timeout, self._expire
@@ -591,7 +648,7 @@ class Pipe:
         return self.sender is None and len(self.receivers) == self.n
 
     # ---- joining
-    def addSender(self, request: PipeRequestLike, n: int) -> Upload:
+    def addSender(self, request: PipeRequestLike, n: int, client: str = "") -> Upload:
         if self.state is not State.WAITING:
             raise errors.established(self.path)
         if self.sender is not None:
@@ -599,6 +656,7 @@ class Pipe:
         if n != self.n:
             raise errors.n_mismatch(self.n, n)
         upload = self.sender = Upload(self, request)
+        self._join(upload, client)
         upload.say(f"[INFO] Waiting for {self.n} receiver(s)...")
         if self.receivers:
             upload.say(f"[INFO] {len(self.receivers)} receiver(s) has/have been connected.")
@@ -609,7 +667,7 @@ class Pipe:
         self._syncWaiting()
         return upload
 
-    def addReceiver(self, request: PipeRequestLike, n: int) -> Download:
+    def addReceiver(self, request: PipeRequestLike, n: int, client: str = "") -> Download:
         if self.state is not State.WAITING:
             raise errors.established(self.path)
         if n != self.n:
@@ -618,11 +676,22 @@ class Pipe:
             raise errors.receivers_full()
         download = Download(self, request)
         self.receivers.append(download)
+        self._join(download, client)
         if self.sender is not None:
             self.sender.say("[INFO] A receiver was connected.")
         self._maybeEstablish()
         self._syncWaiting()
         return download
+
+    def _join(self, party: "Upload | Download", client: str) -> None:
+        """Count ``party`` against its client until it leaves the pipe."""
+        party.client = client
+        self.registry.adjustClient(client, 1)
+
+    def _leave(self, party: "Upload | Download") -> None:
+        if party.client is not None:
+            self.registry.adjustClient(party.client, -1)
+            party.client = None
 
     def _maybeEstablish(self) -> bool:
         if self.sender is None or len(self.receivers) < self.n:
@@ -716,10 +785,15 @@ class Pipe:
         upload.finish()
         self._end("completed")
 
-    def _fail(self) -> None:
-        """The body broke: truncate every receiver and drop the sender."""
+    def _fail(self, cut: bool = False) -> None:
+        """The body broke: truncate every receiver and drop the sender.
+        With ``cut`` (a shutdown's grace is over) receivers are aborted at
+        once rather than left to drain what is buffered for them."""
         for download in list(self.receivers):
-            download.close(self.clock)
+            if cut:
+                download.cut()
+            else:
+                download.close(self.clock)
         if self.sender is not None:
             self.sender.close(self.clock)
         self._end("aborted")
@@ -728,11 +802,69 @@ class Pipe:
     def receiverPaused(self, download: Download) -> None:
         if download in self.receivers:
             self._paused.add(download)
+            if download not in self._stallTimers:
+                self._watchStall(download)
             self._updateReading()
 
     def receiverResumed(self, download: Download) -> None:
         self._paused.discard(download)
+        # Its look at stalling stays: a fast receiver pauses and resumes
+        # thousands of times a second, too often for a timer each time.
+        self._resumed.add(download)
         self._updateReading()
+
+    # ---- stalled receivers (fan-out only)
+    def _watchStall(
+        self, download: Download, taken: Optional[int] = None, since: Optional[float] = None
+    ) -> None:
+        """Look soon whether a paused receiver of a fan-out pipe took any
+        byte since it had taken ``taken`` (at ``since``; by default now):
+        one that stopped reading must not hold the others back for ever. A
+        lone receiver has nobody to hold back."""
+        timeout = self.registry.limits.stall_timeout
+        if timeout <= 0 or self.n < 2 or self.state is not State.STREAMING:
+            return
+        now = self.clock.seconds()
+        since = now if since is None else since
+        taken = download.taken() if taken is None else taken
+        self._resumed.discard(download)
+        # Never past the moment it would have been idle for the timeout.
+        delay = max(0.0, min(timeout / STALL_LOOKS, since + timeout - now))
+        self._stallTimers[download] = self.clock.callLater(
+            delay, self._checkStall, download, taken, since
+        )
+
+    def _unwatchStall(self, download: Download) -> None:
+        self._resumed.discard(download)
+        timer = self._stallTimers.pop(download, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _checkStall(self, download: Download, taken: int, since: float) -> None:
+        self._stallTimers.pop(download, None)
+        if download not in self._paused or self.state is not State.STREAMING:
+            # Reading again: the next pause looks anew.
+            self._resumed.discard(download)
+            return
+        now = download.taken()
+        if now > taken or download in self._resumed:
+            # Slow, but it takes bytes (a resume means it took them all).
+            self._watchStall(download, now)
+            return
+        timeout = self.registry.limits.stall_timeout
+        if self.clock.seconds() - since < timeout:
+            self._watchStall(download, taken, since)
+            return
+        log.info(
+            "A receiver on {path} took no byte for {timeout}s and was cut",
+            path=self.path,
+            timeout=errors.seconds(timeout),
+        )
+        self._drop(download)
+        download.cut()
+        self._receiverGoneMidway(
+            f"[INFO] A receiver was cut: it took no bytes for {errors.seconds(timeout)} seconds."
+        )
 
     def _updateReading(self) -> None:
         if self.sender is not None and self.state is State.STREAMING:
@@ -806,6 +938,7 @@ class Pipe:
         if upload is not self.sender:
             return
         if self.state is State.WAITING:
+            self._leave(upload)
             self.sender = None
             self._pending = []
             self._bodyEnded = False
@@ -821,22 +954,32 @@ class Pipe:
     def receiverLost(self, download: Download) -> None:
         if download not in self.receivers:
             return
-        self.receivers.remove(download)
-        self._paused.discard(download)
+        self._drop(download)
         if self.state is State.WAITING:
             if self.sender is None and not self.receivers:
                 self._end("left")
             self._syncWaiting()
         elif self.state is State.STREAMING:
-            upload = self.sender
-            assert upload is not None
-            upload.say("[INFO] A receiver aborted.")
-            if self.receivers:
-                self._updateReading()
-            else:
-                upload.say("[INFO] All receiver(s) was/were aborted halfway.")
-                upload.close(self.clock)
-                self._end("aborted")
+            self._receiverGoneMidway("[INFO] A receiver aborted.")
+
+    def _drop(self, download: Download) -> None:
+        self.receivers.remove(download)
+        self._paused.discard(download)
+        self._unwatchStall(download)
+        self._leave(download)
+
+    def _receiverGoneMidway(self, line: str) -> None:
+        """A receiver left a transfer under way: tell the sender, and go on
+        with the others if there are any."""
+        upload = self.sender
+        assert upload is not None
+        upload.say(line)
+        if self.receivers:
+            self._updateReading()
+        else:
+            upload.say("[INFO] All receiver(s) was/were aborted halfway.")
+            upload.close(self.clock)
+            self._end("aborted")
 
     # ---- the deadline
     def _expire(self) -> None:
@@ -861,9 +1004,10 @@ class Pipe:
         self._end(how)
 
     def abort(self) -> None:
-        """Cut a transfer under way: every side sees a failure."""
+        """Cut a transfer under way now: every side sees a failure, the
+        receivers at once."""
         if self.state is State.STREAMING:
-            self._fail()
+            self._fail(cut=True)
 
     def _cancelDeadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -883,6 +1027,11 @@ class Pipe:
             self._bulk, self._mark = False, 1
             self.sender.setLowWater(1)
         self._syncWaiting()
+        for download in list(self._stallTimers):
+            self._unwatchStall(download)
+        for party in [self.sender, *self.receivers]:
+            if party is not None:
+                self._leave(party)
         self._pending = []
         self._paused.clear()
         self.registry.remove(self, how)
@@ -896,17 +1045,28 @@ class Pipe:
 
 
 class Limits:
-    """How much the registry admits; past a limit a request gets a 503."""
+    """How much the registry admits; past a limit a request gets a 503.
+
+    ``max_parties_per_client`` caps the parties (senders and receivers,
+    waiting or transferring) one client address holds at once;
+    ``max_waiting_per_project`` applies only when tokens are configured
+    (None: not at all), since without them everybody is one project.
+    """
 
     def __init__(
         self,
         max_receivers: int = 256,
         max_waiting: int = 4096,
-        max_waiting_per_project: int = 1024,
+        max_waiting_per_project: Optional[int] = 1024,
+        max_parties_per_client: Optional[int] = None,
+        stall_timeout: float = 60.0,
     ) -> None:
         self.max_receivers = max_receivers
         self.max_waiting = max_waiting
         self.max_waiting_per_project = max_waiting_per_project
+        self.max_parties_per_client = max_parties_per_client
+        #: Seconds a receiver of a fan-out pipe may take no byte (0: never cut).
+        self.stall_timeout = stall_timeout
 
 
 class PipeRegistry:
@@ -935,24 +1095,34 @@ class PipeRegistry:
         self.counts: Dict[str, int] = {}
         self.waitingTotal = 0
         self.waitingByProject: Dict[str, int] = {}
+        #: Parties (waiting or transferring) by client address.
+        self.partiesByClient: Dict[str, int] = {}
         self.draining = False
+        #: Transfers a shutdown cut when its grace ended.
+        self.cutAtShutdown = 0
         self._drained: List[Deferred[None]] = []
 
-    def send(self, key: Key, n: int, request: PipeRequestLike) -> Pipe:
-        pipe = self._admit(key, n, receiver=False)
-        pipe.addSender(request, n)
+    def send(self, key: Key, n: int, request: PipeRequestLike, client: str = "") -> Pipe:
+        pipe = self._admit(key, n, receiver=False, client=client)
+        pipe.addSender(request, n, client)
         return pipe
 
-    def receive(self, key: Key, n: int, request: PipeRequestLike) -> Pipe:
-        pipe = self._admit(key, n, receiver=True)
-        pipe.addReceiver(request, n)
+    def receive(self, key: Key, n: int, request: PipeRequestLike, client: str = "") -> Pipe:
+        pipe = self._admit(key, n, receiver=True, client=client)
+        pipe.addReceiver(request, n, client)
         return pipe
 
-    def _admit(self, key: Key, n: int, receiver: bool) -> Pipe:
+    def _admit(self, key: Key, n: int, receiver: bool, client: str) -> Pipe:
         pipe = self.pipes.get(key)
         if self.draining:
             self._count("rejected: shutting down")
             raise errors.over_limit("The server is shutting down.", reason="shutting_down")
+        # Also for a party that completes its pipe: it then transfers, and
+        # one client must not hold unlimited transfers either.
+        perClient = self.limits.max_parties_per_client
+        if perClient is not None and self.partiesByClient.get(client, 0) >= perClient:
+            self._count("rejected: client limit")
+            raise errors.client_limit()
         # A party that completes its pipe waits for nobody: always welcome.
         if pipe is None or not pipe.completes(receiver):
             project = key[0]
@@ -961,7 +1131,8 @@ class PipeRegistry:
                 raise errors.over_limit(
                     "Too many parties are waiting on this server.", reason="waiting_limit"
                 )
-            if self.waitingByProject.get(project, 0) >= self.limits.max_waiting_per_project:
+            perProject = self.limits.max_waiting_per_project
+            if perProject is not None and self.waitingByProject.get(project, 0) >= perProject:
                 self._count("rejected: project waiting limit")
                 raise errors.over_limit(
                     "Too many parties are waiting in this project.",
@@ -970,6 +1141,14 @@ class PipeRegistry:
         if pipe is None:
             pipe = self.pipes[key] = Pipe(self, key, n)
         return pipe
+
+    def adjustClient(self, client: str, delta: int) -> None:
+        """A party of ``client`` joined a pipe (1) or left it (-1)."""
+        left = self.partiesByClient.get(client, 0) + delta
+        if left > 0:
+            self.partiesByClient[client] = left
+        else:
+            self.partiesByClient.pop(client, None)
 
     def adjustWaiting(self, project: str, delta: int) -> None:
         self.waitingTotal += delta
@@ -1019,6 +1198,7 @@ class PipeRegistry:
 
         def cut() -> None:
             for pipe in list(self.pipes.values()):
+                self.cutAtShutdown += 1
                 pipe.abort()
 
         timer = self.clock.callLater(grace, cut)

@@ -10,6 +10,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from pipeserver import errors, pages
+from pipeserver.clients import ClientAddresses
 from pipeserver.errors import Rejection
 from pipeserver.pipe import PipeRegistry, PipeRequestLike
 
@@ -37,11 +38,14 @@ class PipeResource(Resource):
         registry: PipeRegistry,
         authorize: Authorizer = open_project,
         max_path_bytes: int = 1024,
+        client_of: Callable[[PipeRequestLike], str] = ClientAddresses(),
     ) -> None:
         super().__init__()
         self.registry = registry
         self.authorize = authorize
         self.max_path_bytes = max_path_bytes
+        #: The client address a party counts against (clients.py).
+        self.client_of = client_of
         self.reserved: Dict[bytes, Callable[[PipeRequestLike], bytes]] = {
             b"/": pages.index,
             b"/noscript": pages.noscript,
@@ -102,7 +106,7 @@ class PipeResource(Resource):
             raise errors.content_range(request.method.decode("latin-1"))  # type: ignore[attr-defined]
         project = self._project(request, path)
         n = self._n(request, errors.sender_n_invalid)
-        self.registry.send((project, path), n, request)
+        self.registry.send((project, path), n, request, self.client_of(request))
         return NOT_DONE_YET
 
     def _receive(self, request: PipeRequestLike, path: bytes, head: bool) -> Union[bytes, int]:
@@ -115,7 +119,7 @@ class PipeResource(Resource):
             request.setHeader(b"content-type", b"text/plain")
             request.setHeader(b"access-control-allow-origin", b"*")
             return b""
-        self.registry.receive((project, path), n, request)
+        self.registry.receive((project, path), n, request, self.client_of(request))
         return NOT_DONE_YET
 
     def _n(self, request: PipeRequestLike, invalid: Callable[[], Rejection]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import resource
 import signal
 from typing import Any, List, Optional
 
@@ -12,8 +13,9 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from twisted.python import usage
 
-from pipeserver import __version__
+from pipeserver import __version__, clients
 from pipeserver.channel import HangupWatcher, PipeSite
+from pipeserver.clients import ClientAddresses
 from pipeserver.logs import FORMATS, LoggingService, observer_factory
 from pipeserver.pipe import Limits, PipeRegistry, buffered_bytes
 from pipeserver.resource import PipeResource, open_project
@@ -29,7 +31,8 @@ backpressure. Nothing is stored.
 
 With --tokens FILE every pipe needs a token (Authorization: Bearer TOKEN);
 `python -m pipeserver.tokens PROJECT` prints a new token and its line.
-The file is re-read on SIGHUP and when it changes. SIGTERM drains: waiting
+The file is re-read on SIGHUP and when it changes: valid lines apply, bad
+ones are skipped and logged by line number. SIGTERM drains: waiting
 parties are released, transfers get --shutdown-grace seconds to finish.
 
 Endpoints are Twisted endpoint strings, e.g. tcp:8080, tcp:8080:interface=127.0.0.1,
@@ -52,6 +55,13 @@ FLUSH_GRACE = 5.0
 def _positive_float(value: str) -> float:
     number = float(value)
     if not number > 0:
+        raise ValueError(value)
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if not number >= 0 or number == float("inf"):
         raise ValueError(value)
     return number
 
@@ -81,12 +91,25 @@ class Options(usage.Options):
         ["max-receivers", None, 256,
          "Largest n (receivers of one pipe) a client may ask for.", _positive_int],
         ["tokens", None, None,
-         "File of 'PROJECT SHA256_HEX_OF_TOKEN' lines; without it the server is open."],
-        ["max-waiting", None, 4096,
-         "Parties (senders and receivers) that may wait for their pipe, in all.",
-         _positive_int],
-        ["max-waiting-per-project", None, 1024,
-         "Parties that may wait for their pipe in one project.", _positive_int],
+         "File of 'PROJECT SHA256_HEX_OF_TOKEN' lines; without it the server is open. "
+         "A bad line is fatal at start; on a reload it is skipped (and logged by number)."],
+        ["max-waiting", None, None,
+         "Parties (senders and receivers) that may wait for their pipe, in all. "
+         "Default: half the file descriptors (RLIMIT_NOFILE, raised to its hard "
+         "limit at start, less 100 for the server itself): a waiting party holds "
+         "one, the other half is left for transfers under way.", _positive_int],
+        ["max-waiting-per-project", None, None,
+         "Parties that may wait for their pipe in one project; only with --tokens "
+         "(without them everybody is one project). Default: a quarter of "
+         "--max-waiting.", _positive_int],
+        ["max-waiting-per-client", None, None,
+         "Parties (senders and receivers, waiting or transferring) one client "
+         "address may hold at once; an IPv6 client is its /64. Default: "
+         "1/16 of --max-waiting, at least 8.", _positive_int],
+        ["stall-timeout", None, 60.0,
+         "Seconds a receiver of a fan-out pipe (n >= 2) may take no byte while "
+         "the pipe holds bytes for it before it is cut, so the others go on; "
+         "0 = never. A lone receiver is never cut.", _non_negative_float],
         ["idle-timeout", None, 60.0,
          "Seconds an idle connection is kept between requests. "
          "Waiting and streaming parties are never cut by it.", _positive_float],
@@ -106,6 +129,7 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["metrics-listen"] = []
+        self["trusted-proxy"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         """Endpoint to serve on (repeatable). Default: tcp:8080."""
@@ -116,6 +140,15 @@ class Options(usage.Options):
     def opt_metrics_listen(self, endpoint: str) -> None:
         """Endpoint serving Prometheus metrics at /metrics (repeatable). Default: none."""
         self["metrics-listen"].append(endpoint)
+
+    def opt_trusted_proxy(self, cidr: str) -> None:
+        """Network (CIDR, IPv4 or IPv6; or 'unix' for Unix-socket peers) of a
+        proxy whose X-Forwarded-For (or Forwarded: for=) names the client
+        (repeatable). Default: none; the peer's address is the client."""
+        try:
+            self["trusted-proxy"].append(clients.network(cidr))
+        except ValueError:
+            raise usage.UsageError(f"--trusted-proxy {cidr}: not a network or an address")
 
     def opt_version(self) -> None:
         """Print the version and exit."""
@@ -134,17 +167,59 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--tokens {self['tokens']}: {failure}")
 
 
-def makeSite(options: Any, reactor: Any) -> PipeSite:
-    """The Site with its registry; the clock and reactor are injected."""
+#: File descriptors kept for the server itself (listeners, log files,
+#: epoll, modules): the rest is for its clients.
+FD_RESERVE = 100
+#: RLIMIT_NOFILE taken as this when it is unlimited.
+FD_UNLIMITED = 1 << 20
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one; return the soft limit
+    now in force (each connection holds a descriptor, and the soft limit is
+    often a tenth of what the system allows)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as failure:
+            log.warn("Could not raise the file descriptor limit: {why}", why=str(failure))
+    return fd_limit()
+
+
+def fd_limit() -> int:
+    """The soft RLIMIT_NOFILE."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return FD_UNLIMITED if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def makeLimits(options: Any, fds: int) -> Limits:
+    """The limits: the options given, the rest derived from ``fds`` (see
+    the options' help): half of the descriptors left to clients may wait,
+    a project (with --tokens) a quarter of that, one client 1/16."""
+    usable = max(1, fds - FD_RESERVE)
+    waiting = options["max-waiting"] or max(16, usable // 2)
+    per_project = options["max-waiting-per-project"] or max(1, waiting // 4)
+    per_client = options["max-waiting-per-client"] or max(8, waiting // 16)
+    return Limits(
+        max_receivers=int(options["max-receivers"]),
+        max_waiting=int(waiting),
+        max_waiting_per_project=int(per_project) if options["tokens"] else None,
+        max_parties_per_client=int(per_client),
+        stall_timeout=float(options.get("stall-timeout", 60.0)),
+    )
+
+
+def makeSite(options: Any, reactor: Any, fds: Optional[int] = None) -> PipeSite:
+    """The Site with its registry; the clock and reactor are injected.
+    ``fds``, the descriptors the process may open, sets the default limits
+    (the soft RLIMIT_NOFILE in force if not given)."""
+    fds = fd_limit() if fds is None else fds
     registry = PipeRegistry(
         reactor,
         wait_timeout=float(options["wait-timeout"]),
         watcher=HangupWatcher(reactor),
-        limits=Limits(
-            max_receivers=int(options["max-receivers"]),
-            max_waiting=int(options["max-waiting"]),
-            max_waiting_per_project=int(options["max-waiting-per-project"]),
-        ),
+        limits=makeLimits(options, fds),
     )
     metrics = None
     if options.get("metrics-listen"):
@@ -158,6 +233,7 @@ def makeSite(options: Any, reactor: Any) -> PipeSite:
         registry,
         authorize=tokens if tokens is not None else open_project,
         max_path_bytes=int(options["max-path-bytes"]),
+        client_of=ClientAddresses(options.get("trusted-proxy", [])),
     )
     site = PipeSite(resource, timeout=float(options["idle-timeout"]), reactor=reactor)
     site.headerTimeout = float(options["header-timeout"])
@@ -167,6 +243,7 @@ def makeSite(options: Any, reactor: Any) -> PipeSite:
     site.tokens = tokens  # type: ignore[attr-defined]
     site.metrics = metrics  # type: ignore[attr-defined]
     site.displayTracebacks = False
+    site.fds = fds  # type: ignore[attr-defined]
     return site
 
 
@@ -182,6 +259,7 @@ class PipeService(service.Service):
         self.reactor = reactor
         self.grace = grace
         self._previousHup: Any = None
+        self._terminating = False
 
     def startService(self) -> None:
         super().startService()
@@ -191,10 +269,46 @@ class PipeService(service.Service):
         # full passes only visit what came later.
         gc.collect()
         gc.freeze()
+        limits = self.site.registry.limits  # type: ignore[attr-defined]
+        log.info(
+            "Capacity: {fds:,} file descriptors; up to {waiting:,} waiting parties, "
+            "{per_client:,} per client",
+            fds=max(1, self.site.fds - FD_RESERVE),  # type: ignore[attr-defined]
+            waiting=limits.max_waiting,
+            per_client=limits.max_parties_per_client,
+        )
         tokens = self.site.tokens  # type: ignore[attr-defined]
         if tokens is not None:
             tokens.start()
             self._installHup(tokens)
+        # Once running: the reactor installs its own handlers as it starts.
+        # Only when we start with it (twistd): a reactor already running
+        # belongs to someone else (tests), whose SIGTERM stays theirs.
+        if not getattr(self.reactor, "running", False):
+            self.reactor.callWhenRunning(self._installTerm)
+
+    def _installTerm(self) -> None:
+        """Handle SIGTERM ourselves: the reactor's handler makes twistd end
+        by re-raising it (exit status 143) even after a clean drain. Ours
+        stops the reactor the same way, and the exit says SIGTERM only if a
+        transfer had to be cut (see stopService)."""
+        if not hasattr(signal, "SIGTERM"):
+            return
+
+        def terminate(signum: int, frame: Any) -> None:
+            self.reactor.callFromThread(self._terminate)
+
+        try:
+            signal.signal(signal.SIGTERM, terminate)
+        except ValueError:  # not the main thread (tests)
+            pass
+
+    def _terminate(self) -> None:
+        if self._terminating:
+            return
+        self._terminating = True
+        log.info("Received SIGTERM, shutting down.")
+        self.reactor.stop()
 
     def _installHup(self, tokens: Tokens) -> None:
         if not hasattr(signal, "SIGHUP"):
@@ -225,7 +339,17 @@ class PipeService(service.Service):
         deadline = self.reactor.seconds() + self.grace + FLUSH_GRACE
         drained = registry.shutdown(self.grace)
         drained.addCallback(lambda _: self._flushed(deadline))
+        drained.addCallback(lambda _: self._exitStatus(registry.cutAtShutdown))
         return drained
+
+    def _exitStatus(self, cut: int) -> None:
+        """After a SIGTERM, twistd exits 0 unless transfers were cut; then
+        it ends by SIGTERM (143), as the reactor's own handler would have
+        it. ``_exitSignal`` is what twistd reads once the reactor stops."""
+        if cut:
+            log.warn("Shutdown cut {cut} transfer(s) at the end of the grace", cut=cut)
+            if self._terminating and hasattr(self.reactor, "_exitSignal"):
+                self.reactor._exitSignal = signal.SIGTERM
 
     def _flushed(self, deadline: float) -> "Deferred[None]":
         """Fires once every connection has sent its last bytes (or at the
@@ -269,7 +393,9 @@ def makeService(options: Any, reactor: Optional[IReactorCore] = None) -> service
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor  # type: ignore[assignment]
-    site = makeSite(options, reactor)
+    # At start, not at import: the process may open as many connections as
+    # the system lets it, and the default limits follow from that.
+    site = makeSite(options, reactor, raise_fd_limit())
     parent = LoggingService()
     parent.observerFactory = observer_factory(
         options.get("log-format", "text"), getattr(options, "parent", None)

@@ -15,7 +15,7 @@ import os
 import re
 import secrets
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -36,22 +36,53 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def parse(text: str) -> Dict[str, str]:
-    """Map each token hash to its project, or raise TokenFileError."""
+def _is_utf8(line: str) -> bool:
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, kept as surrogates
+        return False
+    return True
+
+
+def read(text: str) -> Tuple[Dict[str, str], List[str]]:
+    """Map each token hash to its project, skipping what cannot be used.
+
+    Returns the table of every valid line and one problem per skipped line,
+    as ``line N: why``: never the line's text, which may hold a token. A
+    token listed in two projects is dropped from both (it is ambiguous, and
+    dropping it fails closed)."""
     table: Dict[str, str] = {}
+    problems: List[str] = []
+    ambiguous: Set[str] = set()
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         match = _LINE.match(line)
+        if match is not None and not _is_utf8(line):
+            problems.append(f"line {number}: not UTF-8")
+            continue
         if match is None:
-            raise TokenFileError(
+            problems.append(
                 f"line {number}: expected 'PROJECT SHA256_HEX', got {len(line)} characters"
             )
+            continue
         project, digest = match.group(1), match.group(2).lower()
-        if digest in table and table[digest] != project:
-            raise TokenFileError(f"line {number}: the same token is in two projects")
+        if digest in ambiguous or (digest in table and table[digest] != project):
+            problems.append(f"line {number}: the same token is in two projects")
+            ambiguous.add(digest)
+            table.pop(digest, None)
+            continue
         table[digest] = project
+    return table, problems
+
+
+def parse(text: str) -> Dict[str, str]:
+    """Map each token hash to its project, or raise TokenFileError naming
+    the first line that cannot be used (at start, a broken file is fatal)."""
+    table, problems = read(text)
+    if problems:
+        raise TokenFileError(problems[0])
     return table
 
 
@@ -76,8 +107,9 @@ def token_from(authorization: Optional[bytes]) -> Optional[str]:
 class Tokens:
     """The projects' tokens, read from a file and re-read when it changes.
 
-    ``reload()`` (on SIGHUP) and a poll of the file's mtime both re-read it;
-    a broken file is logged and the tokens in force stay. Requests already
+    ``reload()`` (on SIGHUP) and a poll of the file's mtime both re-read it:
+    every valid line is applied, each bad one is skipped and logged by its
+    number, and the tokens in force stay only if the file cannot be read. Requests already
     admitted are never affected.
     """
 
@@ -103,7 +135,8 @@ class Tokens:
         return (st.st_mtime, st.st_size, st.st_ino)
 
     def load(self) -> None:
-        """Read the file; raise TokenFileError or OSError if it cannot be used."""
+        """Read the file strictly; raise TokenFileError or OSError if any
+        line cannot be used (how the server starts)."""
         stamp = self._statStamp()
         with open(self.path, encoding="utf-8") as handle:
             table = parse(handle.read())
@@ -111,22 +144,35 @@ class Tokens:
         self._stamp = stamp
 
     def reload(self) -> bool:
+        """Read the file again and apply every valid line of it.
+
+        A line that cannot be used is skipped and logged by its number (a
+        token removed in the same edit must not stay valid); the tokens in
+        force stay only when the file cannot be read at all."""
         try:
-            self.load()
-        except (OSError, TokenFileError, UnicodeDecodeError) as failure:
+            stamp = self._statStamp()
+            # A stray byte spoils its own line only (see _is_utf8).
+            with open(self.path, encoding="utf-8", errors="surrogateescape") as handle:
+                text = handle.read()
+        except OSError as failure:
             log.error(
                 "Tokens file {path} not reloaded, the previous tokens stay: {why}",
                 path=self.path,
                 why=str(failure),
             )
             return False
+        table, problems = read(text)
+        for problem in problems:
+            log.error("Tokens file {path}: {why}; skipped", path=self.path, why=problem)
+        self._table = table
+        self._stamp = stamp
         log.info(
             "Tokens file {path} loaded: {count} token(s) in {projects} project(s)",
             path=self.path,
             count=len(self._table),
             projects=len(set(self._table.values())),
         )
-        return True
+        return not problems
 
     def _poll(self) -> None:
         try:

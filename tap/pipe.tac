@@ -2,8 +2,9 @@
 # Settings come from the environment, as in the container image
 # (pipeserver/environ.py): each option --NAME of `twistd pipe` is PIPE_NAME,
 # e.g. PIPE_WAIT_TIMEOUT, PIPE_MAX_RECEIVERS, PIPE_TOKENS (a file),
-# PIPE_SHUTDOWN_GRACE, PIPE_LOG_FORMAT (text or json); PIPE_LISTEN and
-# PIPE_METRICS_LISTEN take space-separated endpoints (PIPE_LISTEN: tcp:8080).
+# PIPE_SHUTDOWN_GRACE, PIPE_LOG_FORMAT (text or json); PIPE_LISTEN,
+# PIPE_METRICS_LISTEN and PIPE_TRUSTED_PROXY take space-separated lists
+# (PIPE_LISTEN: tcp:8080).
 import os
 
 from twisted.application import service

@@ -181,25 +181,29 @@ class RawClient(Protocol):
 _connect_slots = defer.DeferredSemaphore(40)
 
 
-def connect(port: int, timeout: float = 10.0) -> defer.Deferred:
-    """A connected :class:`RawClient` to 127.0.0.1:port.
+def connect(port: int, timeout: float = 10.0, source: Optional[str] = None) -> defer.Deferred:
+    """A connected :class:`RawClient` to 127.0.0.1:port, from the loopback
+    address ``source`` (e.g. 127.0.0.2: another client) if given.
 
     At most 40 connects are in flight, so the listen backlog (50) never
     overflows and no SYN waits a second to be retried.
     """
+    bind = (source, 0) if source is not None else None
 
     def go() -> defer.Deferred:
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=timeout)
+        endpoint = TCP4ClientEndpoint(
+            reactor, "127.0.0.1", port, timeout=timeout, bindAddress=bind
+        )
         return connectProtocol(endpoint, RawClient())
 
     return _connect_slots.run(go)
 
 
 @defer.inlineCallbacks
-def exchange(port: int, data: bytes, timeout: float = 10.0):
+def exchange(port: int, data: bytes, timeout: float = 10.0, source: Optional[str] = None):
     """Send ``data`` on a fresh connection; fire with the client once the
     server has closed it."""
-    client = yield connect(port)
+    client = yield connect(port, source=source)
     client.send(data)
     yield client.wait_closed(timeout, f"the server to close after {data[:60]!r}")
     return client
@@ -297,13 +301,20 @@ def assert_rejected(client: RawClient, status_line: str, text: str) -> None:
 
 
 @defer.inlineCallbacks
-def normal_pair(server: Any, path: str = "/after", size: int = 100_000, seed: int = 7, chunked: bool = False):
-    """A fresh receiver and sender on ``path`` complete a sha256-checked
-    transfer, and the path is free afterwards."""
+def normal_pair(
+    server: Any,
+    path: str = "/after",
+    size: int = 100_000,
+    seed: int = 7,
+    chunked: bool = False,
+    source: Optional[str] = None,
+):
+    """A fresh receiver and sender on ``path`` (from ``source``, if given)
+    complete a sha256-checked transfer, and the path is free afterwards."""
     body = body_bytes(size, seed)
-    receiver = yield connect(server.portnum)
+    receiver = yield connect(server.portnum, source=source)
     receiver.send(get_request(path))
-    sender = yield connect(server.portnum)
+    sender = yield connect(server.portnum, source=source)
     sender.send(put_request(path, body, chunked=chunked, pieces=7, rnd=random.Random(seed)))
     yield receiver.wait_closed(15, f"the receiver on {path} to finish")
     yield sender.wait_closed(15, f"the sender on {path} to finish")

@@ -45,6 +45,11 @@ def make_server(procs):
             problems.append(
                 f"registry not empty after the test: {sorted(server.registry.pipes)}"
             )
+        else:
+            if server.registry.partiesByClient:
+                problems.append(
+                    f"parties still counted: {server.registry.partiesByClient}"
+                )
     left = procs.cleanup()
     for server in servers:
         # Whatever the test left, do not leak it into the next test.

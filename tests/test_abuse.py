@@ -472,15 +472,15 @@ def test_silent_connections_cut_by_idle_timeout(make_server, failures):
 
 
 @defer.inlineCallbacks
-def wait_many(server, paths, extra=b"", batch=200):
-    """Open a waiting receiver per path. Fires with (waiting, rejected)
-    clients once the server has answered or registered every one; each
-    client knows its ``path``."""
+def wait_many(server, paths, extra=b"", batch=200, source=None):
+    """Open a waiting receiver per path (from ``source``, if given). Fires
+    with (waiting, rejected) clients once the server has answered or
+    registered every one; each client knows its ``path``."""
     waiting, rejected, clients = [], [], []
     for start in range(0, len(paths), batch):
         batch_clients = []
         for path in paths[start : start + batch]:
-            c = yield connect(server.portnum)
+            c = yield connect(server.portnum, source=source)
             c.path = path
             c.send(get_request(path, close=False, extra=extra))
             batch_clients.append(c)
@@ -510,7 +510,7 @@ def assert_over_limit(client, text):
 @pytest_twisted.inlineCallbacks
 def test_max_waiting(make_server, failures):
     raise_nofile(5000 * 2 + 500)
-    server = make_server("--max-waiting", "1000", "--max-waiting-per-project", "100000")
+    server = make_server("--max-waiting", "1000", "--max-waiting-per-client", "100000")
     paths = [f"/p{i}" for i in range(5000)]
     waiting, rejected = yield wait_many(server, paths)
     assert len(waiting) == 1000

@@ -28,8 +28,10 @@ def test_every_option_has_its_variable(tmp_path):
         "PIPE_SHUTDOWN_GRACE": "7",
         "PIPE_LOG_FORMAT": "json",
         "PIPE_MAX_WAITING": "",  # empty: the default
+        "PIPE_TRUSTED_PROXY": "10.0.0.0/8 unix",
         "HOME": "/root",
     })
+    assert [str(network) for network in options["trusted-proxy"]] == ["10.0.0.0/8", "unix"]
     assert options["listen"] == ["tcp:8080", "unix:/tmp/p.sock"]
     assert options["metrics-listen"] == ["tcp:9100"]
     assert (options["wait-timeout"], options["max-receivers"]) == (60.0, 5)

@@ -130,3 +130,42 @@ def test_access_log_names_project_but_never_the_token(make_server, procs, tmp_pa
     everything = "\n".join(texts) + repr(events)
     for secret in (TOKEN_A, TOKEN_B, "hello"):
         assert secret not in everything
+
+
+@pytest_twisted.inlineCallbacks
+def test_reload_with_a_bad_line_still_revokes_a_removed_token(make_server, tmp_path):
+    path = tokens_file(
+        tmp_path, line("alpha", TOKEN_A), line("alpha", TOKEN_A2), line("beta", TOKEN_B)
+    )
+    server = make_server("--tokens", path)
+
+    @pytest_twisted.inlineCallbacks
+    def statuses():
+        codes = []
+        for token in (TOKEN_A, TOKEN_A2, TOKEN_B):
+            reply = yield helpers.http(
+                "HEAD", server.url("/probe"), headers={"Authorization": "Bearer " + token}
+            )
+            codes.append(reply.code)
+        return codes
+
+    assert (yield statuses()) == [200, 200, 200]
+    # One edit removes TOKEN_A and leaves a malformed line (a token in clear).
+    with open(path, "w") as handle:
+        handle.write(
+            "# project tokens\n" + line("alpha", TOKEN_A2) + f"beta {TOKEN_B}\n"
+            + line("beta", TOKEN_B)
+        )
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        server.site.tokens.reload()  # what SIGHUP (or the poll) does
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert (yield statuses()) == [401, 200, 200]
+    texts = [formatEvent(e) for e in events]
+    assert (
+        f"Tokens file {path}: line 3: expected 'PROJECT SHA256_HEX', got 32 characters; skipped"
+        in texts
+    )
+    assert TOKEN_B not in "\n".join(texts) + repr(events)

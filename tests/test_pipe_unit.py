@@ -1131,3 +1131,124 @@ def test_shut_sender_is_read_for_the_linger_then_cut(env: Env) -> None:
     assert s.transport.connected
     env.clock.advance(0.001)
     assert not s.transport.connected and s.transport.aborted
+
+
+# --------------------------------------------------------------- stalled receivers
+STALL_CUT = "[INFO] A receiver was cut: it took no bytes for 60 seconds."
+
+
+def test_a_stalled_receiver_of_a_fan_out_is_cut_at_the_stall_timeout(env: Env) -> None:
+    s = sender(env, n=3)
+    r1, r2, r3 = (receiver(env, n=3) for _ in range(3))
+    s.send(chunk(b"abc"))
+    r2.pause()  # its transport cannot take more, and it never resumes
+    assert s.reading == "paused"
+    env.clock.advance(59.9)
+    assert r2.open and s.reading == "paused"
+    env.clock.advance(0.1)
+    # Cut at once (aborted, no last chunk); the others go on.
+    assert r2.transport.aborted and not r2.transport.connected
+    assert_truncated(r2)
+    assert r2.response().body == b"abc"
+    assert s.reading == "producing"
+    s.send(chunk(b"def"))
+    finish_body(s)
+    for r in (r1, r3):
+        assert (r.response().body, r.response().complete) == (b"abcdef", True)
+    assert sender_lines(s)[-3:] == [
+        STALL_CUT,
+        "[INFO] Sent successfully!",
+        "[INFO] 2 of 3 receiver(s) received successfully.",
+    ]
+    assert s.response().complete
+    assert env.registry.partiesByClient == {}
+
+
+def test_a_receiver_that_resumes_in_time_is_not_cut(env: Env) -> None:
+    s = sender(env, n=2)
+    r1, r2 = receiver(env, n=2), receiver(env, n=2)
+    r1.pause()
+    env.clock.advance(59.5)
+    r1.resume()  # it took every byte held for it
+    r1.pause()
+    # The next look (at 60) sees it moved: a whole timeout again from there.
+    env.clock.pump([0.5] * 120)
+    assert r1.open
+    env.clock.advance(0.5)
+    assert not r1.open
+    finish_body(s, b"z")
+    assert (r2.response().body, r2.response().complete) == (b"z", True)
+    assert sender_lines(s)[-3:] == [
+        STALL_CUT,
+        "[INFO] Sent successfully!",
+        "[INFO] 1 of 2 receiver(s) received successfully.",
+    ]
+
+
+def test_a_lone_receiver_is_never_cut_for_stalling(env: Env) -> None:
+    s = sender(env)
+    r = receiver(env)
+    s.send(chunk(b"abc"))
+    r.pause()
+    env.clock.advance(3600)
+    assert r.open and s.reading == "paused"
+    r.resume()
+    finish_body(s)
+    assert (r.response().body, r.response().complete) == (b"abc", True)
+
+
+@pytest.mark.parametrize("timeout, cut_at", [("0", None), ("2.5", 2.5)])
+def test_stall_timeout_is_configurable(make_site, timeout, cut_at) -> None:
+    env = make_site("--stall-timeout", timeout)
+    s = sender(env, n=2)
+    r1, r2 = receiver(env, n=2), receiver(env, n=2)
+    r1.pause()
+    if cut_at is None:
+        env.clock.advance(3600)
+        assert r1.open
+        r1.resume()
+        finish_body(s, b"ok")
+        assert sender_lines(s)[-1] == "[INFO] All receiver(s) was/were received successfully."
+        return
+    env.clock.advance(cut_at - 0.001)
+    assert r1.open
+    env.clock.advance(0.001)
+    assert not r1.open
+    finish_body(s, b"ok")
+    assert sender_lines(s)[-3] == (
+        "[INFO] A receiver was cut: it took no bytes for 2.5 seconds.")
+
+
+def test_every_receiver_stalled_ends_the_transfer(env: Env) -> None:
+    s = sender(env, n=2)
+    r1, r2 = receiver(env, n=2), receiver(env, n=2)
+    s.send(chunk(b"abc"))
+    r1.pause()
+    r2.pause()
+    env.clock.advance(60)
+    assert not r1.open and not r2.open
+    assert sender_lines(s)[-3:] == [
+        STALL_CUT, STALL_CUT, "[INFO] All receiver(s) was/were aborted halfway."]
+    env.clock.advance(CLOSE_GRACE)
+    assert not s.open
+
+
+# --------------------------------------------------------------- shutdown
+def test_shutdown_cuts_receivers_at_once_when_the_grace_ends(env: Env) -> None:
+    s = sender(env, n=2)
+    r1, r2 = receiver(env, n=2), receiver(env, n=2)
+    s.send(chunk(b"abc"))
+    r2.pause()  # bytes are held for it: a graceful close would wait for them
+    drained: list = []
+    env.registry.shutdown(30.0).addCallback(drained.append)
+    env.clock.advance(29.9)
+    assert r1.open and r2.open and drained == []
+    env.clock.advance(0.1)
+    for r in (r1, r2):
+        assert r.transport.aborted and not r.transport.connected
+        assert_truncated(r)
+    assert env.registry.cutAtShutdown == 1
+    env.clock.advance(0)
+    assert drained == [None]
+    env.clock.advance(CLOSE_GRACE)
+    assert not s.open

@@ -274,3 +274,81 @@ def test_syslog_keeps_twistds_own_observer() -> None:
     application = Application("pipe")
     tap.makeService(twistd.subOptions, MemoryReactorClock()).setServiceParent(application)
     assert application.getComponent(ILogObserver, None) is None
+
+
+# ------------------------------------------------------------ limits and capacity
+def test_default_limits_follow_the_file_descriptors() -> None:
+    limits = tap.makeSite(parse(), MemoryReactorClock(), fds=20_000).registry.limits
+    # 19,900 descriptors for clients: half may wait, one client 1/16 of that.
+    assert (limits.max_waiting, limits.max_parties_per_client) == (9_950, 621)
+    # Without tokens everybody is one project: no per-project cap.
+    assert limits.max_waiting_per_project is None
+    assert limits.stall_timeout == 60.0
+    small = tap.makeSite(parse(), MemoryReactorClock(), fds=1024).registry.limits
+    assert (small.max_waiting, small.max_parties_per_client) == (462, 28)
+
+
+def test_explicit_limits_override_the_derived_ones(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    tokens = tmp_path / "tokens"
+    tokens.write_text("")
+    derived = tap.makeSite(parse("--tokens", str(tokens)), MemoryReactorClock(), fds=20_000)
+    assert derived.registry.limits.max_waiting_per_project == 2_487
+    limits = tap.makeSite(
+        parse("--tokens", str(tokens), "--max-waiting", "300", "--max-waiting-per-project",
+              "70", "--max-waiting-per-client", "9", "--stall-timeout", "0"),
+        MemoryReactorClock(), fds=20_000,
+    ).registry.limits
+    assert (limits.max_waiting, limits.max_waiting_per_project,
+            limits.max_parties_per_client, limits.stall_timeout) == (300, 70, 9, 0.0)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--max-waiting-per-client", "0"], ["--stall-timeout", "-1"], ["--stall-timeout", "x"],
+     ["--stall-timeout", "inf"], ["--trusted-proxy", "10.0.0.0/33"], ["--trusted-proxy", "proxy"]],
+)
+def test_bad_limit_values_rejected(argv: List[str]) -> None:
+    with pytest.raises(usage.UsageError):
+        parse(*argv)
+
+
+def test_trusted_proxy_is_repeatable() -> None:
+    options = parse("--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "2001:db8::/32",
+                    "--trusted-proxy", "192.0.2.7", "--trusted-proxy", "unix")
+    assert [str(net) for net in options["trusted-proxy"]] == [
+        "10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32", "unix"]
+
+
+def test_makeService_raises_the_soft_fd_limit_and_logs_the_capacity(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import resource
+
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    limits = {"now": (1024, 20_000)}
+    monkeypatch.setattr(resource, "getrlimit", lambda which: limits["now"])
+
+    def setrlimit(which, value):  # type: ignore[no-untyped-def]
+        assert which == resource.RLIMIT_NOFILE
+        limits["now"] = value
+
+    monkeypatch.setattr(resource, "setrlimit", setrlimit)
+    reactor = MemoryReactorClock()
+    service = tap.makeService(parse(), reactor)
+    # Raised when the service is made (twistd starting), not at import.
+    assert limits["now"] == (20_000, 20_000)
+    events: List[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        service.startService()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    texts = [formatEvent(event) for event in events]
+    assert "Capacity: 19,900 file descriptors; up to 9,950 waiting parties, 621 per client" in texts
+    service.stopService()
+
+
+def test_help_names_the_limit_options() -> None:
+    text = " ".join(str(tap.Options()).split())
+    for name in ("--max-waiting-per-client", "--trusted-proxy", "--stall-timeout",
+                 "half the file descriptors"):
+        assert name in text

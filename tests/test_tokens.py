@@ -8,7 +8,7 @@ import os
 
 import pytest
 from twisted.internet import task
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from pipeserver import tokens
 from pipeserver.errors import Rejection
@@ -141,20 +141,69 @@ def test_changed_file_is_picked_up_by_the_poll(token_file):
     assert not clock.getDelayedCalls()
 
 
-def test_broken_file_keeps_the_old_tokens_and_logs_without_token_text(token_file):
-    store = tokens.Tokens(str(token_file), task.Clock())
+def reload_logged(store):
     events = []
     globalLogPublisher.addObserver(events.append)
     try:
-        token_file.write_text("alpha tok-a-in-clear\n")
-        assert store.reload() is False
+        result = store.reload()
     finally:
         globalLogPublisher.removeObserver(events.append)
-    assert store.project_of("tok-a") == "alpha"
-    errors = [e for e in events if e.get("log_level") == LogLevel.error]
+    return result, [e for e in events if e.get("log_level") == LogLevel.error]
+
+
+def test_reload_applies_valid_lines_and_skips_bad_ones_by_number(token_file):
+    token_file.write_text(line_for("alpha", "tok-a") + line_for("beta", "tok-b"))
+    store = tokens.Tokens(str(token_file), task.Clock())
+    # One edit: tok-a revoked, gamma added, and a typo that holds a token in clear.
+    token_file.write_text(
+        "# edited\n" + line_for("beta", "tok-b") + "gamma tok-g-in-clear\n"
+        + line_for("gamma", "tok-g")
+    )
+    result, errors = reload_logged(store)
+    assert result is False
+    assert store.project_of("tok-a") is None
+    assert store.project_of("tok-b") == "beta"
+    assert store.project_of("tok-g") == "gamma"
+    assert [formatEvent(e) for e in errors] == [
+        f"Tokens file {token_file}: line 3: expected 'PROJECT SHA256_HEX', "
+        "got 20 characters; skipped"
+    ]
+    assert "tok-g" not in repr(errors)
+
+
+def test_reload_of_only_bad_lines_leaves_no_token(token_file):
+    store = tokens.Tokens(str(token_file), task.Clock())
+    token_file.write_text("alpha tok-a-in-clear\n")
+    result, errors = reload_logged(store)
+    assert result is False
+    assert store.project_of("tok-a") is None
     assert len(errors) == 1
-    assert errors[0]["why"].startswith("line 1: expected 'PROJECT SHA256_HEX'")
+    assert errors[0]["why"] == "line 1: expected 'PROJECT SHA256_HEX', got 20 characters"
     assert "tok-a" not in repr(errors[0])
+
+
+def test_reload_drops_a_token_named_in_two_projects(token_file):
+    store = tokens.Tokens(str(token_file), task.Clock())
+    token_file.write_text(
+        line_for("alpha", "tok-a") + line_for("beta", "tok-a") + line_for("beta", "tok-b")
+    )
+    result, errors = reload_logged(store)
+    assert result is False
+    assert store.project_of("tok-a") is None
+    assert store.project_of("tok-b") == "beta"
+    assert [e["why"] for e in errors] == ["line 2: the same token is in two projects"]
+
+
+def test_reload_skips_a_line_that_is_not_utf8(token_file):
+    store = tokens.Tokens(str(token_file), task.Clock())
+    token_file.write_bytes(
+        b"alph\xff " + hashlib.sha256(b"tok-a").hexdigest().encode() + b"\n"
+        + line_for("beta", "tok-b").encode()
+    )
+    result, errors = reload_logged(store)
+    assert store.project_of("tok-a") is None
+    assert store.project_of("tok-b") == "beta"
+    assert [e["why"] for e in errors] == ["line 1: not UTF-8"]
 
 
 def test_missing_file_on_reload_keeps_the_old_tokens(token_file):

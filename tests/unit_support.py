@@ -191,6 +191,8 @@ class Env:
     def assertClean(self) -> None:
         assert self.registry.pipes == {}
         assert self.registry.waiting() == 0
+        # Every party that joined a pipe left it: no client keeps a place.
+        assert self.registry.partiesByClient == {}
         assert self.deadlineCalls() == []
         assert self.errors == [], self.errors
 
