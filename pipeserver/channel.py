@@ -17,13 +17,19 @@ import select
 import time
 from typing import Any, Dict, List, Optional, Protocol, Set
 
-from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReadDescriptor
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    ILoggingContext,
+    IProtocolFactory,
+    IReactorFDSet,
+    IReadDescriptor,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols import basic
 from twisted.web import http, server
 from twisted.web.http import _MalformedChunkedDataError
-from zope.interface import implementer
+from zope.interface import implementer, implementer_only
 
 from pipeserver.chunked import ViewChunkedDecoder
 
@@ -143,6 +149,17 @@ def _reply(status: bytes, text: str) -> bytes:
         b"Access-Control-Allow-Origin: *\r\nConnection: close\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body)
     ) + body
+
+
+def _has_forbidden_header_bytes(line: bytes) -> bool:
+    """True if a header line holds NUL, CR or LF (RFC 9110 5.5).
+
+    Twisted 26 rejects these itself; Twisted 25.5 rejects only NUL, so a bare
+    CR (``Content-Disposition: a\rSet-Cookie: evil=1``) would be stored and
+    relayed to receivers, some of which end a header line at a CR. (A bare LF
+    already ends the line early and is refused in ``lineReceived``.)
+    """
+    return len(line.translate(None, b"\x00\r\n")) != len(line)
 
 
 class PipeChannel(http.HTTPChannel):
@@ -266,6 +283,9 @@ class PipeChannel(http.HTTPChannel):
         super().lineReceived(line)
 
     def headerReceived(self, line: bytes) -> bool:
+        if _has_forbidden_header_bytes(line):
+            self._respondToBadRequestAndDisconnect()
+            return False
         # Twisted skips "Transfer-Encoding: identity", so "chunked" plus
         # "identity", or "identity" plus Content-Length, would be framed one
         # way here and maybe another by a proxy in front (request smuggling).
@@ -317,6 +337,14 @@ class PipeChannel(http.HTTPChannel):
                 self.setTimeout(self._savedTimeOut)
 
 
+# Site also declares IProtocolNegotiationFactory (ALPN), offering "h2" once the
+# h2 package is importable, which PipeChannel does not speak. And Twisted 25.5
+# sets the ALPN callback on the endpoint's one shared SSL context for every
+# connection it accepts, which pyOpenSSL 26.2+ refuses once that context has
+# made a connection ("Context has already been used..."): every TLS connection
+# after the first was dropped. Without the interface no ALPN is offered, and
+# clients speak HTTP/1.1, their default, on every Twisted.
+@implementer_only(IProtocolFactory, ILoggingContext)
 class PipeSite(server.Site):
     """A Site that builds :class:`PipeChannel` and :class:`PipeRequest`."""
 
