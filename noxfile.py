@@ -48,7 +48,7 @@ nox.options.error_on_missing_interpreters = True
 # uv builds a session's environment in seconds; plain venv + pip otherwise.
 nox.options.default_venv_backend = "uv|venv"
 # Each (Python, Twisted) pair has its own environment, so keeping it between
-# runs is safe: the install step below still runs and puts the pinned Twisted
+# runs is safe: the install step below still runs and puts the chosen Twisted
 # and this checkout's pipeserver into it each time.
 nox.options.reuse_venv = "yes"
 

@@ -6,7 +6,7 @@ each body chunk on as it arrives, so this module subclasses the channel and
 the request. It leans on names Twisted documents as "not intended for
 users" (``gotLength``, ``handleContentChunk``, ``requestReceived``) and on the
 channel's private ``_command``/``_path``/``_version``: the supported Twisted
-range is pinned in setup.cfg and ``tests/test_twisted_internals.py`` fails
+range is bounded in setup.cfg and ``tests/test_twisted_internals.py`` fails
 if they change.
 """
 

@@ -388,7 +388,7 @@ def test_pipe_site_uses_the_pipe_channel_and_request() -> None:
     assert PipeSite.requestFactory is PipeRequest
 
 
-# ------------------------------------------------------------ the pinned version
+# ------------------------------------------------------------ the supported range
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
         "==": operator.eq, "!=": operator.ne}
 
@@ -398,7 +398,7 @@ def _version_tuple(text: str) -> Tuple[int, ...]:
                  if re.match(r"\d+", part))
 
 
-def _pinned_twisted() -> List[Tuple[str, str]]:
+def _twisted_range() -> List[Tuple[str, str]]:
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
     for line in config["options"]["install_requires"].splitlines():
@@ -421,7 +421,7 @@ def _within(version: Tuple[int, ...], specs: List[Tuple[str, str]]) -> bool:
 
 
 def test_twisted_version_is_inside_the_supported_range() -> None:
-    specs = _pinned_twisted()
+    specs = _twisted_range()
     ops = {op for op, _ in specs}
     # A range with both ends: upgrades must be deliberate.
     assert ops & {"<", "<=", "=="} and ops & {">", ">=", "=="}, specs
@@ -460,7 +460,7 @@ def test_ci_tests_what_setup_cfg_claims() -> None:
     classified = re.findall(r"Programming Language :: Python :: (3\.\d+)\s*$",
                             config["metadata"]["classifiers"], re.MULTILINE)
     assert classified == pythons
-    specs = _pinned_twisted()
+    specs = _twisted_range()
     assert (">=", nox["TWISTED_LOWEST"]) in specs, specs
     for name in ("TWISTED_LOWEST", "TWISTED_MIDDLE", "TWISTED_NEWEST"):
         assert _within(_version_tuple(nox[name]), specs), (name, nox[name], specs)
