@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from twisted.protocols import basic
 from twisted.web import http, server
 from twisted.web.http import _MalformedChunkedDataError
-from zope.interface import implementer, implementer_only
+from zope.interface import classImplementsOnly, implementer
 
 from pipeserver.chunked import ViewChunkedDecoder
 
@@ -337,14 +337,6 @@ class PipeChannel(http.HTTPChannel):
                 self.setTimeout(self._savedTimeOut)
 
 
-# Site also declares IProtocolNegotiationFactory (ALPN), offering "h2" once the
-# h2 package is importable, which PipeChannel does not speak. And Twisted 25.5
-# sets the ALPN callback on the endpoint's one shared SSL context for every
-# connection it accepts, which pyOpenSSL 26.2+ refuses once that context has
-# made a connection ("Context has already been used..."): every TLS connection
-# after the first was dropped. Without the interface no ALPN is offered, and
-# clients speak HTTP/1.1, their default, on every Twisted.
-@implementer_only(IProtocolFactory, ILoggingContext)
 class PipeSite(server.Site):
     """A Site that builds :class:`PipeChannel` and :class:`PipeRequest`."""
 
@@ -355,6 +347,12 @@ class PipeSite(server.Site):
     headerTimeout: Optional[float] = 20.0
     maxHeaders = 100
     totalHeadersSize = 16384
+
+    def acceptableProtocols(self) -> List[bytes]:
+        """What TLS offers by ALPN: HTTP/1.1 only. Site offers "h2" too
+        whenever the h2 package can be imported, which PipeChannel does not
+        speak."""
+        return [b"http/1.1"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -385,6 +383,27 @@ class PipeSite(server.Site):
             duration=max(0.0, self.reactor.seconds() - request.startedAt),
             project=request.project or "-",
         )
+
+
+def _alpn_set_on_each_connection() -> bool:
+    """Whether this Twisted sets a site's ALPN callback on the endpoint's one
+    shared SSL context at every connection it accepts, as 25.5 does
+    (``TLSMemoryBIOFactory._applyProtocolNegotiation``). pyOpenSSL 26.2+
+    refuses to change a context that has made a connection, so there every
+    TLS connection after the first was dropped. Twisted 26 sets it up once
+    per context instead, and there a site that offers no protocol fails
+    every client that asks for one ("tlsv1 alert internal error")."""
+    try:
+        from twisted.protocols import tls
+    except ImportError:  # no pyOpenSSL: no TLS at all
+        return False
+    return hasattr(tls.TLSMemoryBIOFactory, "_applyProtocolNegotiation")
+
+
+if _alpn_set_on_each_connection():
+    # No ALPN then: clients speak HTTP/1.1, their default, all the same.
+    # tests/test_twisted_internals.py checks both ways on real handshakes.
+    classImplementsOnly(PipeSite, IProtocolFactory, ILoggingContext)
 
 
 @implementer(IReadDescriptor)

@@ -527,34 +527,56 @@ def test_request_chunked_says_how_the_response_is_framed() -> None:
 
 
 # ------------------------------------------------------------ TLS
-def test_pipe_site_offers_no_alpn_so_tls_serves_every_connection() -> None:
-    """A Site offers ALPN (IProtocolNegotiationFactory). Twisted 25.5 then
-    sets the ALPN callback on the one SSL context of an ssl: endpoint for
-    every connection, which pyOpenSSL (26.2+) refuses once the context has
-    made a connection: the second TLS client was dropped. PipeSite, which
-    speaks only HTTP/1.1, offers no ALPN, so each connection is accepted."""
+def test_tls_handshakes_from_one_context_all_complete_in_http11() -> None:
+    """Clients that ask for h2 or HTTP/1.1 by ALPN, three in turn, on one
+    ssl: endpoint context, as curl and browsers do: every handshake completes,
+    and never with h2, which PipeChannel does not speak.
+
+    Twisted 25.5 sets a site's ALPN callback on that shared context at each
+    connection, which pyOpenSSL 26.2+ refuses after the first ("Context has
+    already been used"); PipeSite offers no ALPN there. Twisted 26 sets it
+    once per context and fails a client whose protocols the site does not
+    offer; PipeSite offers HTTP/1.1 there."""
     from twisted.internet import ssl
-    from twisted.internet.interfaces import IProtocolNegotiationFactory
+    from twisted.internet.interfaces import IHandshakeListener, IProtocolNegotiationFactory
+    from twisted.internet.protocol import Factory, Protocol
     from twisted.internet.task import Clock
     from twisted.protocols.tls import TLSMemoryBIOFactory
     from twisted.python.filepath import FilePath
+    from twisted.test import iosim
     import twisted.test
 
+    from pipeserver.channel import _alpn_set_on_each_connection
+
+    @implementer(IHandshakeListener)
+    class Client(Protocol):
+        negotiated: object = "no handshake"
+
+        def handshakeCompleted(self) -> None:
+            self.negotiated = self.transport.negotiatedProtocol
+
     site = PipeSite(resource.Resource(), reactor=Clock())
-    assert not IProtocolNegotiationFactory.providedBy(site)
+    per_connection = _alpn_set_on_each_connection()
+    assert IProtocolNegotiationFactory.providedBy(site) is not per_connection
     pem = FilePath(twisted.test.__file__).sibling("server.pem").getContent()
-    options = ssl.PrivateCertificate.loadPEM(pem).options()
-    factory = TLSMemoryBIOFactory(options, False, site)
-
-    class TCP(StringTransport):
-        def setTcpNoDelay(self, enabled: bool) -> None:
-            pass
-
+    server_factory = TLSMemoryBIOFactory(
+        ssl.PrivateCertificate.loadPEM(pem).options(), False, site)
+    client_options = ssl.CertificateOptions(verify=False,
+                                            acceptableProtocols=[b"h2", b"http/1.1"])
+    client_factory = TLSMemoryBIOFactory(client_options, True, Factory.forProtocol(Client))
+    negotiated = []
     for _ in range(3):
-        tls = factory.buildProtocol(None)
-        tls.makeConnection(TCP())  # 25.5 raised here from the 2nd one on
-        assert isinstance(tls.wrappedProtocol, PipeChannel)
-    assert len(site.channels) == 3
+        server = server_factory.buildProtocol(None)
+        client = client_factory.buildProtocol(None)
+        pump = iosim.connect(server, iosim.FakeTransport(server, isServer=True),
+                             client, iosim.FakeTransport(client, isServer=False))
+        pump.flush()
+        assert isinstance(server.wrappedProtocol, PipeChannel)
+        negotiated.append(client.wrappedProtocol.negotiated)
+        client.transport.loseConnection()
+        pump.flush()
+    assert negotiated == [None if per_connection else b"http/1.1"] * 3
+    assert site.channels == set()
 
 
 # ------------------------------------------------------------ header bytes
