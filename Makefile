@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LISTEN ?= tcp:8080:interface=127.0.0.1
 
-.PHONY: install serve test bench cluster clean image wheels
+.PHONY: install serve test matrix bench cluster clean image wheels
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,19 @@ serve: install
 
 test: install
 	$(BIN)/python -m pytest -q -ra
+
+# The support matrix (noxfile.py): the core suite on each supported Python
+# and Twisted, each in its own venv under .nox/ (kept between runs). nox and
+# uv live in a venv of their own. `make matrix NOXARGS="-s full"`, `-l`...
+NOX_VENV ?= .venv-nox
+NOXARGS ?=
+matrix: $(NOX_VENV)/.installed
+	$(NOX_VENV)/bin/nox $(NOXARGS)
+
+$(NOX_VENV)/.installed:
+	$(PYTHON) -m venv $(NOX_VENV)
+	$(NOX_VENV)/bin/pip install -q 'nox >= 2025.5.1' 'uv >= 0.6'
+	touch $@
 
 # N instances behind HAProxy (Debian's haproxy) on CLUSTER_PORT, in the
 # foreground; Ctrl-C stops them all. See docs/scaling.md.
@@ -61,4 +74,4 @@ image: wheels
 	  -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
 
 clean:
-	rm -rf $(VENV) build *.egg-info twisted/plugins/dropin.cache
+	rm -rf $(VENV) $(NOX_VENV) .nox build *.egg-info twisted/plugins/dropin.cache

@@ -6,7 +6,7 @@ each body chunk on as it arrives, so this module subclasses the channel and
 the request. It leans on names Twisted documents as "not intended for
 users" (``gotLength``, ``handleContentChunk``, ``requestReceived``) and on the
 channel's private ``_command``/``_path``/``_version``: the supported Twisted
-range is pinned in setup.cfg and ``tests/test_twisted_internals.py`` fails
+range is bounded in setup.cfg and ``tests/test_twisted_internals.py`` fails
 if they change.
 """
 
@@ -17,13 +17,19 @@ import select
 import time
 from typing import Any, Dict, List, Optional, Protocol, Set
 
-from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReadDescriptor
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    ILoggingContext,
+    IProtocolFactory,
+    IReactorFDSet,
+    IReadDescriptor,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols import basic
 from twisted.web import http, server
 from twisted.web.http import _MalformedChunkedDataError
-from zope.interface import implementer
+from zope.interface import classImplementsOnly, implementer
 
 from pipeserver import errors
 from pipeserver.chunked import ViewChunkedDecoder
@@ -181,6 +187,17 @@ def _reply(status: bytes, text: str) -> bytes:
     ) + body
 
 
+def _has_forbidden_header_bytes(line: bytes) -> bool:
+    """True if a header line holds NUL, CR or LF (RFC 9110 5.5).
+
+    Twisted 26 rejects these itself; Twisted 25.5 rejects only NUL, so a bare
+    CR (``Content-Disposition: a\rSet-Cookie: evil=1``) would be stored and
+    relayed to receivers, some of which end a header line at a CR. (A bare LF
+    already ends the line early and is refused in ``lineReceived``.)
+    """
+    return len(line.translate(None, b"\x00\r\n")) != len(line)
+
+
 class PipeChannel(http.HTTPChannel):
     """An HTTP/1.1 channel that dispatches PUT and POST at header time.
 
@@ -302,6 +319,9 @@ class PipeChannel(http.HTTPChannel):
         super().lineReceived(line)
 
     def headerReceived(self, line: bytes) -> bool:
+        if _has_forbidden_header_bytes(line):
+            self._respondToBadRequestAndDisconnect()
+            return False
         # Twisted skips "Transfer-Encoding: identity", so "chunked" plus
         # "identity", or "identity" plus Content-Length, would be framed one
         # way here and maybe another by a proxy in front (request smuggling).
@@ -364,6 +384,12 @@ class PipeSite(server.Site):
     maxHeaders = 100
     totalHeadersSize = 16384
 
+    def acceptableProtocols(self) -> List[bytes]:
+        """What TLS offers by ALPN: HTTP/1.1 only. Site offers "h2" too
+        whenever the h2 package can be imported, which PipeChannel does not
+        speak."""
+        return [b"http/1.1"]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: Open connections, so a shutdown can wait for their last bytes.
@@ -393,6 +419,27 @@ class PipeSite(server.Site):
             duration=max(0.0, self.reactor.seconds() - request.startedAt),
             project=request.project or "-",
         )
+
+
+def _alpn_set_on_each_connection() -> bool:
+    """Whether this Twisted sets a site's ALPN callback on the endpoint's one
+    shared SSL context at every connection it accepts, as 25.5 does
+    (``TLSMemoryBIOFactory._applyProtocolNegotiation``). pyOpenSSL 26.2+
+    refuses to change a context that has made a connection, so there every
+    TLS connection after the first was dropped. Twisted 26 sets it up once
+    per context instead, and there a site that offers no protocol fails
+    every client that asks for one ("tlsv1 alert internal error")."""
+    try:
+        from twisted.protocols import tls
+    except ImportError:  # no pyOpenSSL: no TLS at all
+        return False
+    return hasattr(tls.TLSMemoryBIOFactory, "_applyProtocolNegotiation")
+
+
+if _alpn_set_on_each_connection():
+    # No ALPN then: clients speak HTTP/1.1, their default, all the same.
+    # tests/test_twisted_internals.py checks both ways on real handshakes.
+    classImplementsOnly(PipeSite, IProtocolFactory, ILoggingContext)
 
 
 @implementer(IReadDescriptor)

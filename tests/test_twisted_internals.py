@@ -3,11 +3,13 @@
 The streaming request path overrides hooks Twisted documents as "not
 intended for users" and reads private channel attributes. If a Twisted
 upgrade changes any of them, a test here fails before users notice. The
-supported range is pinned in setup.cfg; widen it only after these pass.
+supported range is in setup.cfg, and CI (noxfile.py) runs this file on the
+lowest and the newest Twisted in it; widen it only after these pass on both.
 """
 
 from __future__ import annotations
 
+import ast
 import configparser
 import importlib.metadata
 import inspect
@@ -243,14 +245,46 @@ def test_channel_names_pipeserver_uses_exist() -> None:
         "self", "data"]
 
 
+class _RecordingDescriptor(abstract.FileDescriptor):
+    """A transport whose socket takes every byte it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connected = True
+        self.sent = b""
+
+    def writeSomeData(self, data: bytes) -> int:  # type: ignore[override]
+        self.sent += bytes(data)
+        return len(data)
+
+    def startWriting(self) -> None:
+        pass
+
+    def stopWriting(self) -> None:
+        pass
+
+
 def test_transport_buffer_attributes_for_bytesHeld() -> None:
-    """pipe.buffered_bytes reads a TCP transport's user-space write buffer."""
-    descriptor = abstract.FileDescriptor.__new__(abstract.FileDescriptor)
-    descriptor.__init__()
-    assert descriptor.dataBuffer == b""
-    assert descriptor.offset == 0
-    assert descriptor._tempDataLen == 0
-    descriptor._tempDataBuffer.append(b"x")
+    """pipe.Download reads a TCP transport's user-space write buffer
+    (``dataBuffer``/``offset``/``_tempDataBuffer``/``_tempDataLen``), and
+    ``_flushHead`` sends its head itself, leaving in ``_tempDataBuffer`` only
+    what the socket did not take. Were the names to change, that assignment
+    would do nothing and the head would go out twice."""
+    transport = _RecordingDescriptor()
+    assert (transport.dataBuffer, transport.offset) == (b"", 0)
+    transport.write(b"HTTP/1.1 200 OK\r\n")
+    transport.write(b"\r\n")
+    assert transport._tempDataBuffer == [b"HTTP/1.1 200 OK\r\n", b"\r\n"]
+    assert transport._tempDataLen == 19
+    # What _flushHead does once the socket took the first 9 bytes itself.
+    rest = b"".join(transport._tempDataBuffer)[9:]
+    transport._tempDataBuffer = [rest]
+    transport._tempDataLen = len(rest)
+    transport.write(b"body")
+    transport.doWrite()
+    assert transport.sent == b"200 OK\r\n\r\nbody"
+    assert transport._tempDataBuffer == [] and transport._tempDataLen == 0
+    assert (transport.dataBuffer, transport.offset) == (b"", 0)
 
 
 def test_channel_passes_pause_and_resume_to_the_request_producer() -> None:
@@ -354,7 +388,7 @@ def test_pipe_site_uses_the_pipe_channel_and_request() -> None:
     assert PipeSite.requestFactory is PipeRequest
 
 
-# ------------------------------------------------------------ the pinned version
+# ------------------------------------------------------------ the supported range
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
         "==": operator.eq, "!=": operator.ne}
 
@@ -364,7 +398,7 @@ def _version_tuple(text: str) -> Tuple[int, ...]:
                  if re.match(r"\d+", part))
 
 
-def _pinned_twisted() -> List[Tuple[str, str]]:
+def _twisted_range() -> List[Tuple[str, str]]:
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
     for line in config["options"]["install_requires"].splitlines():
@@ -375,18 +409,61 @@ def _pinned_twisted() -> List[Tuple[str, str]]:
     raise AssertionError("Twisted is not in install_requires")
 
 
-def test_twisted_version_is_inside_the_pinned_range() -> None:
-    specs = _pinned_twisted()
+def _within(version: Tuple[int, ...], specs: List[Tuple[str, str]]) -> bool:
+    for op, bound in specs:
+        b = _version_tuple(bound)
+        width = max(len(b), len(version))
+        left = version + (0,) * (width - len(version))
+        right = b + (0,) * (width - len(b))
+        if not _OPS[op](left, right):
+            return False
+    return True
+
+
+def test_twisted_version_is_inside_the_supported_range() -> None:
+    specs = _twisted_range()
     ops = {op for op, _ in specs}
     # A range with both ends: upgrades must be deliberate.
     assert ops & {"<", "<=", "=="} and ops & {">", ">=", "=="}, specs
-    installed = _version_tuple(importlib.metadata.version("Twisted"))
-    for op, bound in specs:
-        b = _version_tuple(bound)
-        width = max(len(b), len(installed))
-        left = installed + (0,) * (width - len(installed))
-        right = b + (0,) * (width - len(b))
-        assert _OPS[op](left, right), (importlib.metadata.version("Twisted"), op, bound)
+    installed = importlib.metadata.version("Twisted")
+    assert _within(_version_tuple(installed), specs), (installed, specs)
+
+
+def _noxfile() -> dict:
+    """noxfile.py's module-level constants (nox itself is not installed here)."""
+    tree = ast.parse((ROOT / "noxfile.py").read_text())
+    found = {}
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id.isupper():
+                    try:
+                        found[target.id] = ast.literal_eval(node.value)
+                    except ValueError:
+                        pass
+    return found
+
+
+def test_ci_tests_what_setup_cfg_claims() -> None:
+    """python_requires, the classifiers and the Twisted range say what CI
+    (noxfile.py) runs: every Python minor from the lowest, and the range's
+    lowest and newest Twisted."""
+    nox = _noxfile()
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    pythons = nox["PYTHONS"]
+    minors = [int(p.split(".")[1]) for p in pythons]
+    assert minors == list(range(minors[0], minors[0] + len(minors))), pythons
+    assert minors[-1] >= 13, pythons
+    assert config["options"]["python_requires"].strip() == f">={pythons[0]}"
+    classified = re.findall(r"Programming Language :: Python :: (3\.\d+)\s*$",
+                            config["metadata"]["classifiers"], re.MULTILINE)
+    assert classified == pythons
+    specs = _twisted_range()
+    assert (">=", nox["TWISTED_LOWEST"]) in specs, specs
+    for name in ("TWISTED_LOWEST", "TWISTED_MIDDLE", "TWISTED_NEWEST"):
+        assert _within(_version_tuple(nox[name]), specs), (name, nox[name], specs)
 
 
 # ------------------------------------------------------------ the body fast path
@@ -412,3 +489,109 @@ def test_body_fast_path_mirrors_the_stock_chain() -> None:
     assert channel.paused is False and channel._handlingRequest is False
     assert channel._transferDecoder is None
     assert isinstance(http.maxChunkSizeLineLength, int)
+
+
+# ------------------------------------------------------------ response framing
+def _response_wire(*head: bytes) -> Tuple[http.Request, StringTransport]:
+    channel = http.HTTPChannel()
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.requestFactory = http.Request  # process() is left to the test
+    channel.dataReceived(b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n")
+    req = channel.requests[-1]
+    for header in head:
+        name, value = header.split(b": ")
+        req.responseHeaders.setRawHeaders(name, [value])
+    req.write(b"")
+    return req, transport
+
+
+def test_request_chunked_says_how_the_response_is_framed() -> None:
+    """pipe.Download frames the bytes it sends past the transport itself,
+    reading ``request.chunked``: it must be True exactly when Twisted frames
+    the response in chunks, or a receiver would get unframed bytes in a
+    chunked response (or the reverse)."""
+    req, transport = _response_wire()
+    assert req.chunked
+    assert b"Transfer-Encoding: chunked\r\n" in transport.value()
+    transport.clear()
+    req.write(b"abc")
+    assert transport.value() == b"3\r\nabc\r\n"
+
+    req, transport = _response_wire(b"Content-Length: 3")
+    assert not req.chunked
+    assert b"Transfer-Encoding" not in transport.value()
+    transport.clear()
+    req.write(b"abc")
+    assert transport.value() == b"abc"
+
+
+# ------------------------------------------------------------ TLS
+def test_tls_handshakes_from_one_context_all_complete_in_http11() -> None:
+    """Clients that ask for h2 or HTTP/1.1 by ALPN, three in turn, on one
+    ssl: endpoint context, as curl and browsers do: every handshake completes,
+    and never with h2, which PipeChannel does not speak.
+
+    Twisted 25.5 sets a site's ALPN callback on that shared context at each
+    connection, which pyOpenSSL 26.2+ refuses after the first ("Context has
+    already been used"); PipeSite offers no ALPN there. Twisted 26 sets it
+    once per context and fails a client whose protocols the site does not
+    offer; PipeSite offers HTTP/1.1 there."""
+    from twisted.internet import ssl
+    from twisted.internet.interfaces import IHandshakeListener, IProtocolNegotiationFactory
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.internet.task import Clock
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+    from twisted.python.filepath import FilePath
+    from twisted.test import iosim
+    import twisted.test
+
+    from pipeserver.channel import _alpn_set_on_each_connection
+
+    @implementer(IHandshakeListener)
+    class Client(Protocol):
+        negotiated: object = "no handshake"
+
+        def handshakeCompleted(self) -> None:
+            self.negotiated = self.transport.negotiatedProtocol
+
+    site = PipeSite(resource.Resource(), reactor=Clock())
+    per_connection = _alpn_set_on_each_connection()
+    assert IProtocolNegotiationFactory.providedBy(site) is not per_connection
+    pem = FilePath(twisted.test.__file__).sibling("server.pem").getContent()
+    server_factory = TLSMemoryBIOFactory(
+        ssl.PrivateCertificate.loadPEM(pem).options(), False, site)
+    client_options = ssl.CertificateOptions(verify=False,
+                                            acceptableProtocols=[b"h2", b"http/1.1"])
+    client_factory = TLSMemoryBIOFactory(client_options, True, Factory.forProtocol(Client))
+    negotiated = []
+    for _ in range(3):
+        server = server_factory.buildProtocol(None)
+        client = client_factory.buildProtocol(None)
+        pump = iosim.connect(server, iosim.FakeTransport(server, isServer=True),
+                             client, iosim.FakeTransport(client, isServer=False))
+        pump.flush()
+        assert isinstance(server.wrappedProtocol, PipeChannel)
+        negotiated.append(client.wrappedProtocol.negotiated)
+        client.transport.loseConnection()
+        pump.flush()
+    assert negotiated == [None if per_connection else b"http/1.1"] * 3
+    assert site.channels == set()
+
+
+# ------------------------------------------------------------ header bytes
+@pytest.mark.parametrize("header", [b"X-A: a\rSet-Cookie: evil=1", b"X-A: a\x00b"], ids=repr)
+def test_pipe_channel_refuses_cr_and_nul_in_a_header(header: bytes) -> None:
+    """Twisted 26 refuses NUL, CR and LF in a header value, 25.5 only NUL:
+    PipeChannel refuses them itself, on every Twisted."""
+    from twisted.internet.task import Clock
+
+    site = PipeSite(resource.Resource(), reactor=Clock())
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET /p HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert transport.disconnecting
+    assert channel.requests == [] or channel.requests[-1].requestHeaders.getRawHeaders(
+        b"x-a") is None
