@@ -145,6 +145,18 @@ def _close(transport: object, clock: IReactorTime, half: bool = False) -> None:
     clock.callLater(SENDER_LINGER if half and shut is not None else CLOSE_GRACE, cut)
 
 
+def _reset(transport: object) -> None:
+    """Close with a RST (SO_LINGER 0), which a client reports as a failure."""
+    handle = getattr(transport, "getHandle", None)
+    try:
+        sock = handle() if handle is not None else None
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass  # already gone: nothing left to mistake for a clean end
+    transport.abortConnection()  # type: ignore[attr-defined]
+
+
 def _direct_socket(transport: object) -> Optional[socket.socket]:
     """The socket under a plain TCP transport, which :meth:`Download.write`
     may send on directly; None for anything else (TLS, tests' fakes)."""
@@ -479,6 +491,11 @@ class Download:
         a counted one comes up short, so the client knows it is truncated."""
         if self.request.producer is not None:
             self.request.unregisterProducer()
+        if not self._chunked and not self.request.responseHeaders.hasHeader(b"content-length"):
+            # Neither framing: the end of the connection ends the body, so a
+            # clean FIN would pass the truncated stream off as whole (HTTP/1.0).
+            _reset(self.transport)
+            return
         _close(self.transport, clock)
 
     def reject(self, status: int, text: str) -> None:

@@ -19,7 +19,7 @@ from abuse_support import (
     connect,
     get_request,
 )
-from helpers import wait_for
+from helpers import curl, file_has, wait_for
 
 
 @pytest.fixture
@@ -85,3 +85,51 @@ def test_waiting_party_hanging_up_gets_one_aborted_line(server, access, failures
     yield server.wait_gone("/hang")
     yield wait_for(lambda: access.lines("/hang"), what="an access line")
     assert access.lines("/hang") == [(method, "/hang", "aborted")]
+
+
+# ---------------------------------------------------------------- item 5: HTTP/1.0 cut
+
+
+CURL_RECV_ERROR = 56  # "Recv failure: Connection reset by peer"
+
+
+@pytest.mark.parametrize("cut", ["sender killed", "body broken"])
+@pytest_twisted.inlineCallbacks
+def test_http10_receiver_of_a_cut_stream_sees_a_reset(server, procs, tmp_path, cut):
+    # No Content-Length from the sender and HTTP/1.0 (no chunks): only the
+    # way the connection ends tells a cut stream from a whole one.
+    first = b"y" * 100_000
+    out = str(tmp_path / "out")
+    receiver = procs.spawn(curl("-0", "-o", out, server.url("/old")), name="receiver")
+    yield server.wait_receivers("/old", 1)
+    sender = yield connect(server.portnum)
+    sender.send(
+        b"PUT /old HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(first)
+    )
+    yield file_has(out, len(first))
+    if cut == "sender killed":
+        sender.reset()
+    else:
+        sender.send(b"zz\r\n")  # not a chunk size: the body breaks
+    yield receiver.wait()
+    assert receiver.exit_code == CURL_RECV_ERROR, receiver.describe()
+    with open(out, "rb") as f:
+        assert f.read() == first
+    yield server.wait_gone("/old")
+
+
+@pytest_twisted.inlineCallbacks
+def test_http10_receiver_of_a_whole_stream_exits_0(server, procs, tmp_path):
+    body = b"z" * 100_000
+    receiver = procs.spawn(curl("-0", server.url("/old")), name="receiver")
+    yield server.wait_receivers("/old", 1)
+    sender = yield connect(server.portnum)
+    sender.send(
+        b"PUT /old HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunk(body) + chunk(b"")
+    )
+    yield receiver.wait()
+    assert receiver.exit_code == 0, receiver.describe()
+    assert bytes(receiver.out) == body
+    yield sender.wait_closed()
+    assert_sent(sender)
