@@ -883,6 +883,11 @@ class Pipe:
             # The connection may carry another request, or be read to its end.
             self._bulk, self._mark = False, 1
             self.sender.setLowWater(1)
+        if self.sender is not None and self.sender.sizable:
+            # Likewise the read size: the next PUT on this connection would
+            # otherwise have up to READ_MAX of its body read with its head,
+            # before any receiver is there (SPEC §2).
+            self.sender.transport.bufferSize = READ_MIN  # type: ignore[attr-defined]
         self._syncWaiting()
         self._pending = []
         self._paused.clear()

@@ -12,14 +12,22 @@ import pytest_twisted
 from twisted.logger import globalLogPublisher
 
 from abuse_support import (
+    SENDER_DONE,
     FailureLog,
     assert_received,
     assert_sent,
+    body_bytes,
     chunk,
     connect,
     get_request,
+    put_request,
+    sha256,
 )
-from helpers import curl, file_has, wait_for
+from helpers import curl, file_has, file_sha256, sleep, wait_for
+
+from pipeserver import pipe as pipe_module
+
+MiB = 1 << 20
 
 
 @pytest.fixture
@@ -132,4 +140,58 @@ def test_http10_receiver_of_a_whole_stream_exits_0(server, procs, tmp_path):
     assert receiver.exit_code == 0, receiver.describe()
     assert bytes(receiver.out) == body
     yield sender.wait_closed()
+    assert_sent(sender)
+
+
+# ---------------------------------------------------------------- item 3: read size
+
+
+def _server_side(server, client):
+    """The server's channel of the raw ``client``'s connection."""
+    port = client.transport.getHost().port
+    for channel in server.site.channels:
+        if channel.transport.getPeer().port == port:
+            return channel
+    raise AssertionError("no server channel for this client")
+
+
+@pytest_twisted.inlineCallbacks
+def test_keep_alive_sender_after_a_fast_transfer_reads_one_small_read(server, procs, tmp_path):
+    big = body_bytes(16 * MiB, seed=5)
+    out = str(tmp_path / "out")
+    receiver = procs.spawn(curl("-o", out, server.url("/fast")), name="receiver")
+    yield server.wait_receivers("/fast", 1)
+    sender = yield connect(server.portnum)
+    head = put_request("/fast", big, close=False)[: -len(big)]
+    sender.send(head + big[: -MiB])
+    channel = _server_side(server, sender)
+    yield file_has(out, len(big) - MiB, timeout=30)
+    # Sent while the receiver's kernel has room: the pipe reads it in big
+    # reads (else this test would show nothing) ...
+    sender.send(big[-MiB:-100])
+    yield file_has(out, len(big) - 100, timeout=30)
+    assert channel.transport.bufferSize > pipe_module.READ_MIN
+    sender.send(big[-100:])
+    yield wait_for(lambda: SENDER_DONE.encode() in sender.data, what="the first transfer")
+    yield receiver.wait()
+    assert receiver.exit_code == 0 and file_sha256(out) == sha256(big), receiver.describe()
+    # ... and the end of the pipe puts the reads back to Twisted's size.
+    assert channel.transport.bufferSize == pipe_module.READ_MIN
+    yield server.wait_gone("/fast")
+
+    # Its next PUT has head and whole body in the kernel at once: while it
+    # waits, the server holds one small read of it at most.
+    second = body_bytes(2 * MiB, seed=6)
+    before = len(sender.data)
+    sender.send(put_request("/slow", second, chunked=True, pieces=40))
+    yield server.wait_sender("/slow")
+    yield sleep(0.3)  # whatever more would be read, is read by now
+    held = server.pipe("/slow").bytesHeld()
+    assert held <= pipe_module.READ_MIN, held
+    receiver2 = yield connect(server.portnum)
+    receiver2.send(get_request("/slow"))
+    yield receiver2.wait_closed(15)
+    yield sender.wait_closed(15)
+    assert_received(receiver2, second, chunked=True)
+    sender.data = sender.data[before:]
     assert_sent(sender)
