@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import select
 import time
-from typing import Any, Dict, List, Optional, Protocol, Set
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReadDescriptor
 from twisted.logger import Logger
@@ -25,7 +25,9 @@ from twisted.web import http, server
 from twisted.web.http import _MalformedChunkedDataError
 from zope.interface import implementer
 
+from pipeserver import errors
 from pipeserver.chunked import ViewChunkedDecoder
+from pipeserver.errors import Rejection
 
 STREAMED_METHODS = (b"PUT", b"POST")
 
@@ -99,14 +101,18 @@ class PipeRequest(server.Request):
             for piece in pieces:
                 sink.bodyChunk(piece)
 
-    def dispatchEarly(self, command: bytes, path: bytes, version: bytes) -> None:
-        """Render now, at header time, as ``requestReceived`` would later."""
-        self.streamed = True
+    def setRequestLine(self, command: bytes, path: bytes, version: bytes) -> None:
+        """What ``requestReceived`` sets from the request line, set now."""
         self.method, self.uri, self.clientproto = command, path, version
         self.args = {}
         self.path, _, query = path.partition(b"?")
         if query:
             self.args = http.parse_qs(query, 1)
+
+    def dispatchEarly(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Render now, at header time, as ``requestReceived`` would later."""
+        self.streamed = True
+        self.setRequestLine(command, path, version)
         self.process()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
@@ -142,13 +148,35 @@ class PipeRequest(server.Request):
             sink.connectionLost(reason)
 
 
-def _reply(status: bytes, text: str) -> bytes:
+def _reply(status: bytes, text: str, headers: Sequence[Tuple[str, str]] = ()) -> bytes:
     body = text.encode("utf-8") + b"\n"
+    extra = b"".join(
+        name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n"
+        for name, value in headers
+    )
     return (
         b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain\r\n"
-        b"Access-Control-Allow-Origin: *\r\nConnection: close\r\n"
+        b"Access-Control-Allow-Origin: *\r\n" + extra + b"Connection: close\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body)
     ) + body
+
+
+#: The bytes a request target may hold: visible ASCII (RFC 9112 3.2, RFC
+#: 3986); anything else arrives percent-encoded or not at all.
+_TARGET_BYTES = bytes(range(0x21, 0x7F))
+
+
+def _unsafeFieldValue(line: bytes) -> bool:
+    """A header line with a CR or NUL in it (RFC 9110 5.5: reject). A bare
+    CR could end the header early for a proxy in front of us, and be passed
+    on to a receiver as a header line of its own."""
+    return b"\r" in line or b"\x00" in line
+
+
+def _expectsOnlyContinue(values: List[bytes]) -> bool:
+    """Whether ``Expect`` asks for nothing but ``100-continue``."""
+    tokens = {t.strip().lower() for v in values for t in v.split(b",")} - {b""}
+    return tokens <= {b"100-continue"}
 
 
 class PipeChannel(http.HTTPChannel):
@@ -276,6 +304,9 @@ class PipeChannel(http.HTTPChannel):
         # "identity", or "identity" plus Content-Length, would be framed one
         # way here and maybe another by a proxy in front (request smuggling).
         # The only coding accepted is exactly "chunked" (RFC 9112 6.3).
+        if _unsafeFieldValue(line):
+            self._respondToBadRequestAndDisconnect()
+            return False
         name, sep, value = line.partition(b":")
         if sep and name.lower() == b"transfer-encoding":
             if value.strip(b" \t").lower() != b"chunked":
@@ -305,9 +336,60 @@ class PipeChannel(http.HTTPChannel):
             channels.discard(self)
         super().connectionLost(reason)
 
+    _headRefused = False
+
+    def _refuseHead(self, request: PipeRequest) -> bool:
+        """Answer now, with the body unread, a request its head alone
+        disqualifies; then close, as the unread body cannot be told apart
+        from a next request. True if it was refused."""
+        if self._path.translate(None, _TARGET_BYTES):
+            # Twisted lets through 0x7F-0xB0 (and, before 26, more).
+            self._respondToBadRequestAndDisconnect()
+            return True
+        headers = request.requestHeaders
+        hosts = headers.getRawHeaders(b"host", [])
+        if len(hosts) > 1 or (not hosts and self._version == b"HTTP/1.1"):
+            # RFC 9112 3.2: exactly one Host in HTTP/1.1, never two.
+            self._respondToBadRequestAndDisconnect()
+            return True
+        rejection: Optional[Rejection] = None
+        expect = headers.getRawHeaders(b"expect", [])
+        if not _expectsOnlyContinue(expect):
+            rejection = errors.expectation_failed()
+            self._rejected(rejection.reason)
+        elif expect and self._version == b"HTTP/1.1" and self.length != 0:
+            # The client waits for our word before it sends the body: a
+            # sender about to be refused must get that refusal, not a
+            # "100 Continue" inviting an upload that goes nowhere.
+            check = getattr(self.site.resource, "checkBeforeBody", None)
+            if check is not None and self._command in STREAMED_METHODS:
+                request.setRequestLine(self._command, self._path, self._version)
+                rejection = check(request)
+        if rejection is None:
+            return False
+        self._cancelHeaderTimer()
+        status = b"%d %s" % (rejection.status, http.RESPONSES.get(rejection.status, b""))
+        self.transport.write(_reply(status, rejection.text, rejection.headers))
+        if "method" not in vars(request):
+            request.setRequestLine(self._command, self._path, self._version)
+        request.code = rejection.status
+        request._logged = True
+        self.site.log(request)
+        self.loseConnection()
+        return True
+
+    def allContentReceived(self) -> None:
+        # lineReceived calls this right after allHeadersReceived for a
+        # request without a body: a refused one must not be rendered.
+        if not self._headRefused:
+            super().allContentReceived()
+
     def allHeadersReceived(self) -> None:
         self._cancelHeaderTimer()
         request = self.requests[-1]
+        if self._refuseHead(request):
+            self._headRefused = True
+            return
         # super() answers "Expect: 100-continue" first, so any response
         # written while dispatching comes after it on the wire.
         super().allHeadersReceived()

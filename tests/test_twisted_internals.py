@@ -412,3 +412,34 @@ def test_body_fast_path_mirrors_the_stock_chain() -> None:
     assert channel.paused is False and channel._handlingRequest is False
     assert channel._transferDecoder is None
     assert isinstance(http.maxChunkSizeLineLength, int)
+
+
+# ------------------------------------------------------------ a head refused
+def test_bodiless_request_goes_from_allHeadersReceived_to_allContentReceived() -> None:
+    """PipeChannel refuses a head in allHeadersReceived without calling
+    super(); lineReceived then still calls allContentReceived for a request
+    without a body, which PipeChannel must turn into a no-op."""
+    calls: List[str] = []
+
+    class Channel(http.HTTPChannel):
+        def allHeadersReceived(self):  # type: ignore[no-untyped-def]
+            calls.append("allHeadersReceived")
+
+        def allContentReceived(self):  # type: ignore[no-untyped-def]
+            calls.append("allContentReceived")
+
+    channel = Channel()
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert calls == ["allHeadersReceived", "allContentReceived"]
+    calls.clear()
+    channel = Channel()
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n")
+    assert calls == ["allHeadersReceived"] and not channel.line_mode
+
+
+def test_refused_head_is_not_rendered(env: Env) -> None:
+    client = env.client().send(b"GET /version HTTP/1.1\r\n\r\n")
+    assert client.response().status == 400
+    assert client.response().body == b"[ERROR] Malformed request.\n"
