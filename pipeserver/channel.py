@@ -12,12 +12,22 @@ if they change.
 
 from __future__ import annotations
 
+import copy
+import fcntl
 import io
 import select
+import socket
+import struct
+import termios
 import time
 from typing import Any, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
-from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReadDescriptor
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IReactorFDSet,
+    IReadDescriptor,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols import basic
@@ -179,13 +189,101 @@ def _expectsOnlyContinue(values: List[bytes]) -> bool:
     return tokens <= {b"100-continue"}
 
 
+#: The most a hang-up check peeks at to see whether a chunked body has all
+#: arrived (a sender's read at its biggest, pipe.READ_MAX); beyond that the
+#: sender counts as gone.
+PEEK_MAX = 1 << 20
+
+
+def _chunkedBodyEnds(decoder: Any, data: bytes) -> bool:
+    """Whether ``data`` completes the chunked body ``decoder`` is reading,
+    found by a copy of the decoder, so the real one is left as it is."""
+    probe = copy.copy(decoder)
+    probe._buffer = bytearray(decoder._buffer)
+    ended: List[bytes] = []
+    probe.dataCallback = lambda piece: None
+    probe.batchCallback = None
+    probe.finishCallback = ended.append
+    try:
+        probe.dataReceived(data)
+    except Exception:
+        return False
+    return bool(ended)
+
+
+@implementer(IHalfCloseableProtocol)
 class PipeChannel(http.HTTPChannel):
     """An HTTP/1.1 channel that dispatches PUT and POST at header time.
 
     It also bounds the time a client may take to send its request line and
     headers (``headerTimeout``), apart from the idle timeout, which is off
     while a request waits or streams.
+
+    A client that shuts its sending side (FIN) after a whole upload, as
+    ``nc -N`` does, still gets its response: that is a half-close, not a
+    hang-up (IHalfCloseableProtocol). Any other FIN ends the connection, as
+    it did before: a FIN is all a killed client sends, so a party without a
+    complete upload in flight that sends one has left.
     """
+
+    _readClosed = False
+
+    def _uploadWhole(self) -> bool:
+        """Whether the request in flight is a send whose body has all been read."""
+        request = self.requests[-1] if self.requests else None
+        return (
+            request is not None
+            and getattr(request, "bodySink", None) is not None
+            and bool(getattr(request, "bodyComplete", False))
+            and not request.finished
+        )
+
+    def readConnectionLost(self) -> None:
+        if self._readClosed:
+            return  # again, once a paused transport reads on: nothing new
+        self._readClosed = True
+        if self._uploadWhole():
+            # Its response is still due; after it, nothing more can come.
+            self.persistent = False
+        elif not self.requests:
+            # Between requests: whatever response is written still goes out.
+            self.transport.loseConnection()
+        else:
+            # A receiver, or an upload cut short: the party has left.
+            self.transport.abortConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def bodyInKernel(self, sock: socket.socket) -> bool:
+        """Whether the rest of the upload in flight is in ``sock``'s kernel
+        buffer, unread (the sender is paused), so the sender's FIN is a
+        half-close after a whole body rather than a hang-up."""
+        request = self.requests[-1] if self.requests else None
+        if request is None or getattr(request, "bodySink", None) is None:
+            return False
+        if self._uploadWhole():
+            return True
+        try:
+            queued = struct.unpack(
+                "i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+            )[0]
+        except (OSError, ValueError):
+            return False
+        held = b"" if self.line_mode else bytes(self._buffer)
+        length = getattr(request, "bodyLength", None)
+        if length is not None:
+            return len(held) + queued >= length - request.bodyBytes
+        decoder = self._transferDecoder
+        if decoder is None or not isinstance(decoder, http._ChunkedTransferDecoder):
+            return False
+        if queued > PEEK_MAX:
+            return False
+        try:
+            data = sock.recv(queued, socket.MSG_PEEK) if queued else b""
+        except OSError:
+            return False
+        return _chunkedBodyEnds(decoder, held + data)
 
     headerTimeout: Optional[float] = 20.0
     _headerTimer: Optional[IDelayedCall] = None
@@ -506,11 +604,25 @@ class HangupWatcher:
 
     def doRead(self) -> None:
         assert self._epoll is not None
-        for fd, _events in self._epoll.poll(0):
+        for fd, events in self._epoll.poll(0):
             transport = self._watched.get(fd)
             self._forget(fd)
-            if transport is not None:
-                transport.abortConnection()
+            if transport is None:
+                continue
+            if not events & (select.EPOLLHUP | select.EPOLLERR) and self._halfClosed(transport):
+                continue
+            transport.abortConnection()
+
+    def _halfClosed(self, transport: Any) -> bool:
+        """A sender that shut its side after sending its whole body (only a
+        FIN came, and the body's end is in the kernel): not gone, it still
+        waits for receivers and its response."""
+        check = getattr(getattr(transport, "protocol", None), "bodyInKernel", None)
+        handle = getattr(transport, "getHandle", None)
+        if check is None or handle is None:
+            return False
+        sock = handle()
+        return isinstance(sock, socket.socket) and bool(check(sock))
 
     def connectionLost(self, reason: Failure) -> None:
         pass

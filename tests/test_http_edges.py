@@ -371,3 +371,63 @@ def test_unsafe_field_value_check_is_ours() -> None:
     assert _unsafeFieldValue(b"Content-Disposition: a\rSet-Cookie: evil=1")
     assert _unsafeFieldValue(b"X-Piping: a\x00")
     assert not _unsafeFieldValue(b"X-Piping: a\tb \x7f\xff")
+
+
+# ---------------------------------------------------------------- item 11: half-close
+
+
+def _lines_for(order: str) -> List[str]:
+    second = (
+        "[INFO] A receiver was connected."
+        if order == "sender-first"
+        else "[INFO] 1 receiver(s) has/have been connected."
+    )
+    return [
+        "[INFO] Waiting for 1 receiver(s)...",
+        second,
+        "[INFO] Start sending to 1 receiver(s)!",
+        "[INFO] Sent successfully!",
+        SENDER_DONE,
+    ]
+
+
+@pytest.mark.parametrize("size", [1000, 100_000], ids=["small", "bigger-than-a-read"])
+@pytest.mark.parametrize("order", ["sender-first", "receiver-first"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+@pytest_twisted.inlineCallbacks
+def test_sender_that_half_closes_after_its_body_is_served(server, failures, order, chunked, size):
+    body = body_bytes(size, seed=size)
+    receiver = None
+    if order == "receiver-first":
+        receiver = yield connect(server.portnum)
+        receiver.send(get_request("/half"))
+        yield server.wait_receivers("/half", 1)
+    sender = yield connect(server.portnum)
+    # Keep-alive, like nc -N: the whole request, then shutdown(SHUT_WR).
+    sender.send(put_request("/half", body, chunked=chunked, close=False, pieces=5))
+    sender.transport.loseWriteConnection()
+    if receiver is None:
+        yield server.wait_sender("/half")
+        yield sleep(0.3)  # the FIN is in: the sender must still be waiting
+        assert server.pipe("/half") is not None and server.pipe("/half").sender is not None
+        receiver = yield connect(server.portnum)
+        receiver.send(get_request("/half"))
+    yield receiver.wait_closed(15, "the receiver's response")
+    yield sender.wait_closed(15, "the sender's response, then a close")
+    assert_received(receiver, body, chunked=chunked)
+    response = sender.response()
+    assert response.status_line == "HTTP/1.1 200 OK" and response.complete
+    assert response.text.splitlines() == _lines_for(order)
+    yield server.wait_gone("/half")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+@pytest_twisted.inlineCallbacks
+def test_sender_that_half_closes_short_of_its_body_has_left(server, failures, chunked):
+    body = body_bytes(100_000, seed=1)
+    sender = yield connect(server.portnum)
+    whole = put_request("/short", body, chunked=chunked, close=False)
+    sender.send(whole[: len(whole) - 1000])
+    sender.transport.loseWriteConnection()
+    yield sender.wait_closed(10, "the server to close")
+    yield server.wait_gone("/short")
