@@ -221,9 +221,10 @@ class PipeChannel(http.HTTPChannel):
 
     A client that shuts its sending side (FIN) after a whole upload, as
     ``nc -N`` does, still gets its response: that is a half-close, not a
-    hang-up (IHalfCloseableProtocol). Any other FIN ends the connection, as
-    it did before: a FIN is all a killed client sends, so a party without a
-    complete upload in flight that sends one has left.
+    hang-up (IHalfCloseableProtocol). A killed client sends the same FIN, so
+    a waiting sender is probed (``pipe.Upload.halfClosed``) to tell the two
+    apart. Any other FIN ends the connection, as it did before: a party
+    without a complete upload in flight that sends one has left.
     """
 
     _readClosed = False
@@ -245,6 +246,7 @@ class PipeChannel(http.HTTPChannel):
         if self._uploadWhole():
             # Its response is still due; after it, nothing more can come.
             self.persistent = False
+            self.senderHalfClosed()
         elif not self.requests:
             # Between requests: whatever response is written still goes out.
             self.transport.loseConnection()
@@ -254,6 +256,14 @@ class PipeChannel(http.HTTPChannel):
 
     def writeConnectionLost(self) -> None:
         pass
+
+    def senderHalfClosed(self) -> None:
+        """Tell the upload in flight that its client sent a FIN after its
+        whole body (``pipe.Upload.halfClosed``)."""
+        request = self.requests[-1] if self.requests else None
+        note = getattr(getattr(request, "bodySink", None), "halfClosed", None)
+        if note is not None:
+            note()
 
     def bodyInKernel(self, sock: socket.socket) -> bool:
         """Whether the rest of the upload in flight is in ``sock``'s kernel
@@ -554,6 +564,8 @@ class HangupWatcher:
     epoll set, registered with the reactor as a reader, reports the peer's
     shutdown (EPOLLRDHUP) or reset for the watched sockets, and the watcher
     aborts that transport so the normal connection-lost path runs.
+    A FIN that follows a whole body may be a half-close (nc -N): that sender
+    is told (``senderHalfClosed``) and then watched for a reset only.
     Where epoll is missing it does nothing and the deadline still applies.
     """
 
@@ -563,6 +575,13 @@ class HangupWatcher:
         self._watched: Dict[int, Any] = {}
 
     def watch(self, transport: Any) -> None:
+        self._watch(transport, select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR)
+
+    def watchReset(self, transport: Any) -> None:
+        """Watch for a reset only: its peer's FIN is already in."""
+        self._watch(transport, select.EPOLLHUP | select.EPOLLERR)
+
+    def _watch(self, transport: Any, mask: int) -> None:
         fileno = getattr(transport, "fileno", None)
         if self._epoll is None or fileno is None:
             return
@@ -572,7 +591,6 @@ class HangupWatcher:
             return
         if fd < 0:
             return
-        mask = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
         try:
             self._epoll.register(fd, mask)
         except FileExistsError:
@@ -610,6 +628,7 @@ class HangupWatcher:
             if transport is None:
                 continue
             if not events & (select.EPOLLHUP | select.EPOLLERR) and self._halfClosed(transport):
+                transport.protocol.senderHalfClosed()
                 continue
             transport.abortConnection()
 

@@ -68,11 +68,16 @@ class Watcher(Protocol):
 
     def watch(self, transport: object) -> None: ...
 
+    def watchReset(self, transport: object) -> None: ...
+
     def unwatch(self, transport: object) -> None: ...
 
 
 class _NoWatcher:
     def watch(self, transport: object) -> None:
+        pass
+
+    def watchReset(self, transport: object) -> None:
         pass
 
     def unwatch(self, transport: object) -> None:
@@ -234,8 +239,13 @@ class Upload:
         request.bodySink = self
 
     # -- what the sender sees
+    _probed = False  # the next line's "[" went ahead of it (halfClosed)
+
     def say(self, line: str) -> None:
         data = line.encode("utf-8") + b"\n"
+        if self._probed and data.startswith(b"["):
+            self._probed = False
+            data = data[1:]
         if self._buffered:
             # HTTP/1.0 has no chunks: send it all at the end with a length,
             # so a failure (no response at all) is told apart from success.
@@ -249,6 +259,19 @@ class Upload:
             self.request.setHeader(b"content-length", b"%d" % len(body))
             self.request.write(body)
         self.request.finish()
+
+    def halfClosed(self) -> None:
+        """Its client shut its side after its whole body: a FIN, which is
+        what a client that half-closes (nc -N) sends, and all a killed one
+        sends too. The one still there waits for its lines; the one gone
+        must free its place. Every line starts with "[", so that byte is
+        sent now, ahead of the next line: a gone client's kernel answers it
+        with a reset, which the watcher sees."""
+        if self.pipe.state is not State.WAITING or self._buffered or self._probed:
+            return  # (lines held for the end: nothing may be sent yet)
+        self.request.write(b"[")
+        self._probed = True
+        self.pipe.watcher.watchReset(self.transport)
 
     def close(self, clock: IReactorTime) -> None:
         self.pipe.watcher.unwatch(self.transport)

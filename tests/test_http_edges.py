@@ -26,6 +26,7 @@ from abuse_support import (
     sha256,
 )
 from helpers import curl, file_has, file_sha256, sleep, wait_for
+from unit_support import Env, env, make_site, request  # noqa: F401  (fixtures)
 
 from pipeserver import pipe as pipe_module
 
@@ -431,3 +432,31 @@ def test_sender_that_half_closes_short_of_its_body_has_left(server, failures, ch
     sender.transport.loseWriteConnection()
     yield sender.wait_closed(10, "the server to close")
     yield server.wait_gone("/short")
+
+
+@pytest.mark.parametrize("size", [1000, 100_000], ids=["small", "bigger-than-a-read"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+@pytest_twisted.inlineCallbacks
+def test_waiting_sender_closed_after_its_whole_body_has_left(server, failures, chunked, size):
+    # The same FIN as a half-close, but the socket is gone: the byte the
+    # server then sends it is answered with a reset, and its place is freed.
+    body = body_bytes(size, seed=size)
+    sender = yield connect(server.portnum)
+    sender.send(put_request("/gone", body, chunked=chunked, close=False, pieces=5))
+    yield server.wait_sender("/gone")
+    yield wait_for(lambda: b"Waiting" in sender.data, what="the sender's first line")
+    sender.close()
+    yield server.wait_gone("/gone", timeout=5)
+
+
+def test_half_closed_waiting_sender_gets_the_next_lines_first_byte_early(env: Env) -> None:
+    s = env.client().send(request(b"PUT", b"/p", body=b"hello"))
+    s.proto.readConnectionLost()  # what the TCP transport calls on a FIN
+    s.flush()
+    assert s.wire().endswith(b"1\r\n[\r\n"), s.wire()
+    assert env.registry.pipes[("", b"/p")].sender is not None
+    r = env.client().send(request(b"GET", b"/p"))
+    assert r.response().body == b"hello"
+    assert s.response().lines == _lines_for("sender-first")
+    # Nothing more can come from it: the response ends the connection.
+    assert not s.open
