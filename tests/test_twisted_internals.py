@@ -483,3 +483,5 @@ def test_tcp_transport_reports_a_fin_as_readConnectionLost() -> None:
     source = inspect.getsource(tcp.Connection.readConnectionLost)
     assert "IHalfCloseableProtocol(self.protocol, None)" in source
     assert "p.readConnectionLost()" in source
+    # HangupWatcher finds the channel of a watched transport here.
+    assert re.search(r"self\.protocol(: \w+)? = protocol", inspect.getsource(tcp.Connection.__init__))
