@@ -12,13 +12,19 @@ if they change.
 
 from __future__ import annotations
 
+import copy
+import fcntl
 import io
 import select
+import socket
+import struct
+import termios
 import time
-from typing import Any, Dict, List, Optional, Protocol, Set
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 from twisted.internet.interfaces import (
     IDelayedCall,
+    IHalfCloseableProtocol,
     ILoggingContext,
     IProtocolFactory,
     IReactorFDSet,
@@ -33,7 +39,8 @@ from zope.interface import classImplementsOnly, implementer
 
 from pipeserver import errors
 from pipeserver.chunked import ViewChunkedDecoder
-from pipeserver.headers import HardenedRequest
+from pipeserver.errors import Rejection
+from pipeserver.headers import SANDBOX_CSP, SERVER, HardenedRequest
 
 STREAMED_METHODS = (b"PUT", b"POST")
 
@@ -74,7 +81,10 @@ class PipeRequest(HardenedRequest):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        clock = getattr(getattr(self.channel, "site", None), "reactor", None)
+        # Twisted sets self.channel to None when the connection goes, which
+        # is just when a request cut short still has its access line to log.
+        self._accessSite: Any = getattr(self.channel, "site", None)
+        clock = getattr(self._accessSite, "reactor", None)
         self.startedAt = clock.seconds() if clock is not None else time.time()
 
     @property
@@ -107,14 +117,18 @@ class PipeRequest(HardenedRequest):
             for piece in pieces:
                 sink.bodyChunk(piece)
 
-    def dispatchEarly(self, command: bytes, path: bytes, version: bytes) -> None:
-        """Render now, at header time, as ``requestReceived`` would later."""
-        self.streamed = True
+    def setRequestLine(self, command: bytes, path: bytes, version: bytes) -> None:
+        """What ``requestReceived`` sets from the request line, set now."""
         self.method, self.uri, self.clientproto = command, path, version
         self.args = {}
         self.path, _, query = path.partition(b"?")
         if query:
             self.args = http.parse_qs(query, 1)
+
+    def dispatchEarly(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Render now, at header time, as ``requestReceived`` would later."""
+        self.streamed = True
+        self.setRequestLine(command, path, version)
         self.process()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
@@ -167,10 +181,13 @@ class PipeRequest(HardenedRequest):
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
-        if not self.finished:
+        if not self.finished and not self._logged:
             # finish() logs the others; a request cut short is logged here.
-            site = getattr(self.channel, "site", None)
-            if site is not None and hasattr(self, "method"):
+            site = self._accessSite
+            # Only a request that got as far as the resource (its method
+            # set on the instance): a head cut mid-way is no request yet.
+            if site is not None and "method" in vars(self):
+                self._logged = True
                 self.cutShort = True
                 site.log(self)
         sink, self.bodySink = self.bodySink, None
@@ -178,33 +195,145 @@ class PipeRequest(HardenedRequest):
             sink.connectionLost(reason)
 
 
-def _reply(status: bytes, text: str) -> bytes:
+def _reply(status: bytes, text: str, headers: Sequence[Tuple[str, str]] = ()) -> bytes:
     body = text.encode("utf-8") + b"\n"
+    extra = b"".join(
+        name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n"
+        for name, value in headers
+    )
+    # The headers every response of ours carries (headers.harden), written
+    # out: these replies are refused before a request object exists.
     return (
         b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain\r\n"
-        b"Access-Control-Allow-Origin: *\r\nConnection: close\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(body)
+        b"Access-Control-Allow-Origin: *\r\n" + extra + b"Server: " + SERVER + b"\r\n"
+        b"X-Content-Type-Options: nosniff\r\nContent-Security-Policy: " + SANDBOX_CSP +
+        b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
     ) + body
 
 
-def _has_forbidden_header_bytes(line: bytes) -> bool:
-    """True if a header line holds NUL, CR or LF (RFC 9110 5.5).
-
-    Twisted 26 rejects these itself; Twisted 25.5 rejects only NUL, so a bare
-    CR (``Content-Disposition: a\rSet-Cookie: evil=1``) would be stored and
-    relayed to receivers, some of which end a header line at a CR. (A bare LF
-    already ends the line early and is refused in ``lineReceived``.)
-    """
-    return len(line.translate(None, b"\x00\r\n")) != len(line)
+#: The bytes a request target may hold: visible ASCII (RFC 9112 3.2, RFC
+#: 3986); anything else arrives percent-encoded or not at all.
+_TARGET_BYTES = bytes(range(0x21, 0x7F))
 
 
+def _unsafeFieldValue(line: bytes) -> bool:
+    """A header line with a CR or NUL in it (RFC 9110 5.5: reject). A bare
+    CR could end the header early for a proxy in front of us, and be passed
+    on to a receiver as a header line of its own."""
+    return b"\r" in line or b"\x00" in line
+
+
+def _expectsOnlyContinue(values: List[bytes]) -> bool:
+    """Whether ``Expect`` asks for nothing but ``100-continue``."""
+    tokens = {t.strip().lower() for v in values for t in v.split(b",")} - {b""}
+    return tokens <= {b"100-continue"}
+
+
+#: The most a hang-up check peeks at to see whether a chunked body has all
+#: arrived (a sender's read at its biggest, pipe.READ_MAX); beyond that the
+#: sender counts as gone.
+PEEK_MAX = 1 << 20
+
+
+def _chunkedBodyEnds(decoder: Any, data: bytes) -> bool:
+    """Whether ``data`` completes the chunked body ``decoder`` is reading,
+    found by a copy of the decoder, so the real one is left as it is."""
+    probe = copy.copy(decoder)
+    probe._buffer = bytearray(decoder._buffer)
+    ended: List[bytes] = []
+    probe.dataCallback = lambda piece: None
+    probe.batchCallback = None
+    probe.finishCallback = ended.append
+    try:
+        probe.dataReceived(data)
+    except Exception:
+        return False
+    return bool(ended)
+
+
+@implementer(IHalfCloseableProtocol)
 class PipeChannel(http.HTTPChannel):
     """An HTTP/1.1 channel that dispatches PUT and POST at header time.
 
     It also bounds the time a client may take to send its request line and
     headers (``headerTimeout``), apart from the idle timeout, which is off
     while a request waits or streams.
+
+    A client that shuts its sending side (FIN) after a whole upload, as
+    ``nc -N`` does, still gets its response: that is a half-close, not a
+    hang-up (IHalfCloseableProtocol). A killed client sends the same FIN, so
+    a waiting sender is probed (``pipe.Upload.halfClosed``) to tell the two
+    apart. Any other FIN ends the connection, as it did before: a party
+    without a complete upload in flight that sends one has left.
     """
+
+    _readClosed = False
+
+    def _uploadWhole(self) -> bool:
+        """Whether the request in flight is a send whose body has all been read."""
+        request = self.requests[-1] if self.requests else None
+        return (
+            request is not None
+            and getattr(request, "bodySink", None) is not None
+            and bool(getattr(request, "bodyComplete", False))
+            and not request.finished
+        )
+
+    def readConnectionLost(self) -> None:
+        if self._readClosed:
+            return  # again, once a paused transport reads on: nothing new
+        self._readClosed = True
+        if self._uploadWhole():
+            # Its response is still due; after it, nothing more can come.
+            self.persistent = False
+            self.senderHalfClosed()
+        elif not self.requests:
+            # Between requests: whatever response is written still goes out.
+            self.transport.loseConnection()
+        else:
+            # A receiver, or an upload cut short: the party has left.
+            self.transport.abortConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def senderHalfClosed(self) -> None:
+        """Tell the upload in flight that its client sent a FIN after its
+        whole body (``pipe.Upload.halfClosed``)."""
+        request = self.requests[-1] if self.requests else None
+        note = getattr(getattr(request, "bodySink", None), "halfClosed", None)
+        if note is not None:
+            note()
+
+    def bodyInKernel(self, sock: socket.socket) -> bool:
+        """Whether the rest of the upload in flight is in ``sock``'s kernel
+        buffer, unread (the sender is paused), so the sender's FIN is a
+        half-close after a whole body rather than a hang-up."""
+        request = self.requests[-1] if self.requests else None
+        if request is None or getattr(request, "bodySink", None) is None:
+            return False
+        if self._uploadWhole():
+            return True
+        try:
+            queued = struct.unpack(
+                "i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+            )[0]
+        except (OSError, ValueError):
+            return False
+        held = b"" if self.line_mode else bytes(self._buffer)
+        length = getattr(request, "bodyLength", None)
+        if length is not None:
+            return len(held) + queued >= length - request.bodyBytes
+        decoder = self._transferDecoder
+        if decoder is None or not isinstance(decoder, http._ChunkedTransferDecoder):
+            return False
+        if queued > PEEK_MAX:
+            return False
+        try:
+            data = sock.recv(queued, socket.MSG_PEEK) if queued else b""
+        except OSError:
+            return False
+        return _chunkedBodyEnds(decoder, held + data)
 
     headerTimeout: Optional[float] = 20.0
     _headerTimer: Optional[IDelayedCall] = None
@@ -319,7 +448,9 @@ class PipeChannel(http.HTTPChannel):
         super().lineReceived(line)
 
     def headerReceived(self, line: bytes) -> bool:
-        if _has_forbidden_header_bytes(line):
+        # Twisted 26 refuses these itself, 25.5 only a NUL: our own check
+        # holds the line on every supported version.
+        if _unsafeFieldValue(line):
             self._respondToBadRequestAndDisconnect()
             return False
         # Twisted skips "Transfer-Encoding: identity", so "chunked" plus
@@ -355,9 +486,60 @@ class PipeChannel(http.HTTPChannel):
             channels.discard(self)
         super().connectionLost(reason)
 
+    _headRefused = False
+
+    def _refuseHead(self, request: PipeRequest) -> bool:
+        """Answer now, with the body unread, a request its head alone
+        disqualifies; then close, as the unread body cannot be told apart
+        from a next request. True if it was refused."""
+        if self._path.translate(None, _TARGET_BYTES):
+            # Twisted lets through 0x7F-0xB0 (and, before 26, more).
+            self._respondToBadRequestAndDisconnect()
+            return True
+        headers = request.requestHeaders
+        hosts = headers.getRawHeaders(b"host", [])
+        if len(hosts) > 1 or (not hosts and self._version == b"HTTP/1.1"):
+            # RFC 9112 3.2: exactly one Host in HTTP/1.1, never two.
+            self._respondToBadRequestAndDisconnect()
+            return True
+        rejection: Optional[Rejection] = None
+        expect = headers.getRawHeaders(b"expect", [])
+        if not _expectsOnlyContinue(expect):
+            rejection = errors.expectation_failed()
+            self._rejected(rejection.reason)
+        elif expect and self._version == b"HTTP/1.1" and self.length != 0:
+            # The client waits for our word before it sends the body: a
+            # sender about to be refused must get that refusal, not a
+            # "100 Continue" inviting an upload that goes nowhere.
+            check = getattr(self.site.resource, "checkBeforeBody", None)
+            if check is not None and self._command in STREAMED_METHODS:
+                request.setRequestLine(self._command, self._path, self._version)
+                rejection = check(request)
+        if rejection is None:
+            return False
+        self._cancelHeaderTimer()
+        status = b"%d %s" % (rejection.status, http.RESPONSES.get(rejection.status, b""))
+        self.transport.write(_reply(status, rejection.text, rejection.headers))
+        if "method" not in vars(request):
+            request.setRequestLine(self._command, self._path, self._version)
+        request.code = rejection.status
+        request._logged = True
+        self.site.log(request)
+        self.loseConnection()
+        return True
+
+    def allContentReceived(self) -> None:
+        # lineReceived calls this right after allHeadersReceived for a
+        # request without a body: a refused one must not be rendered.
+        if not self._headRefused:
+            super().allContentReceived()
+
     def allHeadersReceived(self) -> None:
         self._cancelHeaderTimer()
         request = self.requests[-1]
+        if self._refuseHead(request):
+            self._headRefused = True
+            return
         # super() answers "Expect: 100-continue" first, so any response
         # written while dispatching comes after it on the wire.
         super().allHeadersReceived()
@@ -451,6 +633,8 @@ class HangupWatcher:
     epoll set, registered with the reactor as a reader, reports the peer's
     shutdown (EPOLLRDHUP) or reset for the watched sockets, and the watcher
     aborts that transport so the normal connection-lost path runs.
+    A FIN that follows a whole body may be a half-close (nc -N): that sender
+    is told (``senderHalfClosed``) and then watched for a reset only.
     Where epoll is missing it does nothing and the deadline still applies.
     """
 
@@ -460,6 +644,13 @@ class HangupWatcher:
         self._watched: Dict[int, Any] = {}
 
     def watch(self, transport: Any) -> None:
+        self._watch(transport, select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR)
+
+    def watchReset(self, transport: Any) -> None:
+        """Watch for a reset only: its peer's FIN is already in."""
+        self._watch(transport, select.EPOLLHUP | select.EPOLLERR)
+
+    def _watch(self, transport: Any, mask: int) -> None:
         fileno = getattr(transport, "fileno", None)
         if self._epoll is None or fileno is None:
             return
@@ -469,7 +660,6 @@ class HangupWatcher:
             return
         if fd < 0:
             return
-        mask = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
         try:
             self._epoll.register(fd, mask)
         except FileExistsError:
@@ -501,11 +691,26 @@ class HangupWatcher:
 
     def doRead(self) -> None:
         assert self._epoll is not None
-        for fd, _events in self._epoll.poll(0):
+        for fd, events in self._epoll.poll(0):
             transport = self._watched.get(fd)
             self._forget(fd)
-            if transport is not None:
-                transport.abortConnection()
+            if transport is None:
+                continue
+            if not events & (select.EPOLLHUP | select.EPOLLERR) and self._halfClosed(transport):
+                transport.protocol.senderHalfClosed()
+                continue
+            transport.abortConnection()
+
+    def _halfClosed(self, transport: Any) -> bool:
+        """A sender that shut its side after sending its whole body (only a
+        FIN came, and the body's end is in the kernel): not gone, it still
+        waits for receivers and its response."""
+        check = getattr(getattr(transport, "protocol", None), "bodyInKernel", None)
+        handle = getattr(transport, "getHandle", None)
+        if check is None or handle is None:
+            return False
+        sock = handle()
+        return isinstance(sock, socket.socket) and bool(check(sock))
 
     def connectionLost(self, reason: Failure) -> None:
         pass

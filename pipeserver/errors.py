@@ -152,6 +152,11 @@ def unauthorized() -> Rejection:
 
 
 @_reason
+def expectation_failed() -> Rejection:
+    return Rejection(417, "[ERROR] The only expectation supported is 100-continue.")
+
+
+@_reason
 def path_too_long(limit: int) -> Rejection:
     return Rejection(414, f"[ERROR] The path is longer than {limit} bytes.")
 

@@ -73,11 +73,16 @@ class Watcher(Protocol):
 
     def watch(self, transport: object) -> None: ...
 
+    def watchReset(self, transport: object) -> None: ...
+
     def unwatch(self, transport: object) -> None: ...
 
 
 class _NoWatcher:
     def watch(self, transport: object) -> None:
+        pass
+
+    def watchReset(self, transport: object) -> None:
         pass
 
     def unwatch(self, transport: object) -> None:
@@ -148,6 +153,18 @@ def _close(transport: object, clock: IReactorTime, half: bool = False) -> None:
             transport.abortConnection()  # type: ignore[attr-defined]
 
     clock.callLater(SENDER_LINGER if half and shut is not None else CLOSE_GRACE, cut)
+
+
+def _reset(transport: object) -> None:
+    """Close with a RST (SO_LINGER 0), which a client reports as a failure."""
+    handle = getattr(transport, "getHandle", None)
+    try:
+        sock = handle() if handle is not None else None
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass  # already gone: nothing left to mistake for a clean end
+    transport.abortConnection()  # type: ignore[attr-defined]
 
 
 def _direct_socket(transport: object) -> Optional[socket.socket]:
@@ -246,8 +263,13 @@ class Upload:
         request.bodySink = self
 
     # -- what the sender sees
+    _probed = False  # the next line's "[" went ahead of it (halfClosed)
+
     def say(self, line: str) -> None:
         data = line.encode("utf-8") + b"\n"
+        if self._probed and data.startswith(b"["):
+            self._probed = False
+            data = data[1:]
         if self._buffered:
             # HTTP/1.0 has no chunks: send it all at the end with a length,
             # so a failure (no response at all) is told apart from success.
@@ -261,6 +283,19 @@ class Upload:
             self.request.setHeader(b"content-length", b"%d" % len(body))
             self.request.write(body)
         self.request.finish()
+
+    def halfClosed(self) -> None:
+        """Its client shut its side after its whole body: a FIN, which is
+        what a client that half-closes (nc -N) sends, and all a killed one
+        sends too. The one still there waits for its lines; the one gone
+        must free its place. Every line starts with "[", so that byte is
+        sent now, ahead of the next line: a gone client's kernel answers it
+        with a reset, which the watcher sees."""
+        if self.pipe.state is not State.WAITING or self._buffered or self._probed:
+            return  # (lines held for the end: nothing may be sent yet)
+        self.request.write(b"[")
+        self._probed = True
+        self.pipe.watcher.watchReset(self.transport)
 
     def close(self, clock: IReactorTime) -> None:
         self.pipe.watcher.unwatch(self.transport)
@@ -514,6 +549,11 @@ class Download:
         a counted one comes up short, so the client knows it is truncated."""
         if self.request.producer is not None:
             self.request.unregisterProducer()
+        if not self._chunked and not self.request.responseHeaders.hasHeader(b"content-length"):
+            # Neither framing: the end of the connection ends the body, so a
+            # clean FIN would pass the truncated stream off as whole (HTTP/1.0).
+            _reset(self.transport)
+            return
         _close(self.transport, clock)
 
     def taken(self) -> int:
@@ -1026,6 +1066,11 @@ class Pipe:
             # The connection may carry another request, or be read to its end.
             self._bulk, self._mark = False, 1
             self.sender.setLowWater(1)
+        if self.sender is not None and self.sender.sizable:
+            # Likewise the read size: the next PUT on this connection would
+            # otherwise have up to READ_MAX of its body read with its head,
+            # before any receiver is there (SPEC §2).
+            self.sender.transport.bufferSize = READ_MIN  # type: ignore[attr-defined]
         self._syncWaiting()
         for download in list(self._stallTimers):
             self._unwatchStall(download)

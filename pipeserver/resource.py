@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, Union
+from typing import Callable, Dict, Optional, Tuple, Union
 
 from twisted.web.http import NO_CONTENT
 from twisted.web.resource import Resource
@@ -74,8 +74,6 @@ class PipeResource(Resource):
                 return self._page(request, page, method == b"HEAD")
             return self._receive(request, path, method == b"HEAD")
         if method in (b"PUT", b"POST"):
-            if path in self.reserved:
-                raise errors.reserved_path(path.decode("utf-8", "replace"))
             return self._send(request, path)
         raise errors.method_not_allowed(method.decode("latin-1"))
 
@@ -102,12 +100,34 @@ class PipeResource(Resource):
         return project
 
     def _send(self, request: PipeRequestLike, path: bytes) -> int:
+        project, n = self._checkSend(request, path)
+        self.registry.send((project, path), n, request, self.client_of(request))
+        return NOT_DONE_YET
+
+    def _checkSend(self, request: PipeRequestLike, path: bytes) -> Tuple[str, int]:
+        """A send's checks that need no body; raises their Rejection."""
+        if path in self.reserved:
+            raise errors.reserved_path(path.decode("utf-8", "replace"))
         if request.getHeader(b"content-range") is not None:
             raise errors.content_range(request.method.decode("latin-1"))  # type: ignore[attr-defined]
         project = self._project(request, path)
         n = self._n(request, errors.sender_n_invalid)
-        self.registry.send((project, path), n, request, self.client_of(request))
-        return NOT_DONE_YET
+        return project, n
+
+    def checkBeforeBody(self, request: PipeRequestLike) -> Optional[Rejection]:
+        """The Rejection a PUT/POST would meet before its body, if any.
+
+        The channel asks this of a sender that waits for ``100 Continue``:
+        a sender refused now (no token, a reserved path, a bad ``n``) is
+        told so instead of being invited to upload a body for nothing.
+        """
+        try:
+            self._checkSend(request, request.path)  # type: ignore[attr-defined]
+        except Rejection as rejection:
+            project = getattr(request, "project", "") or ""
+            self.registry.observer.rejected(project, rejection.reason)
+            return rejection
+        return None
 
     def _receive(self, request: PipeRequestLike, path: bytes, head: bool) -> Union[bytes, int]:
         if request.getHeader(b"service-worker") == b"script":

@@ -558,12 +558,28 @@ def test_expect_continue_answered_first_when_established_at_once(env: Env) -> No
     assert r.response().body == b"abc"
 
 
-def test_expect_continue_before_a_rejection(env: Env) -> None:
+def test_a_rejection_known_before_the_body_replaces_100_continue(env: Env) -> None:
     c = env.client().send(
         request(b"PUT", b"/help", ((b"Expect", b"100-continue"),), chunked=True)
     )
+    # The body was never asked for, so it is never read: the connection ends.
+    assert c.wire().startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"100 Continue" not in c.wire()
+    assert c.response().header(b"connection") == b"close"
+    assert not c.open
+
+
+def test_expect_continue_before_a_rejection_of_the_pipe(env: Env) -> None:
+    # A second sender is refused by the pipe, after the 100: its body is
+    # read (and dropped) so the connection can go on.
+    first = sender(env)
+    c = env.client().send(
+        request(b"PUT", b"/p", ((b"Expect", b"100-continue"),), chunked=True)
+    )
     assert c.wire().startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 400 ")
     c.send(chunk(b""))
+    assert c.response().lines == ["[ERROR] Another sender has been connected on '/p'."]
+    first.disconnect()
 
 
 # --------------------------------------------------------------- backpressure

@@ -595,3 +595,76 @@ def test_pipe_channel_refuses_cr_and_nul_in_a_header(header: bytes) -> None:
     assert transport.disconnecting
     assert channel.requests == [] or channel.requests[-1].requestHeaders.getRawHeaders(
         b"x-a") is None
+
+
+# ------------------------------------------------------------ a head refused
+def test_bodiless_request_goes_from_allHeadersReceived_to_allContentReceived() -> None:
+    """PipeChannel refuses a head in allHeadersReceived without calling
+    super(); lineReceived then still calls allContentReceived for a request
+    without a body, which PipeChannel must turn into a no-op."""
+    calls: List[str] = []
+
+    class Channel(http.HTTPChannel):
+        def allHeadersReceived(self):  # type: ignore[no-untyped-def]
+            calls.append("allHeadersReceived")
+
+        def allContentReceived(self):  # type: ignore[no-untyped-def]
+            calls.append("allContentReceived")
+
+    channel = Channel()
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert calls == ["allHeadersReceived", "allContentReceived"]
+    calls.clear()
+    channel = Channel()
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n")
+    assert calls == ["allHeadersReceived"] and not channel.line_mode
+
+
+def test_refused_head_is_not_rendered(env: Env) -> None:
+    client = env.client().send(b"GET /version HTTP/1.1\r\n\r\n")
+    assert client.response().status == 400
+    assert client.response().body == b"[ERROR] Malformed request.\n"
+
+
+# ------------------------------------------------------------ a half-closed sender
+def test_chunked_decoder_state_copies_with_its_buffer() -> None:
+    """PipeChannel.bodyInKernel runs a copy of the live chunked decoder over
+    peeked bytes: a shallow copy plus a fresh ``_buffer`` must be a decoder
+    of its own, leaving the real one untouched."""
+    from pipeserver.channel import _chunkedBodyEnds
+    from pipeserver.chunked import ViewChunkedDecoder
+
+    assert isinstance(http._ChunkedTransferDecoder(None, None)._buffer, bytearray)
+    got: List[bytes] = []
+    ended: List[bytes] = []
+    decoder = ViewChunkedDecoder(lambda d: got.append(bytes(d)), ended.append)
+    decoder.dataReceived(b"5\r\nab")
+    decoder.dataReceived(b"c")
+    assert not _chunkedBodyEnds(decoder, b"de\r\n")
+    assert _chunkedBodyEnds(decoder, b"de\r\n0\r\n\r\n")
+    assert not _chunkedBodyEnds(decoder, b"de\r\n0\r\nbroken")
+    assert got == [b"ab", b"c"] and ended == []
+    decoder.dataReceived(b"de\r\n1")
+    assert decoder.state == "CHUNK_LENGTH" and bytes(decoder._buffer) == b"1"
+    assert _chunkedBodyEnds(decoder, b"\r\nx\r\n0\r\n\r\n")
+    decoder.dataReceived(b"\r\nx\r\n0\r\n\r\n")
+    assert b"".join(got) == b"abcdex" and ended == [b""]
+
+
+def test_tcp_transport_reports_a_fin_as_readConnectionLost() -> None:
+    """What PipeChannel relies on to serve a sender that half-closes: a TCP
+    transport whose protocol provides IHalfCloseableProtocol reports the
+    peer's FIN as readConnectionLost, not connectionLost."""
+    from twisted.internet import interfaces, tcp
+
+    from pipeserver.channel import PipeChannel
+
+    assert interfaces.IHalfCloseableProtocol.providedBy(PipeChannel())
+    assert interfaces.IHalfCloseableDescriptor.implementedBy(tcp.Connection)
+    source = inspect.getsource(tcp.Connection.readConnectionLost)
+    assert "IHalfCloseableProtocol(self.protocol, None)" in source
+    assert "p.readConnectionLost()" in source
+    # HangupWatcher finds the channel of a watched transport here.
+    assert re.search(r"self\.protocol(: \w+)? = protocol", inspect.getsource(tcp.Connection.__init__))
