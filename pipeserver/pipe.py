@@ -664,9 +664,16 @@ class Pipe:
     def writeSequence(self, pieces: List["bytes | memoryview"]) -> None:
         """Several chunks of the sender's body, from one read."""
         upload = self.sender
-        if self.state is not State.STREAMING or upload is None or upload.decoder is not None:
+        if self.state is not State.STREAMING or upload is None:
             for data in pieces:
                 self.write(data)
+            return
+        if upload.decoder is not None:
+            # One feed per read, not per chunk: a form sent in 1-byte chunks
+            # would otherwise cost a decoder call and a receiver write (and
+            # chunk framing) per byte. The decoder's output does not depend
+            # on how its input is split.
+            self.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
             return
         size = sum(len(data) for data in pieces)
         if size:
