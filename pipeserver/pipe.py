@@ -154,6 +154,33 @@ def _direct_socket(transport: object) -> Optional[socket.socket]:
     return sock if isinstance(sock, socket.socket) else None
 
 
+def send_buffered_now(transport: object) -> None:
+    """Send what a plain TCP transport holds for its socket now, rather than
+    on the reactor's next turn (when it is reported writable); what the
+    kernel does not take stays queued, in order. Anything else: no-op."""
+    sock = _direct_socket(transport)
+    if (
+        sock is None
+        or transport.offset < len(transport.dataBuffer)  # type: ignore[attr-defined]
+        or transport.disconnecting  # type: ignore[attr-defined]
+        or not transport.connected  # type: ignore[attr-defined]
+    ):
+        return
+    pending: List[bytes] = transport._tempDataBuffer  # type: ignore[attr-defined]
+    if not pending:
+        return
+    data = b"".join(pending)
+    try:
+        sent = sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        return
+    except OSError:
+        return  # the transport meets the error in its own time
+    rest = data[sent:]
+    transport._tempDataBuffer = [rest] if rest else []  # type: ignore[attr-defined]
+    transport._tempDataLen = len(rest)  # type: ignore[attr-defined]
+
+
 #: How many :meth:`Download.room` calls reuse one reading of SO_SNDBUF.
 #: The kernel changes it rarely (autotuning grows it; memory pressure may
 #: shrink it), and a stale value errs for at most this many reads.
@@ -237,6 +264,14 @@ class Upload:
             self.request.setHeader(b"content-length", b"%d" % len(body))
             self.request.write(body)
         self.request.finish()
+
+    def flush(self) -> None:
+        """Put the response so far (its head and lines, which
+        ``request.write`` leaves in the transport's buffer) on the socket
+        now: receivers' heads go straight to theirs (``Download._flushHead``),
+        and a client may wait for the sender's response before it reads the
+        receivers' (piping-server's own tests do)."""
+        send_buffered_now(self.transport)
 
     def close(self, clock: IReactorTime) -> None:
         self.pipe.watcher.unwatch(self.transport)
@@ -615,6 +650,8 @@ class Pipe:
         self._cancelDeadline()
         self._syncWaiting()
         self.sender.say(f"[INFO] Start sending to {self.n} receiver(s)!")
+        # The sender hears of it before any receiver does.
+        self.sender.flush()
         self.registry.established(self)
         pending, self._pending = self._pending, []
         self._startReceivers()
