@@ -176,6 +176,33 @@ def _direct_socket(transport: object) -> Optional[socket.socket]:
     return sock if isinstance(sock, socket.socket) else None
 
 
+def send_buffered_now(transport: object) -> None:
+    """Send what a plain TCP transport holds for its socket now, rather than
+    on the reactor's next turn (when it is reported writable); what the
+    kernel does not take stays queued, in order. Anything else: no-op."""
+    sock = _direct_socket(transport)
+    if (
+        sock is None
+        or transport.offset < len(transport.dataBuffer)  # type: ignore[attr-defined]
+        or transport.disconnecting  # type: ignore[attr-defined]
+        or not transport.connected  # type: ignore[attr-defined]
+    ):
+        return
+    pending: List[bytes] = transport._tempDataBuffer  # type: ignore[attr-defined]
+    if not pending:
+        return
+    data = b"".join(pending)
+    try:
+        sent = sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        return
+    except OSError:
+        return  # the transport meets the error in its own time
+    rest = data[sent:]
+    transport._tempDataBuffer = [rest] if rest else []  # type: ignore[attr-defined]
+    transport._tempDataLen = len(rest)  # type: ignore[attr-defined]
+
+
 #: How many :meth:`Download.room` calls reuse one reading of SO_SNDBUF.
 #: The kernel changes it rarely (autotuning grows it; memory pressure may
 #: shrink it), and a stale value errs for at most this many reads.
@@ -296,6 +323,14 @@ class Upload:
         self.request.write(b"[")
         self._probed = True
         self.pipe.watcher.watchReset(self.transport)
+
+    def flush(self) -> None:
+        """Put the response so far (its head and lines, which
+        ``request.write`` leaves in the transport's buffer) on the socket
+        now: receivers' heads go straight to theirs (``Download._flushHead``),
+        and a client may wait for the sender's response before it reads the
+        receivers' (piping-server's own tests do)."""
+        send_buffered_now(self.transport)
 
     def close(self, clock: IReactorTime) -> None:
         self.pipe.watcher.unwatch(self.transport)
@@ -740,6 +775,8 @@ class Pipe:
         self._cancelDeadline()
         self._syncWaiting()
         self.sender.say(f"[INFO] Start sending to {self.n} receiver(s)!")
+        # The sender hears of it before any receiver does.
+        self.sender.flush()
         self.registry.established(self)
         pending, self._pending = self._pending, []
         self._startReceivers()
@@ -789,9 +826,16 @@ class Pipe:
     def writeSequence(self, pieces: List["bytes | memoryview"]) -> None:
         """Several chunks of the sender's body, from one read."""
         upload = self.sender
-        if self.state is not State.STREAMING or upload is None or upload.decoder is not None:
+        if self.state is not State.STREAMING or upload is None:
             for data in pieces:
                 self.write(data)
+            return
+        if upload.decoder is not None:
+            # One feed per read, not per chunk: a form sent in 1-byte chunks
+            # would otherwise cost a decoder call and a receiver write (and
+            # chunk framing) per byte. The decoder's output does not depend
+            # on how its input is split.
+            self.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
             return
         size = sum(len(data) for data in pieces)
         if size:

@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from twisted.web.http_headers import Headers
+
 from pipeserver.multipart import (
     MAX_PART_HEADERS,
     MAX_PREAMBLE,
@@ -210,3 +212,145 @@ def test_quoted_boundary_decodes() -> None:
     assert boundary == b"q b"
     data, decoder = decode([b"--q b\r\n\r\nquoted\r\n--q b--\r\n"], boundary)
     assert data == b"quoted" and decoder.done
+
+
+# ------------------------------------------------------------ linear, same output
+class QuadraticDecoder:
+    """The decoder as it was before issue 10 (item 6): it re-joined and
+    re-searched everything it held on every call. Kept as the oracle of
+    what the linear one must give, error for error, split for split."""
+
+    def __init__(self, boundary: bytes) -> None:
+        self._delimiter = b"--" + boundary
+        self._marker = b"\r\n" + self._delimiter
+        self._buffer = b""
+        self._stage = "preamble"
+        self.headers: Optional[Headers] = None
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self.done:
+            return b""
+        buffer = self._buffer + data if self._buffer else data
+        self._buffer = b""
+        if self._stage == "preamble":
+            at = 0 if buffer.startswith(self._delimiter) else buffer.find(self._marker)
+            if at > 0:
+                at += 2
+            line_end = buffer.find(b"\r\n", at + len(self._delimiter)) if at >= 0 else -1
+            if line_end < 0:
+                if len(buffer) > MAX_PREAMBLE:
+                    raise MultipartError("no boundary in the form body")
+                self._buffer = buffer
+                return b""
+            self._stage = "headers"
+            buffer = buffer[line_end + 2 :]
+        if self._stage == "headers":
+            if buffer.startswith(b"\r\n"):
+                end, head = 0, b""
+            else:
+                end = buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buffer) > MAX_PART_HEADERS:
+                        raise MultipartError("form part headers too long")
+                    self._buffer = buffer
+                    return b""
+                head = buffer[:end]
+                end += 2
+            headers = Headers()
+            for line in head.split(b"\r\n") if head else ():
+                name, sep, value = line.partition(b":")
+                if not sep:
+                    raise MultipartError("bad form part header")
+                headers.addRawHeader(name.strip(), value.strip())
+            self.headers = headers
+            self._stage = "body"
+            buffer = buffer[end + 2 :]
+        at = buffer.find(self._marker)
+        if at >= 0:
+            self.done = True
+            return buffer[:at]
+        cut = max(0, len(buffer) - (len(self._marker) - 1))
+        self._buffer = buffer[cut:]
+        return buffer[:cut]
+
+
+def outcome(decoder_class: type, pieces: Sequence[bytes], boundary: bytes = b"bd") -> tuple:
+    """All a decoder gives for ``pieces``: output (per call), headers, done, error."""
+    decoder = decoder_class(boundary)
+    out: List[bytes] = []
+    error = None
+    try:
+        for piece in pieces:
+            out.append(decoder.feed(piece))
+    except Exception as e:  # noqa: BLE001  (Headers rejects some names itself)
+        error = f"{type(e).__name__}: {e}"
+    return out, headers_of(decoder), decoder.done, error
+
+
+# Pieces a form body is made of, near-misses of the boundary ("bd") included.
+FRAGMENTS = [
+    b"--bd", b"\r\n--bd", b"\r\n--b", b"\r\n-", b"\r\n", b"\r", b"\n", b"--", b"-",
+    b"X-A: 1\r\n", b"Content-Type: t/t\r\n", b"no colon\r\n", b"\r\n\r\n", b"--bd--",
+    b"data", b"\x00\xff", b"  ",
+]
+
+
+@st.composite
+def form_bodies(draw: st.DrawFn) -> bytes:
+    parts = draw(st.lists(st.sampled_from(FRAGMENTS) | st.binary(max_size=8), max_size=30))
+    if draw(st.booleans()):
+        parts.insert(0, b"--bd\r\n")
+    if draw(st.booleans()):
+        # A long preamble or header block: near and past the limits.
+        fill = draw(st.sampled_from([MAX_PREAMBLE - 40, MAX_PREAMBLE + 3, MAX_PART_HEADERS + 1]))
+        parts.insert(draw(st.integers(0, len(parts))), b"y" * fill)
+    return b"".join(parts)
+
+
+def cuts_of(body: bytes, points: List[int]) -> List[bytes]:
+    at = sorted({min(p, len(body)) for p in points})
+    return [body[a:b] for a, b in zip([0] + at, at + [len(body)])]
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=form_bodies(), points=st.lists(st.integers(0, 70_000), max_size=10))
+def test_same_outcome_as_the_quadratic_decoder(body: bytes, points: List[int]) -> None:
+    for pieces in ([body], cuts_of(body, points)):
+        assert outcome(FirstPartDecoder, pieces) == outcome(QuadraticDecoder, pieces)
+
+
+@settings(max_examples=60, deadline=None)
+@given(body=form_bodies())
+def test_one_byte_at_a_time_gives_what_one_piece_gives(body: bytes) -> None:
+    pieces = [body[i : i + 1] for i in range(len(body))]
+    out, headers, done, error = outcome(FirstPartDecoder, pieces)
+    assert (out, headers, done, error) == outcome(QuadraticDecoder, pieces)
+    whole_out, whole_headers, whole_done, whole_error = outcome(FirstPartDecoder, [body])
+    if error is None and whole_error is None:
+        # Only a limit can be met in one split and not in another.
+        assert (b"".join(out), headers, done) == (b"".join(whole_out), whole_headers, whole_done)
+
+
+@pytest.mark.parametrize("size", [MAX_PREAMBLE - 7, MAX_PREAMBLE - 6, MAX_PREAMBLE + 1])
+@pytest.mark.parametrize("step", [1, 3, 4096])
+def test_preamble_limit_as_before(size: int, step: int) -> None:
+    body = b"p" * size + b"\r\n--b\r\nX: 1\r\n\r\nend\r\n--b--"
+    pieces = [body[i : i + step] for i in range(0, len(body), step)]
+    assert outcome(FirstPartDecoder, pieces, b"b") == outcome(QuadraticDecoder, pieces, b"b")
+
+
+@pytest.mark.parametrize("size", [MAX_PART_HEADERS - 12, MAX_PART_HEADERS + 1])
+@pytest.mark.parametrize("step", [1, 5, 4096])
+def test_part_header_limit_as_before(size: int, step: int) -> None:
+    body = b"--b\r\nX-Long: " + b"z" * size + b"\r\n\r\nend\r\n--b--"
+    pieces = [body[i : i + step] for i in range(0, len(body), step)]
+    assert outcome(FirstPartDecoder, pieces, b"b") == outcome(QuadraticDecoder, pieces, b"b")
+
+
+def test_preamble_holds_no_more_than_a_marker() -> None:
+    decoder = FirstPartDecoder(BOUNDARY)
+    for _ in range(1000):
+        decoder.feed(b"z" * 50)
+    # Bounded lookback: only what could start a marker is kept.
+    assert len(decoder._buffer) < len(b"\r\n--" + BOUNDARY)
