@@ -20,6 +20,8 @@ from typing import Iterable, List, Optional, Sequence, Union
 
 from twisted.internet.address import IPv4Address, IPv6Address
 
+from pipeserver.interfaces import Request
+
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -94,8 +96,8 @@ class ClientAddresses:
     def _trusted(self, address: IPAddress) -> bool:
         return any(address.version == net.version and address in net for net in self.trusted)
 
-    def __call__(self, request: object) -> str:
-        peer = request.getClientAddress()  # type: ignore[attr-defined]
+    def __call__(self, request: Request) -> str:
+        peer = request.getClientAddress()
         if not isinstance(peer, (IPv4Address, IPv6Address)):
             reported = self._reported(request) if self.trustUnix else None
             return LOCAL if reported is None else bucket(reported)
@@ -108,10 +110,10 @@ class ClientAddresses:
                 address = reported
         return bucket(address)
 
-    def _reported(self, request: object) -> Optional[IPAddress]:
+    def _reported(self, request: Request) -> Optional[IPAddress]:
         """The client a trusted proxy reports, or None when it reports
         nothing usable."""
-        headers = request.requestHeaders  # type: ignore[attr-defined]
+        headers = request.requestHeaders
         xff = headers.getRawHeaders(b"x-forwarded-for")
         if xff:
             hops: Optional[List[str]] = [

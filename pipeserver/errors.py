@@ -1,9 +1,77 @@
-"""The rejections a request can meet, with their exact status and text (SPEC §6)."""
+"""The rejections a request can meet, with their exact status and text (SPEC §6),
+and the one way an error reply is built: :func:`plain_reply` on a request
+(:meth:`Rejection.apply`), :func:`raw_reply` as bytes on the wire before a
+request exists (:meth:`Rejection.wire`)."""
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence, Tuple, TypeVar
+from typing import Callable, Dict, ParamSpec, Sequence, Tuple
+
+from twisted.web.http import RESPONSES
+
+from pipeserver.headers import SANDBOX_CSP, SERVER
+from pipeserver.interfaces import Replying
+
+#: Extra response headers: (name, value) as text, e.g. ("Retry-After", "5").
+HeaderPairs = Sequence[Tuple[str, str]]
+
+TEXT_PLAIN = b"text/plain"
+
+
+def plain_headers(request: Replying, content_type: bytes = TEXT_PLAIN) -> None:
+    """The pair every text answer of ours carries: its Content-Type
+    (``text/plain`` without a charset, as piping-server sends it) and
+    ``Access-Control-Allow-Origin: *``."""
+    request.setHeader(b"content-type", content_type)
+    request.setHeader(b"access-control-allow-origin", b"*")
+
+
+def plain_reply(
+    request: Replying, status: int, text: str, headers: HeaderPairs = ()
+) -> bytes:
+    """Answer ``request`` with ``status`` and the line ``text``: sets the
+    status, the text/plain + CORS pair, ``headers`` and Content-Length, and
+    returns the body (``text`` and a newline) for the caller to write or
+    return from ``render`` (an empty one for a HEAD)."""
+    body = (text + "\n").encode("utf-8")
+    request.setResponseCode(status)
+    plain_headers(request)
+    for name, value in headers:
+        request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
+
+
+#: Reason phrases where ours differ from ``twisted.web.http.RESPONSES``
+#: (which has "Request Time-out" and no 431).
+REASONS: Dict[int, bytes] = {
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+}
+
+
+def reason_phrase(status: int) -> bytes:
+    return REASONS.get(status) or RESPONSES.get(status, b"")
+
+
+def raw_reply(status: int, text: str, headers: HeaderPairs = ()) -> bytes:
+    """The whole HTTP/1.1 response for a request refused before a request
+    object exists (the channel writes it, then closes): the same status,
+    text/plain + CORS pair, extra headers and body as :func:`plain_reply`,
+    with the headers every response of ours carries (``headers.harden``)
+    written out, and ``Connection: close``."""
+    body = (text + "\n").encode("utf-8")
+    extra = b"".join(
+        name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n"
+        for name, value in headers
+    )
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n" % (status, reason_phrase(status))
+        + b"Access-Control-Allow-Origin: *\r\n" + extra + b"Server: " + SERVER + b"\r\n"
+        b"X-Content-Type-Options: nosniff\r\nContent-Security-Policy: " + SANDBOX_CSP
+        + b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+    ) + body
 
 
 def seconds(value: float) -> str:
@@ -36,21 +104,30 @@ class Rejection(Exception):
     def body(self) -> bytes:
         return (self.text + "\n").encode("utf-8")
 
+    def apply(self, request: Replying) -> bytes:
+        """Answer ``request`` with this rejection (:func:`plain_reply`);
+        returns the body."""
+        return plain_reply(request, self.status, self.text, self.headers)
 
-_Make = TypeVar("_Make", bound=Callable[..., Rejection])
+    def wire(self) -> bytes:
+        """This rejection as a whole response on the wire (:func:`raw_reply`)."""
+        return raw_reply(self.status, self.text, self.headers)
 
 
-def _reason(make: _Make) -> _Make:
+_Args = ParamSpec("_Args")
+
+
+def _reason(make: Callable[_Args, Rejection]) -> Callable[_Args, Rejection]:
     """Name the rejections ``make`` builds after it, unless they have a name."""
 
     @functools.wraps(make)
-    def named(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def named(*args: _Args.args, **kwargs: _Args.kwargs) -> Rejection:
         rejection = make(*args, **kwargs)
         if not rejection.reason:
             rejection.reason = make.__name__
         return rejection
 
-    return named  # type: ignore[return-value]
+    return named
 
 
 def bad(text: str) -> Rejection:
@@ -164,6 +241,24 @@ def path_too_long(limit: int) -> Rejection:
 @_reason
 def over_limit(text: str, retry_after: int = 5, reason: str = "") -> Rejection:
     return Rejection(503, f"[ERROR] {text}", [("Retry-After", str(retry_after))], reason)
+
+
+# Refused by the channel before a request exists (Rejection.wire).
+
+
+@_reason
+def header_timeout() -> Rejection:
+    return Rejection(408, "[ERROR] Request headers took too long.")
+
+
+@_reason
+def headers_too_large() -> Rejection:
+    return Rejection(431, "[ERROR] Request headers are too large.")
+
+
+@_reason
+def malformed() -> Rejection:
+    return bad("[ERROR] Malformed request.")
 
 
 @_reason

@@ -12,7 +12,7 @@ Every series carries a ``project`` label: the token's project, or ``""``
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -22,7 +22,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from pipeserver.headers import HardenedRequest
-from pipeserver.pipe import Pipe, PipeRegistry, State
+from pipeserver.errors import TEXT_PLAIN
+from pipeserver.interfaces import Request
+from pipeserver.pipe import Download, Pipe, PipeRegistry, State
 
 #: Seconds a party waited for its pipe to be established.
 WAIT_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -84,7 +86,7 @@ class PipeMetrics:
         )
         self._registry: Optional[PipeRegistry] = None
         #: The receivers of each pipe under way (nobody joins once established).
-        self._streaming: Dict[Pipe, List[Any]] = {}
+        self._streaming: Dict[Pipe, List[Download]] = {}
 
     def watch(self, registry: PipeRegistry) -> None:
         """Read the gauges from ``registry`` at each scrape."""
@@ -170,10 +172,10 @@ class MetricsResource(Resource):
         super().__init__()
         self.metrics = metrics
 
-    def render_GET(self, request: Any) -> bytes:
+    def render_GET(self, request: Request) -> bytes:
         if request.path != b"/metrics":
             request.setResponseCode(404)
-            request.setHeader(b"content-type", b"text/plain")
+            request.setHeader(b"content-type", TEXT_PLAIN)
             return b"Metrics are at /metrics\n"
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
         return self.metrics.render()
@@ -184,11 +186,11 @@ class MetricsResource(Resource):
 class _QuietSite(Site):
     """Scrapes come every few seconds: they get no access line."""
 
-    def log(self, request: Any) -> None:
+    def log(self, request: object) -> None:
         pass
 
 
-def makeMetricsSite(metrics: PipeMetrics, reactor: Any = None) -> Site:
+def makeMetricsSite(metrics: PipeMetrics, reactor: Optional[IReactorTime] = None) -> Site:
     site = _QuietSite(MetricsResource(metrics), reactor=reactor)
     site.requestFactory = HardenedRequest  # no version in Server here either
     site.noisy = False

@@ -8,25 +8,25 @@ import html
 import re
 import unicodedata
 from importlib import resources
-from typing import Any, Optional, Tuple
+from typing import Optional, Tuple
 
 from pipeserver import __version__, errors
 from pipeserver.headers import PAGE_CSP
+from pipeserver.interfaces import Request
 
 # Every page also gets "X-Content-Type-Options: nosniff" (headers.harden).
 
 
-def _text(request: Any, body: str, ctype: bytes = b"text/plain") -> bytes:
+def _text(request: Request, body: str, ctype: bytes = errors.TEXT_PLAIN) -> bytes:
     # text/plain without a charset, exactly as piping-server sends /help and
     # /version (its clients and test suite compare the header).
-    request.setHeader(b"content-type", ctype)
-    request.setHeader(b"access-control-allow-origin", b"*")
+    errors.plain_headers(request, ctype)
     if not request.responseHeaders.hasHeader(b"content-security-policy"):
         request.setHeader(b"content-security-policy", PAGE_CSP)
     return body.encode("utf-8")
 
 
-def base_url(request: Any) -> str:
+def base_url(request: Request) -> str:
     """The URL clients reach us at, as the request names it (proxies included)."""
     proto = request.getHeader(b"x-forwarded-proto")
     if proto:
@@ -42,11 +42,11 @@ def base_url(request: Any) -> str:
     return f"{scheme}://{name}"
 
 
-def version(request: Any) -> bytes:
+def version(request: Request) -> bytes:
     return _text(request, __version__ + "\n")
 
 
-def help_page(request: Any) -> bytes:
+def help_page(request: Request) -> bytes:
     url = base_url(request)
     return _text(
         request,
@@ -107,10 +107,9 @@ def _load_index() -> Tuple[bytes, bytes]:
 _INDEX, _INDEX_CSP = _load_index()
 
 
-def index(request: Any) -> bytes:
+def index(request: Request) -> bytes:
     request.setHeader(b"content-security-policy", _INDEX_CSP)
-    request.setHeader(b"content-type", b"text/html; charset=utf-8")
-    request.setHeader(b"access-control-allow-origin", b"*")
+    errors.plain_headers(request, b"text/html; charset=utf-8")
     return _INDEX
 
 
@@ -131,7 +130,7 @@ def form_path(raw: bytes) -> Optional[str]:
     return "/" + path.lstrip("/")
 
 
-def noscript(request: Any) -> bytes:
+def noscript(request: Request) -> bytes:
     path = form_path(request.args.get(b"path", [b"mypath"])[0])
     if path is None:
         raise errors.noscript_path_invalid()
@@ -170,12 +169,12 @@ or open <a href="{action}">{html.escape(path)}</a>.</p>
     )
 
 
-def favicon(request: Any) -> bytes:
+def favicon(request: Request) -> bytes:
     request.setResponseCode(204)
     request.setHeader(b"content-security-policy", PAGE_CSP)
     return b""
 
 
-def robots(request: Any) -> bytes:
+def robots(request: Request) -> bytes:
     request.setResponseCode(404)
     return _text(request, "")

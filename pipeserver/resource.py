@@ -12,7 +12,8 @@ from twisted.web.server import NOT_DONE_YET
 from pipeserver import errors, pages
 from pipeserver.clients import ClientAddresses
 from pipeserver.errors import Rejection
-from pipeserver.pipe import PipeRegistry, PipeRequestLike
+from pipeserver.interfaces import Request
+from pipeserver.pipe import PipeRegistry
 
 _INTEGER = re.compile(rb"^\s*([+-]?)(\d+)\s*$")
 #: Digits past which ``n`` is not parsed at all: it is out of range anyway,
@@ -20,10 +21,10 @@ _INTEGER = re.compile(rb"^\s*([+-]?)(\d+)\s*$")
 _N_MAX_DIGITS = 18
 
 #: Returns the request's project, or raises the 401 Rejection.
-Authorizer = Callable[[PipeRequestLike], str]
+Authorizer = Callable[[Request], str]
 
 
-def open_project(request: PipeRequestLike) -> str:
+def open_project(request: Request) -> str:
     """Without tokens everybody shares one anonymous project."""
     return ""
 
@@ -38,7 +39,7 @@ class PipeResource(Resource):
         registry: PipeRegistry,
         authorize: Authorizer = open_project,
         max_path_bytes: int = 1024,
-        client_of: Callable[[PipeRequestLike], str] = ClientAddresses(),
+        client_of: Callable[[Request], str] = ClientAddresses(),
     ) -> None:
         super().__init__()
         self.registry = registry
@@ -46,7 +47,7 @@ class PipeResource(Resource):
         self.max_path_bytes = max_path_bytes
         #: The client address a party counts against (clients.py).
         self.client_of = client_of
-        self.reserved: Dict[bytes, Callable[[PipeRequestLike], bytes]] = {
+        self.reserved: Dict[bytes, Callable[[Request], bytes]] = {
             b"/": pages.index,
             b"/noscript": pages.noscript,
             b"/help": pages.help_page,
@@ -55,17 +56,16 @@ class PipeResource(Resource):
             b"/robots.txt": pages.robots,
         }
 
-    def render(self, request: PipeRequestLike) -> Union[bytes, int]:  # type: ignore[override]
+    def render(self, request: Request) -> Union[bytes, int]:
         try:
             return self._route(request)
         except Rejection as rejection:
-            project = getattr(request, "project", "") or ""
-            self.registry.observer.rejected(project, rejection.reason)
+            self.registry.observer.rejected(request.project or "", rejection.reason)
             return reject(request, rejection)
 
-    def _route(self, request: PipeRequestLike) -> Union[bytes, int]:
-        method = request.method  # type: ignore[attr-defined]
-        path: bytes = request.path  # type: ignore[attr-defined]
+    def _route(self, request: Request) -> Union[bytes, int]:
+        method = request.method
+        path = request.path
         if method == b"OPTIONS":
             return preflight(request, tokens=self.authorize is not open_project)
         if method in (b"GET", b"HEAD"):
@@ -78,11 +78,11 @@ class PipeResource(Resource):
         raise errors.method_not_allowed(method.decode("latin-1"))
 
     def _page(
-        self, request: PipeRequestLike, page: Callable[[PipeRequestLike], bytes], head: bool
+        self, request: Request, page: Callable[[Request], bytes], head: bool
     ) -> Union[bytes, int]:
         """A reserved page, its HEAD with the same headers as its GET."""
         body = page(request)
-        if request.code == NO_CONTENT:  # type: ignore[attr-defined]
+        if request.code == NO_CONTENT:
             # Twisted's render() would add "Content-Length: 0", which a 204
             # must not carry (RFC 9110 8.6).
             request.write(b"")
@@ -92,29 +92,29 @@ class PipeResource(Resource):
         # A HEAD that returned a body would be logged as a Twisted warning.
         return b"" if head else body
 
-    def _project(self, request: PipeRequestLike, path: bytes) -> str:
+    def _project(self, request: Request, path: bytes) -> str:
         if len(path) > self.max_path_bytes:
             raise errors.path_too_long(self.max_path_bytes)
         project = self.authorize(request)
-        request.project = project  # type: ignore[attr-defined]
+        request.project = project
         return project
 
-    def _send(self, request: PipeRequestLike, path: bytes) -> int:
+    def _send(self, request: Request, path: bytes) -> int:
         project, n = self._checkSend(request, path)
         self.registry.send((project, path), n, request, self.client_of(request))
         return NOT_DONE_YET
 
-    def _checkSend(self, request: PipeRequestLike, path: bytes) -> Tuple[str, int]:
+    def _checkSend(self, request: Request, path: bytes) -> Tuple[str, int]:
         """A send's checks that need no body; raises their Rejection."""
         if path in self.reserved:
             raise errors.reserved_path(path.decode("utf-8", "replace"))
         if request.getHeader(b"content-range") is not None:
-            raise errors.content_range(request.method.decode("latin-1"))  # type: ignore[attr-defined]
+            raise errors.content_range(request.method.decode("latin-1"))
         project = self._project(request, path)
         n = self._n(request, errors.sender_n_invalid)
         return project, n
 
-    def checkBeforeBody(self, request: PipeRequestLike) -> Optional[Rejection]:
+    def checkBeforeBody(self, request: Request) -> Optional[Rejection]:
         """The Rejection a PUT/POST would meet before its body, if any.
 
         The channel asks this of a sender that waits for ``100 Continue``:
@@ -122,28 +122,26 @@ class PipeResource(Resource):
         told so instead of being invited to upload a body for nothing.
         """
         try:
-            self._checkSend(request, request.path)  # type: ignore[attr-defined]
+            self._checkSend(request, request.path)
         except Rejection as rejection:
-            project = getattr(request, "project", "") or ""
-            self.registry.observer.rejected(project, rejection.reason)
+            self.registry.observer.rejected(request.project or "", rejection.reason)
             return rejection
         return None
 
-    def _receive(self, request: PipeRequestLike, path: bytes, head: bool) -> Union[bytes, int]:
+    def _receive(self, request: Request, path: bytes, head: bool) -> Union[bytes, int]:
         if request.getHeader(b"service-worker") == b"script":
             raise errors.service_worker()
         project = self._project(request, path)
         n = self._n(request, errors.receiver_n_invalid)
         if head:
             # Answer at once and take no place in the pipe.
-            request.setHeader(b"content-type", b"text/plain")
-            request.setHeader(b"access-control-allow-origin", b"*")
+            errors.plain_headers(request)
             return b""
         self.registry.receive((project, path), n, request, self.client_of(request))
         return NOT_DONE_YET
 
-    def _n(self, request: PipeRequestLike, invalid: Callable[[], Rejection]) -> int:
-        values = request.args.get(b"n")  # type: ignore[attr-defined]
+    def _n(self, request: Request, invalid: Callable[[], Rejection]) -> int:
+        values = request.args.get(b"n")
         if not values:
             return 1
         match = _INTEGER.match(values[0])
@@ -164,19 +162,14 @@ class PipeResource(Resource):
         return n
 
 
-def reject(request: PipeRequestLike, rejection: Rejection) -> bytes:
-    request.setResponseCode(rejection.status)
-    request.setHeader(b"content-type", b"text/plain")
-    request.setHeader(b"access-control-allow-origin", b"*")
-    for name, value in rejection.headers:
-        request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
-    request.setHeader(b"content-length", b"%d" % len(rejection.body))
-    if request.method == b"HEAD":  # type: ignore[attr-defined]
+def reject(request: Request, rejection: Rejection) -> bytes:
+    body = rejection.apply(request)
+    if request.method == b"HEAD":
         return b""  # the GET's headers, and no Twisted warning about a body
-    return rejection.body
+    return body
 
 
-def preflight(request: PipeRequestLike, tokens: bool) -> bytes:
+def preflight(request: Request, tokens: bool) -> bytes:
     """piping-server's preflight answer; browsers may send a token only
     where one is asked for."""
     request.setResponseCode(200)

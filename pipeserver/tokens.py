@@ -22,6 +22,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from pipeserver import errors
+from pipeserver.interfaces import Request
 
 log = Logger()
 
@@ -193,9 +194,9 @@ class Tokens:
         # tokens exist, only of a hash the caller cannot steer.
         return self._table.get(hash_token(token))
 
-    def __call__(self, request: object) -> str:
+    def __call__(self, request: Request) -> str:
         """The request's project, or the 401 rejection (an Authorizer)."""
-        header = request.getHeader(b"authorization")  # type: ignore[attr-defined]
+        header = request.getHeader(b"authorization")
         project = self.project_of(token_from(header))
         if project is None:
             raise errors.unauthorized()
