@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import IO, Any, Callable, List, Optional, Tuple
+from types import FrameType
+from typing import IO, Any, Callable, List, Mapping, Optional, Tuple, cast
 
 from twisted.application import service
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import (
     FileLogObserver,
     ILogObserver,
@@ -38,6 +40,7 @@ from twisted.logger import (
     timeFormatRFC3339,
 )
 from twisted.python import logfile
+from twisted.python.components import Componentized
 
 FORMATS = ("text", "json")
 
@@ -108,7 +111,13 @@ def json_observer() -> FileLogObserver:
     return json_file_observer(sys.stdout)
 
 
-def observer_factory(log_format: str, twistd_options: Any) -> Optional[Callable[[], Any]]:
+#: twistd's options (a ``usage.Options``, a dict), or None under a ``.tac``.
+TwistdOptions = Optional[Mapping[str, Any]]
+
+
+def observer_factory(
+    log_format: str, twistd_options: TwistdOptions
+) -> Optional[Callable[[], FileLogObserver]]:
     """What makes the observer for ``--log-format``, or None where twistd's
     own must stay: it was asked for syslog, or (a ``.tac`` file builds the
     service) its options are unknown, so only twistd knows where text goes."""
@@ -120,24 +129,25 @@ def observer_factory(log_format: str, twistd_options: Any) -> Optional[Callable[
     return lambda: make(twistd_log_file(twistd_options))
 
 
-def twistd_log_file(twistd_options: Any) -> IO[Any]:
+def twistd_log_file(twistd_options: TwistdOptions) -> IO[Any]:
     """Where twistd would write its text log, for these twistd options."""
     name = twistd_options.get("logfile") if twistd_options is not None else None
     nodaemon = twistd_options.get("nodaemon", True) if twistd_options is not None else True
     if name == "-" or (not name and nodaemon):
         return sys.stdout
-    logFile = logfile.LogFile.fromFullPath(name or "twistd.log")
+    logFile: logfile.LogFile = logfile.LogFile.fromFullPath(name or "twistd.log")
     # As twistd does for its own log file: SIGUSR1 rotates it, unless
     # something else has claimed that signal.
     if not signal.getsignal(signal.SIGUSR1):
 
-        def rotate(signum: int, frame: Any) -> None:
+        def rotate(signum: int, frame: Optional[FrameType]) -> None:
             from twisted.internet import reactor
 
-            reactor.callFromThread(logFile.rotate)  # type: ignore[attr-defined]
+            cast(IReactorFromThreads, reactor).callFromThread(logFile.rotate)
 
         signal.signal(signal.SIGUSR1, rotate)
-    return logFile
+    # Not an IO, but file-like: write and flush, all FileLogObserver calls.
+    return cast(IO[Any], logFile)
 
 
 class LoggingService(service.MultiService):
@@ -145,12 +155,13 @@ class LoggingService(service.MultiService):
     that application a log observer, which twistd then logs to."""
 
     #: Builds the observer, or None to keep twistd's default.
-    observerFactory: Optional[Callable[[], Any]] = None
+    observerFactory: Optional[Callable[[], FileLogObserver]] = None
 
-    def setServiceParent(self, parent: Any) -> None:
+    def setServiceParent(self, parent: object) -> None:
+        """``parent``: an application (a Componentized, whose ILogObserver
+        twistd logs to) or any IServiceCollection."""
         super().setServiceParent(parent)
         if self.observerFactory is None:
             return
-        setComponent = getattr(parent, "setComponent", None)
-        if setComponent is not None and parent.getComponent(ILogObserver, None) is None:
-            setComponent(ILogObserver, self.observerFactory())
+        if isinstance(parent, Componentized) and parent.getComponent(ILogObserver, None) is None:
+            parent.setComponent(ILogObserver, self.observerFactory())

@@ -5,22 +5,28 @@ from __future__ import annotations
 import gc
 import resource
 import signal
-from typing import Any, List, Optional
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Union, cast
 
 from twisted.application import service, strports
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.web.server import Site
 
 from pipeserver import __version__, clients
 from pipeserver.channel import HangupWatcher, PipeSite
 from pipeserver.clients import ClientAddresses
+from pipeserver.interfaces import IServerReactor
 from pipeserver.logs import FORMATS, LoggingService, observer_factory
 from pipeserver.pipe import Limits, PipeRegistry, buffered_bytes
 from pipeserver.resource import PipeResource, open_project
 from pipeserver.tokens import TokenFileError, Tokens
 from pipeserver.tokens import parse as parse_tokens
+
+if TYPE_CHECKING:
+    from pipeserver.metrics import PipeMetrics
 
 log = Logger()
 
@@ -167,6 +173,9 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--tokens {self['tokens']}: {failure}")
 
 
+#: What signal.signal returns: the handler it replaced.
+_SignalHandler = Union[Callable[[int, Optional[FrameType]], Any], int, signal.Handlers, None]
+
 #: File descriptors kept for the server itself (listeners, log files,
 #: epoll, modules): the rest is for its clients.
 FD_RESERVE = 100
@@ -193,7 +202,11 @@ def fd_limit() -> int:
     return FD_UNLIMITED if soft == resource.RLIM_INFINITY else int(soft)
 
 
-def makeLimits(options: Any, fds: int) -> Limits:
+#: The parsed options, as ``makeService`` reads them (``Options`` is one).
+OptionsLike = Mapping[str, Any]
+
+
+def makeLimits(options: OptionsLike, fds: int) -> Limits:
     """The limits: the options given, the rest derived from ``fds`` (see
     the options' help): half of the descriptors left to clients may wait,
     a project (with --tokens) a quarter of that, one client 1/16."""
@@ -210,10 +223,54 @@ def makeLimits(options: Any, fds: int) -> Limits:
     )
 
 
-def makeSite(options: Any, reactor: Any, fds: Optional[int] = None) -> PipeSite:
-    """The Site with its registry; the clock and reactor are injected.
-    ``fds``, the descriptors the process may open, sets the default limits
-    (the soft RLIMIT_NOFILE in force if not given)."""
+class ServerSite(PipeSite):
+    """The site twistd serves: a :class:`PipeSite` given its registry,
+    tokens and metrics as constructor parameters. ``channel.PipeChannel``
+    reads ``registry`` (to count a request refused before it has a
+    project), and tests read all three."""
+
+    def __init__(
+        self,
+        resource: PipeResource,
+        registry: PipeRegistry,
+        reactor: IServerReactor,
+        *,
+        timeout: float,
+        tokens: Optional[Tokens] = None,
+        metrics: Optional[PipeMetrics] = None,
+    ) -> None:
+        super().__init__(resource, timeout=timeout, reactor=reactor)
+        self.registry = registry
+        self.tokens = tokens
+        self.metrics = metrics
+
+    def logPrefix(self) -> str:
+        """Listeners log "PipeSite starting on PORT", as they always have
+        (tests and deployments wait for that line)."""
+        return "PipeSite"
+
+
+@dataclass
+class Server:
+    """What ``twistd pipe`` runs, wired once by :func:`makeServer` from the
+    options: every part, typed, for the service and the tests to use."""
+
+    reactor: IServerReactor
+    registry: PipeRegistry
+    resource: PipeResource
+    site: ServerSite
+    #: The file descriptors the process may open (the default limits' base).
+    fds: int
+    tokens: Optional[Tokens] = None
+    metrics: Optional[PipeMetrics] = None
+    #: Serves ``/metrics`` (with ``--metrics-listen``), made by makeService.
+    metricsSite: Optional[Site] = None
+
+
+def makeServer(options: OptionsLike, reactor: IServerReactor, fds: Optional[int] = None) -> Server:
+    """The registry, tokens, metrics, resource and Site; the clock and
+    reactor are injected. ``fds``, the descriptors the process may open,
+    sets the default limits (the soft RLIMIT_NOFILE in force if not given)."""
     fds = fd_limit() if fds is None else fds
     registry = PipeRegistry(
         reactor,
@@ -221,7 +278,7 @@ def makeSite(options: Any, reactor: Any, fds: Optional[int] = None) -> PipeSite:
         watcher=HangupWatcher(reactor),
         limits=makeLimits(options, fds),
     )
-    metrics = None
+    metrics: Optional[PipeMetrics] = None
     if options.get("metrics-listen"):
         from pipeserver.metrics import PipeMetrics
 
@@ -235,16 +292,24 @@ def makeSite(options: Any, reactor: Any, fds: Optional[int] = None) -> PipeSite:
         max_path_bytes=int(options["max-path-bytes"]),
         client_of=ClientAddresses(options.get("trusted-proxy", [])),
     )
-    site = PipeSite(resource, timeout=float(options["idle-timeout"]), reactor=reactor)
+    site = ServerSite(
+        resource,
+        registry,
+        reactor,
+        timeout=float(options["idle-timeout"]),
+        tokens=tokens,
+        metrics=metrics,
+    )
     site.headerTimeout = float(options["header-timeout"])
     site.maxHeaders = int(options["max-headers"])
     site.totalHeadersSize = int(options["max-header-bytes"])
-    site.registry = registry  # type: ignore[attr-defined]
-    site.tokens = tokens  # type: ignore[attr-defined]
-    site.metrics = metrics  # type: ignore[attr-defined]
     site.displayTracebacks = False
-    site.fds = fds  # type: ignore[attr-defined]
-    return site
+    return Server(reactor, registry, resource, site, fds, tokens, metrics)
+
+
+def makeSite(options: OptionsLike, reactor: IServerReactor, fds: Optional[int] = None) -> ServerSite:
+    """The Site of :func:`makeServer`."""
+    return makeServer(options, reactor, fds).site
 
 
 class PipeService(service.Service):
@@ -254,11 +319,11 @@ class PipeService(service.Service):
     listeners are closed and no new connection arrives while pipes drain.
     """
 
-    def __init__(self, site: PipeSite, reactor: Any, grace: float) -> None:
-        self.site = site
-        self.reactor = reactor
+    def __init__(self, server: Server, grace: float) -> None:
+        self.server = server
+        self.reactor = server.reactor
         self.grace = grace
-        self._previousHup: Any = None
+        self._previousHup: _SignalHandler = None
         self._terminating = False
 
     def startService(self) -> None:
@@ -269,22 +334,22 @@ class PipeService(service.Service):
         # full passes only visit what came later.
         gc.collect()
         gc.freeze()
-        limits = self.site.registry.limits  # type: ignore[attr-defined]
+        limits = self.server.registry.limits
         log.info(
             "Capacity: {fds:,} file descriptors; up to {waiting:,} waiting parties, "
             "{per_client:,} per client",
-            fds=max(1, self.site.fds - FD_RESERVE),  # type: ignore[attr-defined]
+            fds=max(1, self.server.fds - FD_RESERVE),
             waiting=limits.max_waiting,
             per_client=limits.max_parties_per_client,
         )
-        tokens = self.site.tokens  # type: ignore[attr-defined]
+        tokens = self.server.tokens
         if tokens is not None:
             tokens.start()
             self._installHup(tokens)
         # Once running: the reactor installs its own handlers as it starts.
         # Only when we start with it (twistd): a reactor already running
         # belongs to someone else (tests), whose SIGTERM stays theirs.
-        if not getattr(self.reactor, "running", False):
+        if not self.reactor.running:
             self.reactor.callWhenRunning(self._installTerm)
 
     def _installTerm(self) -> None:
@@ -295,7 +360,7 @@ class PipeService(service.Service):
         if not hasattr(signal, "SIGTERM"):
             return
 
-        def terminate(signum: int, frame: Any) -> None:
+        def terminate(signum: int, frame: Optional[FrameType]) -> None:
             self.reactor.callFromThread(self._terminate)
 
         try:
@@ -314,7 +379,7 @@ class PipeService(service.Service):
         if not hasattr(signal, "SIGHUP"):
             return
 
-        def reload(signum: int, frame: Any) -> None:
+        def reload(signum: int, frame: Optional[FrameType]) -> None:
             self.reactor.callFromThread(tokens.reload)
 
         try:
@@ -324,20 +389,20 @@ class PipeService(service.Service):
 
     def stopService(self) -> "Deferred[None]":
         super().stopService()
-        tokens = self.site.tokens  # type: ignore[attr-defined]
+        tokens = self.server.tokens
         if tokens is not None:
             tokens.stop()
         if self._previousHup is not None:
             signal.signal(signal.SIGHUP, self._previousHup)
             self._previousHup = None
-        registry = self.site.registry  # type: ignore[attr-defined]
+        registry = self.server.registry
         log.info(
             "Shutting down: {pipes} pipe(s) open, {grace}s grace",
             pipes=len(registry.pipes),
             grace=self.grace,
         )
         deadline = self.reactor.seconds() + self.grace + FLUSH_GRACE
-        drained = registry.shutdown(self.grace)
+        drained: Deferred[None] = registry.shutdown(self.grace)
         drained.addCallback(lambda _: self._flushed(deadline))
         drained.addCallback(lambda _: self._exitStatus(registry.cutAtShutdown))
         return drained
@@ -349,7 +414,8 @@ class PipeService(service.Service):
         if cut:
             log.warn("Shutdown cut {cut} transfer(s) at the end of the grace", cut=cut)
             if self._terminating and hasattr(self.reactor, "_exitSignal"):
-                self.reactor._exitSignal = signal.SIGTERM
+                # Private to twisted.internet.base.ReactorBase: twistd reads it.
+                setattr(self.reactor, "_exitSignal", signal.SIGTERM)
 
     def _flushed(self, deadline: float) -> "Deferred[None]":
         """Fires once every connection has sent its last bytes (or at the
@@ -358,7 +424,7 @@ class PipeService(service.Service):
 
         def check() -> None:
             busy = False
-            for channel in list(self.site.channels):
+            for channel in list(self.server.site.channels):
                 if channel.requests or buffered_bytes(channel.transport):
                     busy = True
                 else:
@@ -387,29 +453,46 @@ def with_backlog(description: str) -> str:
     return description
 
 
-def makeService(options: Any, reactor: Optional[IReactorCore] = None) -> service.MultiService:
+class ServerService(LoggingService):
+    """What :func:`makeService` returns: the service tree's root, with the
+    :class:`Server` it runs."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__()
+        self.server = server
+
+    @property
+    def site(self) -> ServerSite:
+        return self.server.site
+
+    @property
+    def metricsSite(self) -> Optional[Site]:
+        return self.server.metricsSite
+
+
+def makeService(options: OptionsLike, reactor: Optional[IServerReactor] = None) -> ServerService:
     """One listening service per ``--listen`` endpoint, all on one Site."""
     if reactor is None:
-        from twisted.internet import reactor as default_reactor
+        from twisted.internet import reactor as installed
 
-        reactor = default_reactor  # type: ignore[assignment]
+        # twistd's reactors provide IReactorFromThreads too.
+        reactor = cast(IServerReactor, installed)
     # At start, not at import: the process may open as many connections as
     # the system lets it, and the default limits follow from that.
-    site = makeSite(options, reactor, raise_fd_limit())
-    parent = LoggingService()
+    server = makeServer(options, reactor, raise_fd_limit())
+    parent = ServerService(server)
     parent.observerFactory = observer_factory(
         options.get("log-format", "text"), getattr(options, "parent", None)
     )
-    PipeService(site, reactor, float(options["shutdown-grace"])).setServiceParent(parent)
+    PipeService(server, float(options["shutdown-grace"])).setServiceParent(parent)
     endpoints: List[str] = list(options["listen"]) or [DEFAULT_LISTEN]
     for description in endpoints:
-        strports.service(with_backlog(description), site, reactor=reactor).setServiceParent(parent)
-    if site.metrics is not None:  # type: ignore[attr-defined]
+        listener = strports.service(with_backlog(description), server.site, reactor=reactor)
+        listener.setServiceParent(parent)
+    if server.metrics is not None:
         from pipeserver.metrics import makeMetricsSite
 
-        metricsSite = makeMetricsSite(site.metrics, reactor)  # type: ignore[attr-defined]
+        metricsSite = server.metricsSite = makeMetricsSite(server.metrics, reactor)
         for description in options["metrics-listen"]:
             strports.service(description, metricsSite, reactor=reactor).setServiceParent(parent)
-        parent.metricsSite = metricsSite  # type: ignore[attr-defined]
-    parent.site = site  # type: ignore[attr-defined]
     return parent

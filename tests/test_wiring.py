@@ -1,10 +1,51 @@
-"""The one error builder (errors.py)."""
+"""The typed wiring (tap.Server) and the one error builder (errors.py)."""
 
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-from pipeserver import errors
+from twisted.internet.testing import MemoryReactorClock
+
+from pipeserver import errors, tap
+from pipeserver.metrics import PipeMetrics
+from pipeserver.tokens import Tokens
+
+
+def parse(*argv: str) -> tap.Options:
+    options = tap.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+# ------------------------------------------------------------ the wiring
+def test_makeService_holds_one_server_whose_parts_are_wired_together(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    tokens = tmp_path / "tokens"
+    tokens.write_text("")
+    reactor = MemoryReactorClock()
+    service = tap.makeService(
+        parse("--tokens", str(tokens), "--metrics-listen", "tcp:9100"), reactor
+    )
+    server = service.server
+    assert isinstance(server, tap.Server)
+    assert server.reactor is reactor
+    assert server.site is service.site
+    assert server.metricsSite is service.metricsSite is not None
+    assert isinstance(server.tokens, Tokens) and isinstance(server.metrics, PipeMetrics)
+    # The resource, the site and the registry share the same parts.
+    assert server.resource is server.site.resource
+    assert server.resource.registry is server.registry is server.site.registry
+    assert server.resource.authorize is server.tokens is server.site.tokens
+    assert server.registry.observer is server.metrics is server.site.metrics
+    # The service that drains the registry holds the same server.
+    (pipes,) = [child for child in service if isinstance(child, tap.PipeService)]
+    assert pipes.server is server and pipes.reactor is reactor
+
+
+def test_makeServer_without_tokens_or_metrics() -> None:
+    server = tap.makeServer(parse(), MemoryReactorClock(), fds=4096)
+    assert server.tokens is None and server.metrics is None and server.metricsSite is None
+    assert server.fds == 4096
+    assert server.site.tokens is None and server.site.metrics is None
 
 
 # ------------------------------------------------------------ the error builder
