@@ -1,7 +1,9 @@
 """The support matrix: which Pythons and Twisted releases pipeserver is tested on.
 
-    nox                  # the core suite on every (Python, Twisted) below (CI)
+    nox                  # the core suite on every (Python, Twisted) below,
+                         # and typecheck (CI)
     nox -s full          # the whole suite once, as `make test` runs it
+    nox -s typecheck     # mypy --strict (setup.cfg [mypy]) on the newest Twisted
     nox -l               # the list of sessions
 
 ``core`` runs on every Python that setup.cfg claims, with the newest Twisted,
@@ -44,7 +46,7 @@ CORE = [(python, TWISTED_NEWEST) for python in PYTHONS] + [
     (PYTHONS[0], TWISTED_MIDDLE),
 ]
 
-nox.options.sessions = ["core"]
+nox.options.sessions = ["core", "typecheck"]
 nox.options.error_on_missing_interpreters = True
 # uv builds a session's environment in seconds; plain venv + pip otherwise.
 nox.options.default_venv_backend = "uv|venv"
@@ -108,3 +110,11 @@ def full(session: nox.Session) -> None:
     """The whole suite once, on the newest Python and Twisted (as `make test`)."""
     _install(session, TWISTED_NEWEST)
     _pytest(session)
+
+
+@nox.session(python=PYTHONS[-1])
+def typecheck(session: nox.Session) -> None:
+    """``mypy --strict`` with mypy-zope (setup.cfg ``[mypy]``), against the
+    newest Twisted, whose annotations are the most complete."""
+    session.install(".[typecheck]", f"Twisted[tls]=={TWISTED_NEWEST}")
+    session.run("mypy", *session.posargs)
