@@ -99,7 +99,8 @@ def test_sender_hears_of_the_pipe_before_its_receivers(server, receivers: int, f
         start = f"[INFO] Start sending to {receivers} receiver(s)!\n".encode()
         assert start in lines, sender_had
 
-        post.send(BODY[len(first_part) :]) if first_part != BODY else None
+        if first_part != BODY:
+            post.send(BODY[len(first_part) :])
         for client in clients:
             yield helpers.wait_for(lambda: client.poll().eof, 10, what="the server to close")
         for get in gets:
