@@ -148,9 +148,8 @@ class Options(usage.Options):
         self["metrics-listen"].append(endpoint)
 
     def opt_trusted_proxy(self, cidr: str) -> None:
-        """Network (CIDR, IPv4 or IPv6; or 'unix' for Unix-socket peers) of a
-        proxy whose X-Forwarded-For (or Forwarded: for=) names the client
-        (repeatable). Default: none; the peer's address is the client."""
+        # usage.Options shows a docstring as written: one line, no indent.
+        """Proxy network (CIDR or 'unix') whose X-Forwarded-For/Forwarded names the client; repeatable."""
         try:
             self["trusted-proxy"].append(clients.network(cidr))
         except ValueError:
