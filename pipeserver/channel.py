@@ -13,22 +13,16 @@ if they change.
 from __future__ import annotations
 
 import copy
-import fcntl
 import io
-import select
 import socket
-import struct
-import termios
 import time
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Set, Tuple
+from typing import Any, List, Optional, Protocol, Sequence, Set, Tuple
 
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
     ILoggingContext,
     IProtocolFactory,
-    IReactorFDSet,
-    IReadDescriptor,
 )
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -39,17 +33,18 @@ from zope.interface import classImplementsOnly, implementer
 
 from pipeserver import errors
 from pipeserver.chunked import ViewChunkedDecoder
+from pipeserver.fastpath import PEEK_MAX, kernel_unread, peek
 from pipeserver.errors import Rejection
 from pipeserver.headers import SANDBOX_CSP, SERVER, HardenedRequest
+from pipeserver.logs import access_line
 
 STREAMED_METHODS = (b"PUT", b"POST")
 
-_access = Logger(namespace="pipeserver.access")
 log = Logger()
 
 
 class BodySink(Protocol):
-    """Where a streamed request's body goes (``pipe.Upload`` is one)."""
+    """Where a streamed request's body goes (``parties.Upload`` is one)."""
 
     def bodyChunk(self, data: bytes) -> None: ...
 
@@ -229,12 +224,6 @@ def _expectsOnlyContinue(values: List[bytes]) -> bool:
     return tokens <= {b"100-continue"}
 
 
-#: The most a hang-up check peeks at to see whether a chunked body has all
-#: arrived (a sender's read at its biggest, pipe.READ_MAX); beyond that the
-#: sender counts as gone.
-PEEK_MAX = 1 << 20
-
-
 def _chunkedBodyEnds(decoder: Any, data: bytes) -> bool:
     """Whether ``data`` completes the chunked body ``decoder`` is reading,
     found by a copy of the decoder, so the real one is left as it is."""
@@ -262,7 +251,7 @@ class PipeChannel(http.HTTPChannel):
     A client that shuts its sending side (FIN) after a whole upload, as
     ``nc -N`` does, still gets its response: that is a half-close, not a
     hang-up (IHalfCloseableProtocol). A killed client sends the same FIN, so
-    a waiting sender is probed (``pipe.Upload.halfClosed``) to tell the two
+    a waiting sender is probed (``parties.Upload.halfClosed``) to tell the two
     apart. Any other FIN ends the connection, as it did before: a party
     without a complete upload in flight that sends one has left.
     """
@@ -299,7 +288,7 @@ class PipeChannel(http.HTTPChannel):
 
     def senderHalfClosed(self) -> None:
         """Tell the upload in flight that its client sent a FIN after its
-        whole body (``pipe.Upload.halfClosed``)."""
+        whole body (``parties.Upload.halfClosed``)."""
         request = self.requests[-1] if self.requests else None
         note = getattr(getattr(request, "bodySink", None), "halfClosed", None)
         if note is not None:
@@ -314,11 +303,8 @@ class PipeChannel(http.HTTPChannel):
             return False
         if self._uploadWhole():
             return True
-        try:
-            queued = struct.unpack(
-                "i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-            )[0]
-        except (OSError, ValueError):
+        queued = kernel_unread(sock)
+        if queued is None:
             return False
         held = b"" if self.line_mode else bytes(self._buffer)
         length = getattr(request, "bodyLength", None)
@@ -329,9 +315,8 @@ class PipeChannel(http.HTTPChannel):
             return False
         if queued > PEEK_MAX:
             return False
-        try:
-            data = sock.recv(queued, socket.MSG_PEEK) if queued else b""
-        except OSError:
+        data = peek(sock, queued)
+        if data is None:
             return False
         return _chunkedBodyEnds(decoder, held + data)
 
@@ -587,20 +572,8 @@ class PipeSite(server.Site):
         return channel
 
     def log(self, request: Any) -> None:
-        """One access line per request: never a header, query or body."""
-        code = "aborted" if getattr(request, "cutShort", False) else request.code
-        path = getattr(request, "path", None)
-        method = getattr(request, "method", None)
-        _access.info(
-            "{method} {path} {status} in={received} out={sent} {duration:.3f}s project={project}",
-            method=method.decode("latin-1", "replace") if isinstance(method, bytes) else "-",
-            path=path.decode("utf-8", "replace") if isinstance(path, bytes) else "-",
-            status=code,
-            received=request.bodyBytes,
-            sent=request.sentLength,
-            duration=max(0.0, self.reactor.seconds() - request.startedAt),
-            project=request.project or "-",
-        )
+        """One access line per request (logs.access_line)."""
+        access_line(request, self.reactor.seconds())
 
 
 def _alpn_set_on_each_connection() -> bool:
@@ -622,98 +595,3 @@ if _alpn_set_on_each_connection():
     # No ALPN then: clients speak HTTP/1.1, their default, all the same.
     # tests/test_twisted_internals.py checks both ways on real handshakes.
     classImplementsOnly(PipeSite, IProtocolFactory, ILoggingContext)
-
-
-@implementer(IReadDescriptor)
-class HangupWatcher:
-    """Sees a paused sender hang up.
-
-    A transport that is not reading never notices its peer leaving, yet a
-    waiting sender must free its place at once. The kernel still knows: one
-    epoll set, registered with the reactor as a reader, reports the peer's
-    shutdown (EPOLLRDHUP) or reset for the watched sockets, and the watcher
-    aborts that transport so the normal connection-lost path runs.
-    A FIN that follows a whole body may be a half-close (nc -N): that sender
-    is told (``senderHalfClosed``) and then watched for a reset only.
-    Where epoll is missing it does nothing and the deadline still applies.
-    """
-
-    def __init__(self, reactor: IReactorFDSet) -> None:
-        self._reactor = reactor
-        self._epoll = select.epoll() if hasattr(select, "epoll") else None
-        self._watched: Dict[int, Any] = {}
-
-    def watch(self, transport: Any) -> None:
-        self._watch(transport, select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR)
-
-    def watchReset(self, transport: Any) -> None:
-        """Watch for a reset only: its peer's FIN is already in."""
-        self._watch(transport, select.EPOLLHUP | select.EPOLLERR)
-
-    def _watch(self, transport: Any, mask: int) -> None:
-        fileno = getattr(transport, "fileno", None)
-        if self._epoll is None or fileno is None:
-            return
-        try:
-            fd = fileno()
-        except Exception:
-            return
-        if fd < 0:
-            return
-        try:
-            self._epoll.register(fd, mask)
-        except FileExistsError:
-            self._epoll.modify(fd, mask)
-        except OSError:
-            return
-        if not self._watched:
-            self._reactor.addReader(self)
-        self._watched[fd] = transport
-
-    def unwatch(self, transport: Any) -> None:
-        for fd, watched in list(self._watched.items()):
-            if watched is transport:
-                self._forget(fd)
-
-    def _forget(self, fd: int) -> None:
-        self._watched.pop(fd, None)
-        if self._epoll is not None:
-            try:
-                self._epoll.unregister(fd)
-            except (OSError, ValueError):
-                pass
-        if not self._watched:
-            self._reactor.removeReader(self)
-
-    # IReadDescriptor
-    def fileno(self) -> int:
-        return self._epoll.fileno() if self._epoll is not None else -1
-
-    def doRead(self) -> None:
-        assert self._epoll is not None
-        for fd, events in self._epoll.poll(0):
-            transport = self._watched.get(fd)
-            self._forget(fd)
-            if transport is None:
-                continue
-            if not events & (select.EPOLLHUP | select.EPOLLERR) and self._halfClosed(transport):
-                transport.protocol.senderHalfClosed()
-                continue
-            transport.abortConnection()
-
-    def _halfClosed(self, transport: Any) -> bool:
-        """A sender that shut its side after sending its whole body (only a
-        FIN came, and the body's end is in the kernel): not gone, it still
-        waits for receivers and its response."""
-        check = getattr(getattr(transport, "protocol", None), "bodyInKernel", None)
-        handle = getattr(transport, "getHandle", None)
-        if check is None or handle is None:
-            return False
-        sock = handle()
-        return isinstance(sock, socket.socket) and bool(check(sock))
-
-    def connectionLost(self, reason: Failure) -> None:
-        pass
-
-    def logPrefix(self) -> str:
-        return "HangupWatcher"

@@ -22,20 +22,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from pipeserver.headers import HardenedRequest
-from pipeserver.pipe import Pipe, PipeRegistry, State
+from pipeserver.pipe import Outcome, Pipe, PipeRegistry, State
 
 #: Seconds a party waited for its pipe to be established.
 WAIT_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-
-#: How a pipe ended (PipeRegistry.remove) -> the ``outcome`` label.
-OUTCOMES = {
-    "completed": "completed",
-    "aborted": "aborted",
-    "timed out": "timed_out",
-    "left": "left",
-    "shut down": "shut_down",
-}
-
 
 class PipeMetrics:
     """Counts what the registry tells it; one ``CollectorRegistry`` per server."""
@@ -105,9 +95,9 @@ class PipeMetrics:
             if joined is not None:
                 self.waited.labels(project, role).observe(max(0.0, now - joined))
 
-    def pipeEnded(self, pipe: Pipe, how: str) -> None:
+    def pipeEnded(self, pipe: Pipe, how: Outcome) -> None:
         project = pipe.key[0]
-        self.closed.labels(project, OUTCOMES.get(how, how.replace(" ", "_"))).inc()
+        self.closed.labels(project, how.value).inc()
         receivers = self._streaming.pop(pipe, None)
         if receivers is None:
             return  # never established: no body went anywhere

@@ -12,7 +12,8 @@ from twisted.web.server import NOT_DONE_YET
 from pipeserver import errors, pages
 from pipeserver.clients import ClientAddresses
 from pipeserver.errors import Rejection
-from pipeserver.pipe import PipeRegistry, PipeRequestLike
+from pipeserver.parties import PipeRequestLike
+from pipeserver.pipe import PipeRegistry
 
 _INTEGER = re.compile(rb"^\s*([+-]?)(\d+)\s*$")
 #: Digits past which ``n`` is not parsed at all: it is out of range anyway,

@@ -14,10 +14,11 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from pipeserver import __version__, clients
-from pipeserver.channel import HangupWatcher, PipeSite
+from pipeserver.channel import PipeSite
+from pipeserver.fastpath import HangupWatcher, buffered_bytes
 from pipeserver.clients import ClientAddresses
 from pipeserver.logs import FORMATS, LoggingService, observer_factory
-from pipeserver.pipe import Limits, PipeRegistry, buffered_bytes
+from pipeserver.pipe import Limits, PipeRegistry
 from pipeserver.resource import PipeResource, open_project
 from pipeserver.tokens import TokenFileError, Tokens
 from pipeserver.tokens import parse as parse_tokens
