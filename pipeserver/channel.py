@@ -28,10 +28,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols import basic
 from twisted.web import http, server
-from twisted.web.http import _MalformedChunkedDataError
 from zope.interface import classImplementsOnly, implementer
 
-from pipeserver import errors
+from pipeserver import _twisted, errors
 from pipeserver.chunked import ViewChunkedDecoder
 from pipeserver.fastpath import PEEK_MAX, kernel_unread, peek
 from pipeserver.errors import Rejection
@@ -157,7 +156,7 @@ class PipeRequest(HardenedRequest):
         if sink is not None:
             # The pipe forgets this party as if it had gone.
             sink.connectionLost(reason)
-        if self.finished or self._disconnected:
+        if self.finished or _twisted.request_disconnected(self):
             return
         if self.startedWriting:
             # Too late for a status: a cut response is a failed one.
@@ -224,24 +223,8 @@ def _expectsOnlyContinue(values: List[bytes]) -> bool:
     return tokens <= {b"100-continue"}
 
 
-def _chunkedBodyEnds(decoder: Any, data: bytes) -> bool:
-    """Whether ``data`` completes the chunked body ``decoder`` is reading,
-    found by a copy of the decoder, so the real one is left as it is."""
-    probe = copy.copy(decoder)
-    probe._buffer = bytearray(decoder._buffer)
-    ended: List[bytes] = []
-    probe.dataCallback = lambda piece: None
-    probe.batchCallback = None
-    probe.finishCallback = ended.append
-    try:
-        probe.dataReceived(data)
-    except Exception:
-        return False
-    return bool(ended)
-
-
 @implementer(IHalfCloseableProtocol)
-class PipeChannel(http.HTTPChannel):
+class PipeChannel(_twisted.StreamingChannel):
     """An HTTP/1.1 channel that dispatches PUT and POST at header time.
 
     It also bounds the time a client may take to send its request line and
@@ -306,67 +289,35 @@ class PipeChannel(http.HTTPChannel):
         queued = kernel_unread(sock)
         if queued is None:
             return False
-        held = b"" if self.line_mode else bytes(self._buffer)
+        held = self.bufferedBody()
         length = getattr(request, "bodyLength", None)
         if length is not None:
             return len(held) + queued >= length - request.bodyBytes
-        decoder = self._transferDecoder
-        if decoder is None or not isinstance(decoder, http._ChunkedTransferDecoder):
+        decoder = self.transferDecoder()
+        if decoder is None or not isinstance(decoder, _twisted.ChunkedTransferDecoder):
             return False
         if queued > PEEK_MAX:
             return False
         data = peek(sock, queued)
         if data is None:
             return False
-        return _chunkedBodyEnds(decoder, held + data)
+        return _twisted.chunked_body_ends(decoder, held + data)
 
     headerTimeout: Optional[float] = 20.0
     _headerTimer: Optional[IDelayedCall] = None
 
-    def dataReceived(self, data: bytes) -> None:
-        decoder = self._transferDecoder
-        if (
-            decoder is not None
-            and not self.line_mode
-            and self.timeOut is None
-            and not self._busyReceiving
-            and not self._buffer
-            and not self.paused
-            and not self._handlingRequest
-        ):
-            # A request body (a streamed upload's, on the data path): what
-            # HTTPChannel.dataReceived -> LineReceiver.dataReceived ->
-            # rawDataReceived do in this state, without their calls. The
-            # timeout is off (resetTimeout would do nothing), nothing is
-            # buffered, and the body goes to the transfer decoder.
-            self._busyReceiving = True
-            try:
-                try:
-                    decoder.dataReceived(data)
-                except _MalformedChunkedDataError:
-                    self._respondToBadRequestAndDisconnect()
-            finally:
-                self._busyReceiving = False
-            if self._buffer:
-                # Bytes left after the body (setLineMode), or that came in
-                # meanwhile: LineReceiver's loop would go on with them.
-                basic.LineReceiver.dataReceived(self, b"")
-            return
+    def headDataReceived(self, data: bytes) -> None:
+        # What is not a streamed body (StreamingChannel.dataReceived takes
+        # those): request heads, and bodies of other requests.
         if self._headerTimer is None and self.line_mode and self.headerTimeout:
             self._headerTimer = self.callLater(self.headerTimeout, self._headersTooSlow)
-        super().dataReceived(data)
-        if (
-            self.line_mode
-            and not self._busyReceiving
-            and not self._handlingRequest
-            and b"\n" in self._buffer
-            and not self.transport.disconnecting
-        ):
+        super().headDataReceived(data)
+        if b"\n" in self.unfinishedHeadLine() and not self.transport.disconnecting:
             # Once LineReceiver's loop is done (this call may come from inside
             # it, via setLineMode), the buffer holds one unfinished line of a
             # request head: an LF in it is a bare one (lines end only at
             # CRLF), as typed into nc. Say so now, not at the header timeout.
-            self._respondToBadRequestAndDisconnect()
+            self.badRequest()
 
     def _cancelHeaderTimer(self) -> None:
         timer, self._headerTimer = self._headerTimer, None
@@ -380,19 +331,16 @@ class PipeChannel(http.HTTPChannel):
         self.transport.write(_reply(b"408 Request Timeout", "[ERROR] Request headers took too long."))
         self._rejected("header_timeout")
         self.loseConnection()
-        self._abortingCall = self.callLater(self.abortTimeout or 15, self.forceAbortClient)
+        self.forceAbortLater(self.abortTimeout or 15)
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
+    def badRequest(self) -> None:
         self._cancelHeaderTimer()
         if self.requests and getattr(self.requests[-1], "startedWriting", False):
             # A response is under way (a body broke mid-upload): no second
             # status line, just end the connection.
             self.loseConnection()
             return
-        if (
-            self._receivedHeaderSize > self.totalHeadersSize
-            or self._receivedHeaderCount > self.maxHeaders
-        ):
+        if self.headersTooLarge():
             reply = _reply(
                 b"431 Request Header Fields Too Large", "[ERROR] Request headers are too large."
             )
@@ -412,23 +360,19 @@ class PipeChannel(http.HTTPChannel):
             registry.observer.rejected("", reason)
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self._receivedHeaderSize = self.totalHeadersSize + 1
-        self._respondToBadRequestAndDisconnect()
+        self.markHeadersTooLarge()
+        self.badRequest()
 
-    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+    def chunkedDecoder(self, stock: Any) -> ViewChunkedDecoder:
         # A chunked body is decoded without copying its bytes (chunked.py).
-        ok = bool(super()._maybeChooseTransferDecoder(header, data))
-        decoder = self._transferDecoder
-        if ok and type(decoder) is http._ChunkedTransferDecoder:
-            fast = ViewChunkedDecoder(decoder.dataCallback, decoder.finishCallback)
-            fast.batchCallback = getattr(self.requests[-1], "handleContentChunks", None)
-            self._transferDecoder = fast
-        return ok
+        fast = ViewChunkedDecoder(stock.dataCallback, stock.finishCallback)
+        fast.batchCallback = getattr(self.requests[-1], "handleContentChunks", None)
+        return fast
 
     def lineReceived(self, line: bytes) -> None:
         if b"\n" in line:
             # A bare LF before the CRLF that ended this line of the head.
-            self._respondToBadRequestAndDisconnect()
+            self.badRequest()
             return
         super().lineReceived(line)
 
@@ -436,7 +380,7 @@ class PipeChannel(http.HTTPChannel):
         # Twisted 26 refuses these itself, 25.5 only a NUL: our own check
         # holds the line on every supported version.
         if _unsafeFieldValue(line):
-            self._respondToBadRequestAndDisconnect()
+            self.badRequest()
             return False
         # Twisted skips "Transfer-Encoding: identity", so "chunked" plus
         # "identity", or "identity" plus Content-Length, would be framed one
@@ -445,7 +389,7 @@ class PipeChannel(http.HTTPChannel):
         name, sep, value = line.partition(b":")
         if sep and name.lower() == b"transfer-encoding":
             if value.strip(b" \t").lower() != b"chunked":
-                self._respondToBadRequestAndDisconnect()
+                self.badRequest()
                 return False
         return bool(super().headerReceived(line))
 
@@ -477,28 +421,29 @@ class PipeChannel(http.HTTPChannel):
         """Answer now, with the body unread, a request its head alone
         disqualifies; then close, as the unread body cannot be told apart
         from a next request. True if it was refused."""
-        if self._path.translate(None, _TARGET_BYTES):
+        command, path, version = self.requestLine()
+        if path.translate(None, _TARGET_BYTES):
             # Twisted lets through 0x7F-0xB0 (and, before 26, more).
-            self._respondToBadRequestAndDisconnect()
+            self.badRequest()
             return True
         headers = request.requestHeaders
         hosts = headers.getRawHeaders(b"host", [])
-        if len(hosts) > 1 or (not hosts and self._version == b"HTTP/1.1"):
+        if len(hosts) > 1 or (not hosts and version == b"HTTP/1.1"):
             # RFC 9112 3.2: exactly one Host in HTTP/1.1, never two.
-            self._respondToBadRequestAndDisconnect()
+            self.badRequest()
             return True
         rejection: Optional[Rejection] = None
         expect = headers.getRawHeaders(b"expect", [])
         if not _expectsOnlyContinue(expect):
             rejection = errors.expectation_failed()
             self._rejected(rejection.reason)
-        elif expect and self._version == b"HTTP/1.1" and self.length != 0:
+        elif expect and version == b"HTTP/1.1" and self.length != 0:
             # The client waits for our word before it sends the body: a
             # sender about to be refused must get that refusal, not a
             # "100 Continue" inviting an upload that goes nowhere.
             check = getattr(self.site.resource, "checkBeforeBody", None)
-            if check is not None and self._command in STREAMED_METHODS:
-                request.setRequestLine(self._command, self._path, self._version)
+            if check is not None and command in STREAMED_METHODS:
+                request.setRequestLine(command, path, version)
                 rejection = check(request)
         if rejection is None:
             return False
@@ -506,7 +451,7 @@ class PipeChannel(http.HTTPChannel):
         status = b"%d %s" % (rejection.status, http.RESPONSES.get(rejection.status, b""))
         self.transport.write(_reply(status, rejection.text, rejection.headers))
         if "method" not in vars(request):
-            request.setRequestLine(self._command, self._path, self._version)
+            request.setRequestLine(command, path, version)
         request.code = rejection.status
         request._logged = True
         self.site.log(request)
@@ -528,16 +473,16 @@ class PipeChannel(http.HTTPChannel):
         # super() answers "Expect: 100-continue" first, so any response
         # written while dispatching comes after it on the wire.
         super().allHeadersReceived()
-        if self.length != 0 and self._command in STREAMED_METHODS:
+        command, path, version = self.requestLine()
+        if self.length != 0 and command in STREAMED_METHODS:
             # The idle timeout must not cut an upload that waits or is paused;
             # requestDone() puts it back for the next request.
-            if self.timeOut:
-                self._savedTimeOut = self.setTimeout(None)
-            request.dispatchEarly(self._command, self._path, self._version)
-            if request.bodySink is None and self._savedTimeOut:
+            saved = self.suspendTimeout()
+            request.dispatchEarly(command, path, version)
+            if request.bodySink is None and saved:
                 # Rejected: it neither waits nor streams, so an upload that
                 # stalls is cut like any idle connection.
-                self.setTimeout(self._savedTimeOut)
+                self.setTimeout(saved)
 
 
 class PipeSite(server.Site):
@@ -576,22 +521,7 @@ class PipeSite(server.Site):
         access_line(request, self.reactor.seconds())
 
 
-def _alpn_set_on_each_connection() -> bool:
-    """Whether this Twisted sets a site's ALPN callback on the endpoint's one
-    shared SSL context at every connection it accepts, as 25.5 does
-    (``TLSMemoryBIOFactory._applyProtocolNegotiation``). pyOpenSSL 26.2+
-    refuses to change a context that has made a connection, so there every
-    TLS connection after the first was dropped. Twisted 26 sets it up once
-    per context instead, and there a site that offers no protocol fails
-    every client that asks for one ("tlsv1 alert internal error")."""
-    try:
-        from twisted.protocols import tls
-    except ImportError:  # no pyOpenSSL: no TLS at all
-        return False
-    return hasattr(tls.TLSMemoryBIOFactory, "_applyProtocolNegotiation")
-
-
-if _alpn_set_on_each_connection():
+if _twisted.ALPN_SET_PER_CONNECTION:
     # No ALPN then: clients speak HTTP/1.1, their default, all the same.
     # tests/test_twisted_internals.py checks both ways on real handshakes.
     classImplementsOnly(PipeSite, IProtocolFactory, ILoggingContext)

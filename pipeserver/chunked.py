@@ -21,6 +21,8 @@ from typing import Callable, List, Optional, Union
 
 from twisted.web import http
 
+from pipeserver._twisted import ChunkedTransferDecoder
+
 Data = Union[bytes, memoryview]
 
 _HEX = b"0123456789abcdefABCDEF"
@@ -29,7 +31,10 @@ _HEX = b"0123456789abcdefABCDEF"
 _MAX_LINE = http.maxChunkSizeLineLength
 
 
-class ViewChunkedDecoder(http._ChunkedTransferDecoder):
+class ViewChunkedDecoder(ChunkedTransferDecoder):
+    """Twisted's chunked decoder, whose ``state``, ``length`` and ``_buffer``
+    it reads and sets (checked in _twisted.py), with a fast path for body bytes."""
+
     #: Optional: called with all the body pieces of one read at once (one or
     #: more); without it each piece goes to ``dataCallback``.
     batchCallback: Optional[Callable[[List[Data]], None]] = None
@@ -41,7 +46,7 @@ class ViewChunkedDecoder(http._ChunkedTransferDecoder):
             for piece in pieces:
                 self.dataCallback(piece)  # type: ignore[arg-type]
 
-    def dataReceived(self, data: bytes) -> None:  # type: ignore[override]
+    def dataReceived(self, data: bytes) -> None:
         feed = super().dataReceived
         end = len(data)
         if not end:

@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from twisted.python import usage
 
-from pipeserver import __version__, clients
+from pipeserver import __version__, _twisted, clients
 from pipeserver.channel import PipeSite
 from pipeserver.fastpath import HangupWatcher, buffered_bytes
 from pipeserver.clients import ClientAddresses
@@ -349,8 +349,8 @@ class PipeService(service.Service):
         it. ``_exitSignal`` is what twistd reads once the reactor stops."""
         if cut:
             log.warn("Shutdown cut {cut} transfer(s) at the end of the grace", cut=cut)
-            if self._terminating and hasattr(self.reactor, "_exitSignal"):
-                self.reactor._exitSignal = signal.SIGTERM
+            if self._terminating:
+                _twisted.set_exit_signal(self.reactor, signal.SIGTERM)
 
     def _flushed(self, deadline: float) -> "Deferred[None]":
         """Fires once every connection has sent its last bytes (or at the
