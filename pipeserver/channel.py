@@ -33,6 +33,7 @@ from zope.interface import classImplementsOnly, implementer
 from pipeserver import _twisted, errors
 from pipeserver.chunked import ViewChunkedDecoder
 from pipeserver.fastpath import PEEK_MAX, kernel_unread, peek
+from pipeserver.gate import ReadGate
 from pipeserver.errors import Rejection
 from pipeserver.headers import SANDBOX_CSP, SERVER, HardenedRequest
 from pipeserver.logs import access_line
@@ -393,17 +394,12 @@ class PipeChannel(_twisted.StreamingChannel):
                 return False
         return bool(super().headerReceived(line))
 
-    def resumeProducing(self) -> None:
-        # Our own write buffer drained. HTTPChannel then reads the transport
-        # again, but an upload its pipe holds paused (waiting for receivers,
-        # or a receiver that cannot take more) must stay unread.
-        super().resumeProducing()
-        sink = getattr(self.requests[-1], "bodySink", None) if self.requests else None
-        if sink is not None and getattr(sink, "reading", True) is False:
-            self.transport.pauseProducing()
-
     def connectionMade(self) -> None:
         super().connectionMade()
+        # The one owner of whether this connection reads (gate.py): what
+        # HTTPChannel pauses and resumes from now on, and what the pipe holds.
+        self.gate = ReadGate(self.readGate())
+        self.setReadGate(self.gate)
         channels = getattr(self.factory, "channels", None)
         if channels is not None:
             channels.add(self)

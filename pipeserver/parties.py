@@ -27,6 +27,7 @@ from pipeserver.fastpath import (
     reset,
     send_buffered_now,
 )
+from pipeserver.gate import PIPE, ReadGate
 from pipeserver.headers import passable
 from pipeserver.multipart import FirstPartDecoder, boundary_of
 from pipeserver.interfaces import Pacer
@@ -47,6 +48,8 @@ class PipeRequestLike(Protocol):
     """What the pipe needs of a request (``channel.PipeRequest`` provides it)."""
 
     transport: Any
+    #: The channel (``channel.PipeChannel``), with its connection's ``gate``.
+    channel: Any
     clientproto: bytes
     requestHeaders: Headers
     responseHeaders: Headers
@@ -77,14 +80,11 @@ def close_failing(transport: Any, clock: IReactorTime, half: bool = False) -> No
     What is already buffered is still sent; a peer that does not take it
     within ``CLOSE_GRACE`` seconds is cut. With ``half`` only our side is shut,
     so a sender still uploading reads our last lines instead of a reset, and
-    it is cut after ``SENDER_LINGER`` seconds.
+    it is cut after ``SENDER_LINGER`` seconds (its caller reads on).
     """
     shut = getattr(transport, "loseWriteConnection", None)
     if half and shut is not None:
         shut()
-        resume = getattr(transport, "resumeProducing", None)
-        if resume is not None:
-            resume()
     else:
         transport.loseConnection()
 
@@ -132,7 +132,9 @@ class Upload:
             or request.getHeader(b"x-pipe-progress") == b"at-end"
         )
         self._lines: List[bytes] = []
+        #: Whether the pipe lets it read (it holds the connection's gate if not).
         self.reading = True
+        self.gate: ReadGate = request.channel.gate
         self.decoder: Optional[FirstPartDecoder] = None
         ctype = request.getHeader(b"content-type")
         if ctype is not None:
@@ -165,6 +167,9 @@ class Upload:
             self.request.write(data)
 
     def finish(self) -> None:
+        # The pipe is done with the connection, which may carry another
+        # request: the channel reads it (requestDone) unless it holds it.
+        self.setReading(True)
         if self._buffered:
             body = b"".join(self._lines)
             self.request.setHeader(b"content-length", b"%d" % len(body))
@@ -194,8 +199,10 @@ class Upload:
 
     def close(self, clock: IReactorTime) -> None:
         self.pipe.watcher.unwatch(self.transport)
-        self.reading = True  # close_failing reads on, so the client sees our lines
         close_failing(self.transport, clock, half=True)
+        # Read on (and drop) what it still sends, so it sees our lines.
+        self.reading = True
+        self.gate.drain()
 
     # -- reading the body
     def pacer(self, clock: IReactorTime, room: Callable[[], int]) -> Pacer:
@@ -219,10 +226,9 @@ class Upload:
         self.reading = reading
         if reading:
             self.pipe.watcher.unwatch(self.transport)
-            self.transport.resumeProducing()
+            self.gate.release(PIPE)
         else:
-            # Never the channel's pauseProducing: that is its write-buffer signal.
-            self.transport.pauseProducing()
+            self.gate.hold(PIPE)
             if self.pipe.state is State.WAITING:
                 self.pipe.watcher.watch(self.transport)
 

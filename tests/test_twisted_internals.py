@@ -828,3 +828,19 @@ def test_exit_signal_is_what_twistd_exits_with() -> None:
     set_exit_signal(reactor, 15)
     assert reactor._exitSignal == 15
     set_exit_signal(object(), 15)  # another kind of reactor: nothing to set
+
+
+def test_the_channels_own_pauses_go_through_the_read_gate(env: Env) -> None:
+    """HTTPChannel pauses and resumes its ``_networkProducer`` (the
+    transport) when its write buffer fills and drains; PipeChannel puts its
+    ReadGate there (gate.py), so those become the gate's CHANNEL hold and the
+    pipe's own hold survives them. Under another name the channel would
+    pause the transport behind the gate's back."""
+    from pipeserver.gate import CHANNEL
+
+    client = env.client()
+    assert client.proto.readGate() is client.proto.gate
+    client.proto.pauseProducing()
+    assert client.proto.gate.holds == {CHANNEL} and client.reading == "paused"
+    client.proto.resumeProducing()
+    assert client.proto.gate.holds == set() and client.reading == "producing"
