@@ -4,15 +4,18 @@ Stock twisted.web renders a request only once its whole body is in, spooled
 to memory or to a temporary file. A pipe must render at header time and pass
 each body chunk on as it arrives, so this module subclasses the channel and
 the request. It leans on names Twisted documents as "not intended for
-users" (``gotLength``, ``handleContentChunk``, ``requestReceived``) and on the
-channel's private ``_command``/``_path``/``_version``: the supported Twisted
-range is bounded in setup.cfg and ``tests/test_twisted_internals.py`` fails
-if they change.
+users" (``gotLength``, ``handleContentChunk``, ``requestReceived``); every
+private name it needs is reached through _twisted.py (``StreamingChannel``,
+its base), which checks them at import. How the modules fit: see
+docs/ARCHITECTURE.md.
 """
+
+# twisted.web's channel and request are untyped, and this module subclasses
+# and calls them from typed code.
+# mypy: disallow-untyped-calls=False
 
 from __future__ import annotations
 
-import copy
 import io
 import socket
 import time
@@ -25,9 +28,10 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
 )
 from twisted.logger import Logger
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
-from twisted.protocols import basic
 from twisted.web import http, server
+from twisted.web.http_headers import Headers
 from zope.interface import classImplementsOnly, implementer
 
 from pipeserver import _twisted, errors
@@ -161,12 +165,13 @@ class PipeRequest(HardenedRequest):
             return
         if self.startedWriting:
             # Too late for a status: a cut response is a failed one.
-            self.transport.abortConnection()
+            transport: Any = self.transport
+            transport.abortConnection()
             return
         rejection = errors.internal_error()
         date = self.responseHeaders.getRawHeaders(b"date")
         # Whatever the resource had set belongs to the answer it did not give.
-        self.responseHeaders = http.Headers({b"date": date} if date else {})
+        self.responseHeaders = Headers({b"date": date} if date else {})
         self.setResponseCode(rejection.status)
         self.setHeader(b"content-type", b"text/plain")
         self.setHeader(b"access-control-allow-origin", b"*")
@@ -218,7 +223,7 @@ def _unsafeFieldValue(line: bytes) -> bool:
     return b"\r" in line or b"\x00" in line
 
 
-def _expectsOnlyContinue(values: List[bytes]) -> bool:
+def _expectsOnlyContinue(values: Sequence[bytes]) -> bool:
     """Whether ``Expect`` asks for nothing but ``100-continue``."""
     tokens = {t.strip().lower() for v in values for t in v.split(b",")} - {b""}
     return tokens <= {b"100-continue"}
@@ -240,6 +245,10 @@ class PipeChannel(_twisted.StreamingChannel):
     without a complete upload in flight that sends one has left.
     """
 
+    #: A TCP or TLS transport (a test's fake in unit tests).
+    transport: Any
+    #: The PipeSite that built it (Site.buildProtocol sets it).
+    site: Any
     _readClosed = False
 
     def _uploadWhole(self) -> bool:
@@ -291,9 +300,10 @@ class PipeChannel(_twisted.StreamingChannel):
         if queued is None:
             return False
         held = self.bufferedBody()
-        length = getattr(request, "bodyLength", None)
+        length: Optional[int] = getattr(request, "bodyLength", None)
         if length is not None:
-            return len(held) + queued >= length - request.bodyBytes
+            bodyBytes: int = request.bodyBytes
+            return len(held) + queued >= length - bodyBytes
         decoder = self.transferDecoder()
         if decoder is None or not isinstance(decoder, _twisted.ChunkedTransferDecoder):
             return False
@@ -404,7 +414,7 @@ class PipeChannel(_twisted.StreamingChannel):
         if channels is not None:
             channels.add(self)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelHeaderTimer()
         channels = getattr(self.factory, "channels", None)
         if channels is not None:
@@ -486,7 +496,7 @@ class PipeSite(server.Site):
 
     # Plain HTTP/1.1: no h2 negotiation, whose streams have flow control of
     # their own that the pipe does not drive.
-    protocol = PipeChannel
+    protocol = PipeChannel  # type: ignore[assignment]  # Twisted types it as its h2-switching wrapper
     requestFactory = PipeRequest
     headerTimeout: Optional[float] = 20.0
     maxHeaders = 100

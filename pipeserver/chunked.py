@@ -44,7 +44,7 @@ class ViewChunkedDecoder(ChunkedTransferDecoder):
             self.batchCallback(pieces)
         else:
             for piece in pieces:
-                self.dataCallback(piece)  # type: ignore[arg-type]
+                self.dataCallback(piece)  # type: ignore[arg-type]  # typed bytes; takes views too (see above)
 
     def dataReceived(self, data: bytes) -> None:
         feed = super().dataReceived
@@ -87,12 +87,12 @@ class ViewChunkedDecoder(ChunkedTransferDecoder):
                     # it calls no callback here.
                     lf = data.find(b"\n", pos)
                     stop = end if lf == -1 else lf + 1
-                    feed(view[pos:stop])  # type: ignore[arg-type]
+                    feed(view[pos:stop])  # type: ignore[arg-type]  # typed bytes; appends to a bytearray
                     pos = stop
                 else:  # BODY with a partial buffer, TRAILER, FINISHED: stock.
                     pieces, ready = [], pieces
                     self._deliver(ready)
-                    feed(view[pos:])  # type: ignore[arg-type]
+                    feed(view[pos:])  # type: ignore[arg-type]  # typed bytes; appends to a bytearray
                     return
         finally:
             # Also when the framing turned out broken: what came before it

@@ -10,7 +10,7 @@ in fastpath.py.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Protocol, Tuple, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -30,7 +30,7 @@ from pipeserver.fastpath import (
 from pipeserver.gate import PIPE, ReadGate
 from pipeserver.headers import passable
 from pipeserver.multipart import FirstPartDecoder, boundary_of
-from pipeserver.interfaces import Pacer
+from pipeserver.interfaces import Data, Pacer
 from pipeserver.pipe import State
 
 if TYPE_CHECKING:
@@ -269,8 +269,8 @@ class Upload:
     def bodyChunk(self, data: bytes) -> None:
         self.pipe.write(data)
 
-    def bodyChunks(self, pieces: List[bytes]) -> None:
-        self.pipe.writeSequence(pieces)  # type: ignore[arg-type]  # List is invariant; read-only here
+    def bodyChunks(self, pieces: List[Data]) -> None:
+        self.pipe.writeSequence(pieces)
 
     def bodyEnded(self) -> None:
         self.pipe.bodyEnded()
@@ -368,7 +368,8 @@ class HTTPParties:
     """Makes the parties of HTTP requests (``pipe.PartyMaker``)."""
 
     def sender(self, pipe: "Pipe", request: object) -> Upload:
-        return Upload(pipe, request)  # type: ignore[arg-type]  # the HTTP layer hands its requests
+        # The HTTP layer hands the registry its requests.
+        return Upload(pipe, cast(PipeRequestLike, request))
 
     def receiver(self, pipe: "Pipe", request: object) -> Download:
-        return Download(pipe, request)  # type: ignore[arg-type]  # the HTTP layer hands its requests
+        return Download(pipe, cast(PipeRequestLike, request))

@@ -1,7 +1,8 @@
-"""Guards for the Twisted internals pipeserver relies on (see pipeserver/channel.py).
+"""Guards for the Twisted internals pipeserver relies on (see pipeserver/_twisted.py).
 
 The streaming request path overrides hooks Twisted documents as "not
-intended for users" and reads private channel attributes. If a Twisted
+intended for users" and reads private channel attributes, all of them
+through pipeserver/_twisted.py, which checks them at import. If a Twisted
 upgrade changes any of them, a test here fails before users notice. The
 supported range is in setup.cfg, and CI (noxfile.py) runs this file on the
 lowest and the newest Twisted in it; widen it only after these pass on both.
