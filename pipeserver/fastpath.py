@@ -415,19 +415,6 @@ class ReadPacer:
         self.transport.bufferSize = READ_MIN
 
 
-class NoPacing:
-    """A sender the fast path cannot size (TLS, a fake): reads stay Twisted's."""
-
-    def read(self, got: int = 0) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-
-NO_PACING = NoPacing()
-
-
 # ---- a paused sender hanging up
 @implementer(IReadDescriptor)
 class HangupWatcher:

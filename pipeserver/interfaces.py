@@ -169,6 +169,8 @@ class NullObserver:
 
 
 class _NoPacing:
+    """A sender whose reads nobody sizes (TLS, a fake): reads stay Twisted's."""
+
     def read(self, got: int = 0) -> None:
         pass
 
@@ -176,7 +178,7 @@ class _NoPacing:
         pass
 
 
-_NO_PACING = _NoPacing()
+NO_PACING = _NoPacing()
 
 
 class Limits:

@@ -27,6 +27,7 @@ from pipeserver.pipe import Outcome, Pipe, PipeRegistry, State
 #: Seconds a party waited for its pipe to be established.
 WAIT_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
+
 class PipeMetrics:
     """Counts what the registry tells it; one ``CollectorRegistry`` per server."""
 

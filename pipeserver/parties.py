@@ -20,7 +20,6 @@ from zope.interface import implementer
 
 from pipeserver import _twisted
 from pipeserver.fastpath import (
-    NO_PACING,
     DirectWrites,
     ReadPacer,
     direct_socket,
@@ -30,7 +29,7 @@ from pipeserver.fastpath import (
 from pipeserver.gate import PIPE, ReadGate
 from pipeserver.headers import passable
 from pipeserver.multipart import FirstPartDecoder, boundary_of
-from pipeserver.interfaces import Data, Pacer
+from pipeserver.interfaces import NO_PACING, Data, Pacer
 from pipeserver.pipe import State
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from pipeserver import errors
-from pipeserver.interfaces import _NO_PACING, Data, Limits, NullObserver, Observer, Outcome
+from pipeserver.interfaces import NO_PACING, Data, Limits, NullObserver, Observer, Outcome
 from pipeserver.interfaces import Pacer, PartyMaker, ReceiverParty, SenderParty, Watcher
 from pipeserver.interfaces import _NoWatcher
 from pipeserver.multipart import MultipartError
@@ -71,7 +71,7 @@ class Pipe:
         self.sender: Optional[SenderParty] = None
         self.receivers: List[ReceiverParty] = []
         #: Sizes the sender's reads while streaming (fastpath.ReadPacer).
-        self._pacer: Pacer = _NO_PACING
+        self._pacer: Pacer = NO_PACING
         self.started = False
         self.bytes = 0
         self._pending: List[bytes] = []
