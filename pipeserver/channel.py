@@ -4,52 +4,51 @@ Stock twisted.web renders a request only once its whole body is in, spooled
 to memory or to a temporary file. A pipe must render at header time and pass
 each body chunk on as it arrives, so this module subclasses the channel and
 the request. It leans on names Twisted documents as "not intended for
-users" (``gotLength``, ``handleContentChunk``, ``requestReceived``) and on the
-channel's private ``_command``/``_path``/``_version``: the supported Twisted
-range is bounded in setup.cfg and ``tests/test_twisted_internals.py`` fails
-if they change.
+users" (``gotLength``, ``handleContentChunk``, ``requestReceived``); every
+private name it needs is reached through _twisted.py (``StreamingChannel``,
+its base), which checks them at import. How the modules fit: see
+docs/ARCHITECTURE.md.
 """
+
+# twisted.web's channel and request are untyped, and this module subclasses
+# and calls them from typed code.
+# mypy: disallow-untyped-calls=False
 
 from __future__ import annotations
 
-import copy
-import fcntl
 import io
-import select
 import socket
-import struct
-import termios
 import time
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Set, Tuple
+from typing import Any, List, Optional, Protocol, Sequence, Set, Tuple
 
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
     ILoggingContext,
     IProtocolFactory,
-    IReactorFDSet,
-    IReadDescriptor,
 )
 from twisted.logger import Logger
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
-from twisted.protocols import basic
 from twisted.web import http, server
-from twisted.web.http import _MalformedChunkedDataError
+from twisted.web.http_headers import Headers
 from zope.interface import classImplementsOnly, implementer
 
-from pipeserver import errors
+from pipeserver import _twisted, errors
 from pipeserver.chunked import ViewChunkedDecoder
+from pipeserver.fastpath import PEEK_MAX, kernel_unread, peek
+from pipeserver.gate import ReadGate
 from pipeserver.errors import Rejection
 from pipeserver.headers import SANDBOX_CSP, SERVER, HardenedRequest
+from pipeserver.logs import access_line
 
 STREAMED_METHODS = (b"PUT", b"POST")
 
-_access = Logger(namespace="pipeserver.access")
 log = Logger()
 
 
 class BodySink(Protocol):
-    """Where a streamed request's body goes (``pipe.Upload`` is one)."""
+    """Where a streamed request's body goes (``parties.Upload`` is one)."""
 
     def bodyChunk(self, data: bytes) -> None: ...
 
@@ -162,16 +161,17 @@ class PipeRequest(HardenedRequest):
         if sink is not None:
             # The pipe forgets this party as if it had gone.
             sink.connectionLost(reason)
-        if self.finished or self._disconnected:
+        if self.finished or _twisted.request_disconnected(self):
             return
         if self.startedWriting:
             # Too late for a status: a cut response is a failed one.
-            self.transport.abortConnection()
+            transport: Any = self.transport
+            transport.abortConnection()
             return
         rejection = errors.internal_error()
         date = self.responseHeaders.getRawHeaders(b"date")
         # Whatever the resource had set belongs to the answer it did not give.
-        self.responseHeaders = http.Headers({b"date": date} if date else {})
+        self.responseHeaders = Headers({b"date": date} if date else {})
         self.setResponseCode(rejection.status)
         self.setHeader(b"content-type", b"text/plain")
         self.setHeader(b"access-control-allow-origin", b"*")
@@ -223,36 +223,14 @@ def _unsafeFieldValue(line: bytes) -> bool:
     return b"\r" in line or b"\x00" in line
 
 
-def _expectsOnlyContinue(values: List[bytes]) -> bool:
+def _expectsOnlyContinue(values: Sequence[bytes]) -> bool:
     """Whether ``Expect`` asks for nothing but ``100-continue``."""
     tokens = {t.strip().lower() for v in values for t in v.split(b",")} - {b""}
     return tokens <= {b"100-continue"}
 
 
-#: The most a hang-up check peeks at to see whether a chunked body has all
-#: arrived (a sender's read at its biggest, pipe.READ_MAX); beyond that the
-#: sender counts as gone.
-PEEK_MAX = 1 << 20
-
-
-def _chunkedBodyEnds(decoder: Any, data: bytes) -> bool:
-    """Whether ``data`` completes the chunked body ``decoder`` is reading,
-    found by a copy of the decoder, so the real one is left as it is."""
-    probe = copy.copy(decoder)
-    probe._buffer = bytearray(decoder._buffer)
-    ended: List[bytes] = []
-    probe.dataCallback = lambda piece: None
-    probe.batchCallback = None
-    probe.finishCallback = ended.append
-    try:
-        probe.dataReceived(data)
-    except Exception:
-        return False
-    return bool(ended)
-
-
 @implementer(IHalfCloseableProtocol)
-class PipeChannel(http.HTTPChannel):
+class PipeChannel(_twisted.StreamingChannel):
     """An HTTP/1.1 channel that dispatches PUT and POST at header time.
 
     It also bounds the time a client may take to send its request line and
@@ -262,11 +240,15 @@ class PipeChannel(http.HTTPChannel):
     A client that shuts its sending side (FIN) after a whole upload, as
     ``nc -N`` does, still gets its response: that is a half-close, not a
     hang-up (IHalfCloseableProtocol). A killed client sends the same FIN, so
-    a waiting sender is probed (``pipe.Upload.halfClosed``) to tell the two
+    a waiting sender is probed (``parties.Upload.halfClosed``) to tell the two
     apart. Any other FIN ends the connection, as it did before: a party
     without a complete upload in flight that sends one has left.
     """
 
+    #: A TCP or TLS transport (a test's fake in unit tests).
+    transport: Any
+    #: The PipeSite that built it (Site.buildProtocol sets it).
+    site: Any
     _readClosed = False
 
     def _uploadWhole(self) -> bool:
@@ -299,7 +281,7 @@ class PipeChannel(http.HTTPChannel):
 
     def senderHalfClosed(self) -> None:
         """Tell the upload in flight that its client sent a FIN after its
-        whole body (``pipe.Upload.halfClosed``)."""
+        whole body (``parties.Upload.halfClosed``)."""
         request = self.requests[-1] if self.requests else None
         note = getattr(getattr(request, "bodySink", None), "halfClosed", None)
         if note is not None:
@@ -314,74 +296,39 @@ class PipeChannel(http.HTTPChannel):
             return False
         if self._uploadWhole():
             return True
-        try:
-            queued = struct.unpack(
-                "i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-            )[0]
-        except (OSError, ValueError):
+        queued = kernel_unread(sock)
+        if queued is None:
             return False
-        held = b"" if self.line_mode else bytes(self._buffer)
-        length = getattr(request, "bodyLength", None)
+        held = self.bufferedBody()
+        length: Optional[int] = getattr(request, "bodyLength", None)
         if length is not None:
-            return len(held) + queued >= length - request.bodyBytes
-        decoder = self._transferDecoder
-        if decoder is None or not isinstance(decoder, http._ChunkedTransferDecoder):
+            bodyBytes: int = request.bodyBytes
+            return len(held) + queued >= length - bodyBytes
+        decoder = self.transferDecoder()
+        if decoder is None or not isinstance(decoder, _twisted.ChunkedTransferDecoder):
             return False
         if queued > PEEK_MAX:
             return False
-        try:
-            data = sock.recv(queued, socket.MSG_PEEK) if queued else b""
-        except OSError:
+        data = peek(sock, queued)
+        if data is None:
             return False
-        return _chunkedBodyEnds(decoder, held + data)
+        return _twisted.chunked_body_ends(decoder, held + data)
 
     headerTimeout: Optional[float] = 20.0
     _headerTimer: Optional[IDelayedCall] = None
 
-    def dataReceived(self, data: bytes) -> None:
-        decoder = self._transferDecoder
-        if (
-            decoder is not None
-            and not self.line_mode
-            and self.timeOut is None
-            and not self._busyReceiving
-            and not self._buffer
-            and not self.paused
-            and not self._handlingRequest
-        ):
-            # A request body (a streamed upload's, on the data path): what
-            # HTTPChannel.dataReceived -> LineReceiver.dataReceived ->
-            # rawDataReceived do in this state, without their calls. The
-            # timeout is off (resetTimeout would do nothing), nothing is
-            # buffered, and the body goes to the transfer decoder.
-            self._busyReceiving = True
-            try:
-                try:
-                    decoder.dataReceived(data)
-                except _MalformedChunkedDataError:
-                    self._respondToBadRequestAndDisconnect()
-            finally:
-                self._busyReceiving = False
-            if self._buffer:
-                # Bytes left after the body (setLineMode), or that came in
-                # meanwhile: LineReceiver's loop would go on with them.
-                basic.LineReceiver.dataReceived(self, b"")
-            return
+    def headDataReceived(self, data: bytes) -> None:
+        # What is not a streamed body (StreamingChannel.dataReceived takes
+        # those): request heads, and bodies of other requests.
         if self._headerTimer is None and self.line_mode and self.headerTimeout:
             self._headerTimer = self.callLater(self.headerTimeout, self._headersTooSlow)
-        super().dataReceived(data)
-        if (
-            self.line_mode
-            and not self._busyReceiving
-            and not self._handlingRequest
-            and b"\n" in self._buffer
-            and not self.transport.disconnecting
-        ):
+        super().headDataReceived(data)
+        if b"\n" in self.unfinishedHeadLine() and not self.transport.disconnecting:
             # Once LineReceiver's loop is done (this call may come from inside
             # it, via setLineMode), the buffer holds one unfinished line of a
             # request head: an LF in it is a bare one (lines end only at
             # CRLF), as typed into nc. Say so now, not at the header timeout.
-            self._respondToBadRequestAndDisconnect()
+            self.badRequest()
 
     def _cancelHeaderTimer(self) -> None:
         timer, self._headerTimer = self._headerTimer, None
@@ -395,19 +342,16 @@ class PipeChannel(http.HTTPChannel):
         self.transport.write(_reply(b"408 Request Timeout", "[ERROR] Request headers took too long."))
         self._rejected("header_timeout")
         self.loseConnection()
-        self._abortingCall = self.callLater(self.abortTimeout or 15, self.forceAbortClient)
+        self.forceAbortLater(self.abortTimeout or 15)
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
+    def badRequest(self) -> None:
         self._cancelHeaderTimer()
         if self.requests and getattr(self.requests[-1], "startedWriting", False):
             # A response is under way (a body broke mid-upload): no second
             # status line, just end the connection.
             self.loseConnection()
             return
-        if (
-            self._receivedHeaderSize > self.totalHeadersSize
-            or self._receivedHeaderCount > self.maxHeaders
-        ):
+        if self.headersTooLarge():
             reply = _reply(
                 b"431 Request Header Fields Too Large", "[ERROR] Request headers are too large."
             )
@@ -427,23 +371,19 @@ class PipeChannel(http.HTTPChannel):
             registry.observer.rejected("", reason)
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self._receivedHeaderSize = self.totalHeadersSize + 1
-        self._respondToBadRequestAndDisconnect()
+        self.markHeadersTooLarge()
+        self.badRequest()
 
-    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+    def chunkedDecoder(self, stock: Any) -> ViewChunkedDecoder:
         # A chunked body is decoded without copying its bytes (chunked.py).
-        ok = bool(super()._maybeChooseTransferDecoder(header, data))
-        decoder = self._transferDecoder
-        if ok and type(decoder) is http._ChunkedTransferDecoder:
-            fast = ViewChunkedDecoder(decoder.dataCallback, decoder.finishCallback)
-            fast.batchCallback = getattr(self.requests[-1], "handleContentChunks", None)
-            self._transferDecoder = fast
-        return ok
+        fast = ViewChunkedDecoder(stock.dataCallback, stock.finishCallback)
+        fast.batchCallback = getattr(self.requests[-1], "handleContentChunks", None)
+        return fast
 
     def lineReceived(self, line: bytes) -> None:
         if b"\n" in line:
             # A bare LF before the CRLF that ended this line of the head.
-            self._respondToBadRequestAndDisconnect()
+            self.badRequest()
             return
         super().lineReceived(line)
 
@@ -451,7 +391,7 @@ class PipeChannel(http.HTTPChannel):
         # Twisted 26 refuses these itself, 25.5 only a NUL: our own check
         # holds the line on every supported version.
         if _unsafeFieldValue(line):
-            self._respondToBadRequestAndDisconnect()
+            self.badRequest()
             return False
         # Twisted skips "Transfer-Encoding: identity", so "chunked" plus
         # "identity", or "identity" plus Content-Length, would be framed one
@@ -460,26 +400,21 @@ class PipeChannel(http.HTTPChannel):
         name, sep, value = line.partition(b":")
         if sep and name.lower() == b"transfer-encoding":
             if value.strip(b" \t").lower() != b"chunked":
-                self._respondToBadRequestAndDisconnect()
+                self.badRequest()
                 return False
         return bool(super().headerReceived(line))
 
-    def resumeProducing(self) -> None:
-        # Our own write buffer drained. HTTPChannel then reads the transport
-        # again, but an upload its pipe holds paused (waiting for receivers,
-        # or a receiver that cannot take more) must stay unread.
-        super().resumeProducing()
-        sink = getattr(self.requests[-1], "bodySink", None) if self.requests else None
-        if sink is not None and getattr(sink, "reading", True) is False:
-            self.transport.pauseProducing()
-
     def connectionMade(self) -> None:
         super().connectionMade()
+        # The one owner of whether this connection reads (gate.py): what
+        # HTTPChannel pauses and resumes from now on, and what the pipe holds.
+        self.gate = ReadGate(self.readGate())
+        self.setReadGate(self.gate)
         channels = getattr(self.factory, "channels", None)
         if channels is not None:
             channels.add(self)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelHeaderTimer()
         channels = getattr(self.factory, "channels", None)
         if channels is not None:
@@ -492,28 +427,29 @@ class PipeChannel(http.HTTPChannel):
         """Answer now, with the body unread, a request its head alone
         disqualifies; then close, as the unread body cannot be told apart
         from a next request. True if it was refused."""
-        if self._path.translate(None, _TARGET_BYTES):
+        command, path, version = self.requestLine()
+        if path.translate(None, _TARGET_BYTES):
             # Twisted lets through 0x7F-0xB0 (and, before 26, more).
-            self._respondToBadRequestAndDisconnect()
+            self.badRequest()
             return True
         headers = request.requestHeaders
         hosts = headers.getRawHeaders(b"host", [])
-        if len(hosts) > 1 or (not hosts and self._version == b"HTTP/1.1"):
+        if len(hosts) > 1 or (not hosts and version == b"HTTP/1.1"):
             # RFC 9112 3.2: exactly one Host in HTTP/1.1, never two.
-            self._respondToBadRequestAndDisconnect()
+            self.badRequest()
             return True
         rejection: Optional[Rejection] = None
         expect = headers.getRawHeaders(b"expect", [])
         if not _expectsOnlyContinue(expect):
             rejection = errors.expectation_failed()
             self._rejected(rejection.reason)
-        elif expect and self._version == b"HTTP/1.1" and self.length != 0:
+        elif expect and version == b"HTTP/1.1" and self.length != 0:
             # The client waits for our word before it sends the body: a
             # sender about to be refused must get that refusal, not a
             # "100 Continue" inviting an upload that goes nowhere.
             check = getattr(self.site.resource, "checkBeforeBody", None)
-            if check is not None and self._command in STREAMED_METHODS:
-                request.setRequestLine(self._command, self._path, self._version)
+            if check is not None and command in STREAMED_METHODS:
+                request.setRequestLine(command, path, version)
                 rejection = check(request)
         if rejection is None:
             return False
@@ -521,7 +457,7 @@ class PipeChannel(http.HTTPChannel):
         status = b"%d %s" % (rejection.status, http.RESPONSES.get(rejection.status, b""))
         self.transport.write(_reply(status, rejection.text, rejection.headers))
         if "method" not in vars(request):
-            request.setRequestLine(self._command, self._path, self._version)
+            request.setRequestLine(command, path, version)
         request.code = rejection.status
         request._logged = True
         self.site.log(request)
@@ -543,16 +479,16 @@ class PipeChannel(http.HTTPChannel):
         # super() answers "Expect: 100-continue" first, so any response
         # written while dispatching comes after it on the wire.
         super().allHeadersReceived()
-        if self.length != 0 and self._command in STREAMED_METHODS:
+        command, path, version = self.requestLine()
+        if self.length != 0 and command in STREAMED_METHODS:
             # The idle timeout must not cut an upload that waits or is paused;
             # requestDone() puts it back for the next request.
-            if self.timeOut:
-                self._savedTimeOut = self.setTimeout(None)
-            request.dispatchEarly(self._command, self._path, self._version)
-            if request.bodySink is None and self._savedTimeOut:
+            saved = self.suspendTimeout()
+            request.dispatchEarly(command, path, version)
+            if request.bodySink is None and saved:
                 # Rejected: it neither waits nor streams, so an upload that
                 # stalls is cut like any idle connection.
-                self.setTimeout(self._savedTimeOut)
+                self.setTimeout(saved)
 
 
 class PipeSite(server.Site):
@@ -560,7 +496,7 @@ class PipeSite(server.Site):
 
     # Plain HTTP/1.1: no h2 negotiation, whose streams have flow control of
     # their own that the pipe does not drive.
-    protocol = PipeChannel
+    protocol = PipeChannel  # type: ignore[assignment]  # Twisted types it as its h2-switching wrapper
     requestFactory = PipeRequest
     headerTimeout: Optional[float] = 20.0
     maxHeaders = 100
@@ -587,133 +523,11 @@ class PipeSite(server.Site):
         return channel
 
     def log(self, request: Any) -> None:
-        """One access line per request: never a header, query or body."""
-        code = "aborted" if getattr(request, "cutShort", False) else request.code
-        path = getattr(request, "path", None)
-        method = getattr(request, "method", None)
-        _access.info(
-            "{method} {path} {status} in={received} out={sent} {duration:.3f}s project={project}",
-            method=method.decode("latin-1", "replace") if isinstance(method, bytes) else "-",
-            path=path.decode("utf-8", "replace") if isinstance(path, bytes) else "-",
-            status=code,
-            received=request.bodyBytes,
-            sent=request.sentLength,
-            duration=max(0.0, self.reactor.seconds() - request.startedAt),
-            project=request.project or "-",
-        )
+        """One access line per request (logs.access_line)."""
+        access_line(request, self.reactor.seconds())
 
 
-def _alpn_set_on_each_connection() -> bool:
-    """Whether this Twisted sets a site's ALPN callback on the endpoint's one
-    shared SSL context at every connection it accepts, as 25.5 does
-    (``TLSMemoryBIOFactory._applyProtocolNegotiation``). pyOpenSSL 26.2+
-    refuses to change a context that has made a connection, so there every
-    TLS connection after the first was dropped. Twisted 26 sets it up once
-    per context instead, and there a site that offers no protocol fails
-    every client that asks for one ("tlsv1 alert internal error")."""
-    try:
-        from twisted.protocols import tls
-    except ImportError:  # no pyOpenSSL: no TLS at all
-        return False
-    return hasattr(tls.TLSMemoryBIOFactory, "_applyProtocolNegotiation")
-
-
-if _alpn_set_on_each_connection():
+if _twisted.ALPN_SET_PER_CONNECTION:
     # No ALPN then: clients speak HTTP/1.1, their default, all the same.
     # tests/test_twisted_internals.py checks both ways on real handshakes.
     classImplementsOnly(PipeSite, IProtocolFactory, ILoggingContext)
-
-
-@implementer(IReadDescriptor)
-class HangupWatcher:
-    """Sees a paused sender hang up.
-
-    A transport that is not reading never notices its peer leaving, yet a
-    waiting sender must free its place at once. The kernel still knows: one
-    epoll set, registered with the reactor as a reader, reports the peer's
-    shutdown (EPOLLRDHUP) or reset for the watched sockets, and the watcher
-    aborts that transport so the normal connection-lost path runs.
-    A FIN that follows a whole body may be a half-close (nc -N): that sender
-    is told (``senderHalfClosed``) and then watched for a reset only.
-    Where epoll is missing it does nothing and the deadline still applies.
-    """
-
-    def __init__(self, reactor: IReactorFDSet) -> None:
-        self._reactor = reactor
-        self._epoll = select.epoll() if hasattr(select, "epoll") else None
-        self._watched: Dict[int, Any] = {}
-
-    def watch(self, transport: Any) -> None:
-        self._watch(transport, select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR)
-
-    def watchReset(self, transport: Any) -> None:
-        """Watch for a reset only: its peer's FIN is already in."""
-        self._watch(transport, select.EPOLLHUP | select.EPOLLERR)
-
-    def _watch(self, transport: Any, mask: int) -> None:
-        fileno = getattr(transport, "fileno", None)
-        if self._epoll is None or fileno is None:
-            return
-        try:
-            fd = fileno()
-        except Exception:
-            return
-        if fd < 0:
-            return
-        try:
-            self._epoll.register(fd, mask)
-        except FileExistsError:
-            self._epoll.modify(fd, mask)
-        except OSError:
-            return
-        if not self._watched:
-            self._reactor.addReader(self)
-        self._watched[fd] = transport
-
-    def unwatch(self, transport: Any) -> None:
-        for fd, watched in list(self._watched.items()):
-            if watched is transport:
-                self._forget(fd)
-
-    def _forget(self, fd: int) -> None:
-        self._watched.pop(fd, None)
-        if self._epoll is not None:
-            try:
-                self._epoll.unregister(fd)
-            except (OSError, ValueError):
-                pass
-        if not self._watched:
-            self._reactor.removeReader(self)
-
-    # IReadDescriptor
-    def fileno(self) -> int:
-        return self._epoll.fileno() if self._epoll is not None else -1
-
-    def doRead(self) -> None:
-        assert self._epoll is not None
-        for fd, events in self._epoll.poll(0):
-            transport = self._watched.get(fd)
-            self._forget(fd)
-            if transport is None:
-                continue
-            if not events & (select.EPOLLHUP | select.EPOLLERR) and self._halfClosed(transport):
-                transport.protocol.senderHalfClosed()
-                continue
-            transport.abortConnection()
-
-    def _halfClosed(self, transport: Any) -> bool:
-        """A sender that shut its side after sending its whole body (only a
-        FIN came, and the body's end is in the kernel): not gone, it still
-        waits for receivers and its response."""
-        check = getattr(getattr(transport, "protocol", None), "bodyInKernel", None)
-        handle = getattr(transport, "getHandle", None)
-        if check is None or handle is None:
-            return False
-        sock = handle()
-        return isinstance(sock, socket.socket) and bool(check(sock))
-
-    def connectionLost(self, reason: Failure) -> None:
-        pass
-
-    def logPrefix(self) -> str:
-        return "HangupWatcher"

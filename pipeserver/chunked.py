@@ -21,6 +21,8 @@ from typing import Callable, List, Optional, Union
 
 from twisted.web import http
 
+from pipeserver._twisted import ChunkedTransferDecoder
+
 Data = Union[bytes, memoryview]
 
 _HEX = b"0123456789abcdefABCDEF"
@@ -29,7 +31,10 @@ _HEX = b"0123456789abcdefABCDEF"
 _MAX_LINE = http.maxChunkSizeLineLength
 
 
-class ViewChunkedDecoder(http._ChunkedTransferDecoder):
+class ViewChunkedDecoder(ChunkedTransferDecoder):
+    """Twisted's chunked decoder, whose ``state``, ``length`` and ``_buffer``
+    it reads and sets (checked in _twisted.py), with a fast path for body bytes."""
+
     #: Optional: called with all the body pieces of one read at once (one or
     #: more); without it each piece goes to ``dataCallback``.
     batchCallback: Optional[Callable[[List[Data]], None]] = None
@@ -39,9 +44,9 @@ class ViewChunkedDecoder(http._ChunkedTransferDecoder):
             self.batchCallback(pieces)
         else:
             for piece in pieces:
-                self.dataCallback(piece)  # type: ignore[arg-type]
+                self.dataCallback(piece)  # type: ignore[arg-type]  # typed bytes; takes views too (see above)
 
-    def dataReceived(self, data: bytes) -> None:  # type: ignore[override]
+    def dataReceived(self, data: bytes) -> None:
         feed = super().dataReceived
         end = len(data)
         if not end:
@@ -82,12 +87,12 @@ class ViewChunkedDecoder(http._ChunkedTransferDecoder):
                     # it calls no callback here.
                     lf = data.find(b"\n", pos)
                     stop = end if lf == -1 else lf + 1
-                    feed(view[pos:stop])  # type: ignore[arg-type]
+                    feed(view[pos:stop])  # type: ignore[arg-type]  # typed bytes; appends to a bytearray
                     pos = stop
                 else:  # BODY with a partial buffer, TRAILER, FINISHED: stock.
                     pieces, ready = [], pieces
                     self._deliver(ready)
-                    feed(view[pos:])  # type: ignore[arg-type]
+                    feed(view[pos:])  # type: ignore[arg-type]  # typed bytes; appends to a bytearray
                     return
         finally:
             # Also when the framing turned out broken: what came before it

@@ -1,17 +1,35 @@
-"""The request and the reactor as the modules outside the heart see them, typed.
+"""What a pipe talks to, and what it is given: the domain's interfaces.
 
-``channel.PipeRequest`` (a ``twisted.web.server.Request``) provides all of
-it. :class:`Request` lists what the routing (``resource.py``), the pages,
-the authorizer (``tokens.py``) and the client naming (``clients.py``) use,
-plus what ``pipe.PipeRequestLike`` asks of a request handed to the registry,
-so that one can be passed on where the other is expected. Twisted's own
+A :class:`~pipeserver.pipe.Pipe` knows its sender and receivers only as a
+:class:`SenderParty` and :class:`ReceiverParty` (parties.py adapts HTTP
+requests to them; the domain's unit tests use fakes), sizes its sender's
+reads through a :class:`Pacer` (fastpath.py), and tells an :class:`Observer`
+(metrics.py) how each pipe went (an :class:`Outcome`). :class:`Limits` is
+what the registry admits. Nothing here does I/O.
+
+Outside the heart, :class:`Request` lists what the routing (``resource.py``),
+the pages, the authorizer (``tokens.py``) and the client naming
+(``clients.py``) use of a request (``channel.PipeRequest`` provides it), and
+:class:`IServerReactor` the reactor ``makeService`` takes. Twisted's own
 ``IRequest`` is a zope Interface with no attribute types; a Protocol lets
 mypy check both the callers and the fakes the tests build.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Protocol
+import enum
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Protocol,
+    Tuple,
+    Union,
+)
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -22,6 +40,204 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.web.http_headers import Headers
+
+from pipeserver.multipart import FirstPartDecoder
+
+if TYPE_CHECKING:
+    from pipeserver.pipe import Pipe
+
+Data = Union[bytes, memoryview]
+
+
+class Outcome(enum.Enum):
+    """How a pipe ended (its value is the metrics' ``outcome`` label)."""
+
+    COMPLETED = "completed"
+    #: A side failed mid-transfer (or a shutdown's grace ran out).
+    ABORTED = "aborted"
+    TIMED_OUT = "timed_out"
+    #: Every waiting party went away before it was established.
+    LEFT = "left"
+    SHUT_DOWN = "shut_down"
+
+
+class Watcher(Protocol):
+    """Tells when the peer of a paused transport goes away
+    (``fastpath.HangupWatcher``); the parties use it, the pipe only holds it."""
+
+    def watch(self, transport: object) -> None: ...
+
+    def watchReset(self, transport: object) -> None: ...
+
+    def unwatch(self, transport: object) -> None: ...
+
+
+class _NoWatcher:
+    def watch(self, transport: object) -> None:
+        pass
+
+    def watchReset(self, transport: object) -> None:
+        pass
+
+    def unwatch(self, transport: object) -> None:
+        pass
+
+
+class Pacer(Protocol):
+    """Sizes a sender's reads while it streams (``fastpath.ReadPacer``)."""
+
+    def read(self, got: int = 0) -> None:
+        """A read brought ``got`` body bytes (0: reading resumes)."""
+
+    def stop(self) -> None:
+        """The transfer is over: reads go back to their default."""
+
+
+class SenderParty(Protocol):
+    """The sender, as its pipe sees it (``parties.Upload``)."""
+
+    client: Optional[str]
+    #: Its HTTP request, which the pipe never touches: an Observer reads
+    #: when it came (``startedAt``) and what was sent (``sentLength``).
+    request: Any
+    #: Decodes a form's body to its first part's bytes (None: sent as is).
+    decoder: Optional[FirstPartDecoder]
+
+    @property
+    def bodyComplete(self) -> bool:
+        """Whether its whole body was in when it joined."""
+
+    def say(self, line: str) -> None:
+        """A progress line for the sender (without its newline)."""
+
+    def flush(self) -> None:
+        """Put what was said so far on the wire now."""
+
+    def finish(self) -> None:
+        """End its response: the transfer succeeded."""
+
+    def close(self, clock: IReactorTime) -> None:
+        """End its connection so its client sees a failure."""
+
+    def setReading(self, reading: bool) -> None:
+        """Read its body (True) or leave it in the kernel (False)."""
+
+    def receiverHeaders(self) -> Optional[List[Tuple[bytes, bytes]]]:
+        """What receivers' responses carry (None: not known yet)."""
+
+    def pacer(self, clock: IReactorTime, room: Callable[[], int]) -> Pacer:
+        """What sizes its reads; ``room`` tells what all receivers can take."""
+
+
+class ReceiverParty(Protocol):
+    """A receiver, as its pipe sees it (``parties.Download``)."""
+
+    client: Optional[str]
+    #: Its HTTP request (see ``SenderParty.request``).
+    request: Any
+
+    def start(self, headers: Iterable[Tuple[bytes, bytes]]) -> None:
+        """Begin its response with ``headers``."""
+
+    def write(self, data: Data) -> None: ...
+
+    def writeSequence(self, pieces: List[Data], size: int) -> None:
+        """Body bytes, ``size`` in all."""
+
+    def finish(self) -> None:
+        """End its response: it got every byte."""
+
+    def close(self, clock: IReactorTime) -> None:
+        """End its response short, so its client sees it truncated."""
+
+    def cut(self) -> None:
+        """End its connection at once (it stalled, or a shutdown cut it)."""
+
+    def reject(self, status: int, text: str) -> None:
+        """Answer it (still waiting) with an error."""
+
+    def taken(self) -> int:
+        """Bytes of its response its client has taken so far."""
+
+    def room(self) -> int:
+        """Bytes its connection can take at once (0: unknown)."""
+
+    def held(self) -> int:
+        """Body bytes the server holds for it in memory."""
+
+
+class PartyMaker(Protocol):
+    """Adapts what the HTTP layer hands the registry to a pipe's parties
+    (``parties.HTTPParties``)."""
+
+    def sender(self, pipe: "Pipe", request: object) -> SenderParty: ...
+
+    def receiver(self, pipe: "Pipe", request: object) -> ReceiverParty: ...
+
+
+class Observer(Protocol):
+    """Told of a pipe's milestones (metrics.py has one); never per byte."""
+
+    def transferStarted(self, pipe: "Pipe") -> None:
+        """``pipe`` is established: its parties stop waiting, bytes flow."""
+
+    def pipeEnded(self, pipe: "Pipe", how: Outcome) -> None:
+        """``pipe`` left the registry; ``pipe.bytes`` is final."""
+
+    def rejected(self, project: str, reason: str) -> None:
+        """A request was answered with an error (``Rejection.reason``)."""
+
+
+class NullObserver:
+    def transferStarted(self, pipe: "Pipe") -> None:
+        pass
+
+    def pipeEnded(self, pipe: "Pipe", how: Outcome) -> None:
+        pass
+
+    def rejected(self, project: str, reason: str) -> None:
+        pass
+
+
+class _NoPacing:
+    """A sender whose reads nobody sizes (TLS, a fake): reads stay Twisted's."""
+
+    def read(self, got: int = 0) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+NO_PACING = _NoPacing()
+
+
+class Limits:
+    """How much the registry admits; past a limit a request gets a 503.
+
+    ``max_parties_per_client`` caps the parties (senders and receivers,
+    waiting or transferring) one client address holds at once;
+    ``max_waiting_per_project`` applies only when tokens are configured
+    (None: not at all), since without them everybody is one project.
+    """
+
+    def __init__(
+        self,
+        max_receivers: int = 256,
+        max_waiting: int = 4096,
+        max_waiting_per_project: Optional[int] = 1024,
+        max_parties_per_client: Optional[int] = None,
+        stall_timeout: float = 60.0,
+    ) -> None:
+        self.max_receivers = max_receivers
+        self.max_waiting = max_waiting
+        self.max_waiting_per_project = max_waiting_per_project
+        self.max_parties_per_client = max_parties_per_client
+        #: Seconds a receiver of a fan-out pipe may take no byte (0: never cut).
+        self.stall_timeout = stall_timeout
+
+
+# ---- outside the heart: the request and the reactor, typed
 
 
 class Replying(Protocol):

@@ -33,6 +33,7 @@ from twisted.logger import (
     FileLogObserver,
     ILogObserver,
     LogEvent,
+    Logger,
     eventAsJSON,
     formatEvent,
     formatEventAsClassicLogText,
@@ -43,6 +44,27 @@ from twisted.python import logfile
 from twisted.python.components import Componentized
 
 FORMATS = ("text", "json")
+
+
+_access = Logger(namespace="pipeserver.access")
+
+
+def access_line(request: Any, now: float) -> None:
+    """Log one access line for ``request`` (``PipeSite.log``), ``now`` on
+    the site's clock: never a header, query or body."""
+    code = "aborted" if getattr(request, "cutShort", False) else request.code
+    path = getattr(request, "path", None)
+    method = getattr(request, "method", None)
+    _access.info(
+        "{method} {path} {status} in={received} out={sent} {duration:.3f}s project={project}",
+        method=method.decode("latin-1", "replace") if isinstance(method, bytes) else "-",
+        path=path.decode("utf-8", "replace") if isinstance(path, bytes) else "-",
+        status=code,
+        received=request.bodyBytes,
+        sent=request.sentLength,
+        duration=max(0.0, now - request.startedAt),
+        project=request.project or "-",
+    )
 
 
 def _json_line(event: LogEvent) -> Optional[str]:

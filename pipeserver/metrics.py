@@ -12,7 +12,7 @@ Every series carries a ``project`` label: the token's project, or ``""``
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -24,19 +24,10 @@ from twisted.web.server import Site
 from pipeserver.headers import HardenedRequest
 from pipeserver.errors import TEXT_PLAIN
 from pipeserver.interfaces import Request
-from pipeserver.pipe import Download, Pipe, PipeRegistry, State
+from pipeserver.pipe import Outcome, Pipe, PipeRegistry, State
 
 #: Seconds a party waited for its pipe to be established.
 WAIT_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-
-#: How a pipe ended (PipeRegistry.remove) -> the ``outcome`` label.
-OUTCOMES = {
-    "completed": "completed",
-    "aborted": "aborted",
-    "timed out": "timed_out",
-    "left": "left",
-    "shut down": "shut_down",
-}
 
 
 class PipeMetrics:
@@ -86,7 +77,7 @@ class PipeMetrics:
         )
         self._registry: Optional[PipeRegistry] = None
         #: The receivers of each pipe under way (nobody joins once established).
-        self._streaming: Dict[Pipe, List[Download]] = {}
+        self._streaming: Dict[Pipe, List[Any]] = {}
 
     def watch(self, registry: PipeRegistry) -> None:
         """Read the gauges from ``registry`` at each scrape."""
@@ -107,9 +98,9 @@ class PipeMetrics:
             if joined is not None:
                 self.waited.labels(project, role).observe(max(0.0, now - joined))
 
-    def pipeEnded(self, pipe: Pipe, how: str) -> None:
+    def pipeEnded(self, pipe: Pipe, how: Outcome) -> None:
         project = pipe.key[0]
-        self.closed.labels(project, OUTCOMES.get(how, how.replace(" ", "_"))).inc()
+        self.closed.labels(project, how.value).inc()
         receivers = self._streaming.pop(pipe, None)
         if receivers is None:
             return  # never established: no body went anywhere

@@ -149,7 +149,7 @@ class FirstPartDecoder:
             value = value.strip()
             if passable(value):
                 # Headers would turn a bare CR or LF into a space, hiding it
-                # from the check receivers' headers get (pipe.py): a value
+                # from the check receivers' headers get (parties.py): a value
                 # with any control byte is dropped here, before that.
                 headers.addRawHeader(name.strip(), value)
         self.headers = headers

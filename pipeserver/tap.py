@@ -15,12 +15,13 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
-from pipeserver import __version__, clients
-from pipeserver.channel import HangupWatcher, PipeSite
+from pipeserver import __version__, _twisted, clients
+from pipeserver.channel import PipeSite
+from pipeserver.fastpath import HangupWatcher, buffered_bytes
 from pipeserver.clients import ClientAddresses
 from pipeserver.interfaces import IServerReactor
 from pipeserver.logs import FORMATS, LoggingService, observer_factory
-from pipeserver.pipe import Limits, PipeRegistry, buffered_bytes
+from pipeserver.pipe import Limits, PipeRegistry
 from pipeserver.resource import PipeResource, open_project
 from pipeserver.tokens import TokenFileError, Tokens
 from pipeserver.tokens import parse as parse_tokens
@@ -412,9 +413,8 @@ class PipeService(service.Service):
         it. ``_exitSignal`` is what twistd reads once the reactor stops."""
         if cut:
             log.warn("Shutdown cut {cut} transfer(s) at the end of the grace", cut=cut)
-            if self._terminating and hasattr(self.reactor, "_exitSignal"):
-                # Private to twisted.internet.base.ReactorBase: twistd reads it.
-                setattr(self.reactor, "_exitSignal", signal.SIGTERM)
+            if self._terminating:
+                _twisted.set_exit_signal(self.reactor, signal.SIGTERM)
 
     def _flushed(self, deadline: float) -> "Deferred[None]":
         """Fires once every connection has sent its last bytes (or at the

@@ -28,7 +28,7 @@ from abuse_support import (
 from helpers import curl, file_has, file_sha256, sleep, wait_for
 from unit_support import Env, env, make_site, request  # noqa: F401  (fixtures)
 
-from pipeserver import pipe as pipe_module
+from pipeserver import fastpath
 from pipeserver.headers import SANDBOX_CSP
 
 MiB = 1 << 20
@@ -174,13 +174,13 @@ def test_keep_alive_sender_after_a_fast_transfer_reads_one_small_read(server, pr
     # reads (else this test would show nothing) ...
     sender.send(big[-MiB:-100])
     yield file_has(out, len(big) - 100, timeout=30)
-    assert channel.transport.bufferSize > pipe_module.READ_MIN
+    assert channel.transport.bufferSize > fastpath.READ_MIN
     sender.send(big[-100:])
     yield wait_for(lambda: SENDER_DONE.encode() in sender.data, what="the first transfer")
     yield receiver.wait()
     assert receiver.exit_code == 0 and file_sha256(out) == sha256(big), receiver.describe()
     # ... and the end of the pipe puts the reads back to Twisted's size.
-    assert channel.transport.bufferSize == pipe_module.READ_MIN
+    assert channel.transport.bufferSize == fastpath.READ_MIN
     yield server.wait_gone("/fast")
 
     # Its next PUT has head and whole body in the kernel at once: while it
@@ -191,7 +191,7 @@ def test_keep_alive_sender_after_a_fast_transfer_reads_one_small_read(server, pr
     yield server.wait_sender("/slow")
     yield sleep(0.3)  # whatever more would be read, is read by now
     held = server.pipe("/slow").bytesHeld()
-    assert held <= pipe_module.READ_MIN, held
+    assert held <= fastpath.READ_MIN, held
     receiver2 = yield connect(server.portnum)
     receiver2.send(get_request("/slow"))
     yield receiver2.wait_closed(15)

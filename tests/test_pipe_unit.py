@@ -12,7 +12,7 @@ from typing import List, Tuple
 
 import pytest
 
-from pipeserver.pipe import CLOSE_GRACE
+from pipeserver.parties import CLOSE_GRACE
 from unit_support import (  # noqa: F401  (fixtures)
     Client,
     Env,
@@ -959,7 +959,7 @@ def socketpair():  # type: ignore[no-untyped-def]
 def test_hangup_watcher_aborts_a_transport_whose_peer_left(socketpair) -> None:
     from twisted.internet.testing import MemoryReactor
 
-    from pipeserver.channel import HangupWatcher
+    from pipeserver.fastpath import HangupWatcher
 
     reactor = MemoryReactor()
     watcher = HangupWatcher(reactor)
@@ -1137,7 +1137,7 @@ def test_closed_sender_keeps_reading_after_its_write_buffer_drains(env: Env) -> 
 
 
 def test_shut_sender_is_read_for_the_linger_then_cut(env: Env) -> None:
-    from pipeserver.pipe import SENDER_LINGER
+    from pipeserver.parties import SENDER_LINGER
 
     s = sender(env, first=b"some")
     env.clock.advance(WAIT)

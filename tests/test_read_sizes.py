@@ -1,4 +1,4 @@
-"""Bigger reads (pipe.READ_MIN..READ_MAX) keep SPEC §2's bound: the server
+"""Bigger reads (fastpath.READ_MIN..READ_MAX) keep SPEC §2's bound: the server
 holds about one 64 KiB read per receiver, whatever the read size, because a
 read is never bigger than what every receiver's kernel can take at once
 plus READ_MIN. A bulk sender is read in BULK_BYTES gulps, yet bytes it
@@ -15,7 +15,7 @@ from twisted.internet import threads
 
 from helpers import curl, file_has, file_sha256, make_file, sleep, wait_for, with_timeout
 
-from pipeserver import pipe as pipe_module
+from pipeserver import fastpath
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -52,21 +52,21 @@ def test_held_bytes_stay_near_one_small_read_per_receiver(server, procs, tmp_pat
     assert file_sha256(out_fast) == expected and file_sha256(out_slow) == expected
     assert sender.exit_code == 0, sender.describe()
     # 2 receivers: about a 64 KiB read each (seen: 67 KiB in all).
-    assert worst <= 2 * (pipe_module.READ_MIN + 32 * KiB), worst
-    assert all(pipe_module.READ_MIN <= r <= pipe_module.READ_MAX for r in reads if r), reads
+    assert worst <= 2 * (fastpath.READ_MIN + 32 * KiB), worst
+    assert all(fastpath.READ_MIN <= r <= fastpath.READ_MAX for r in reads if r), reads
 
 
 @pytest.fixture
 def marks(monkeypatch):
     """Every SO_RCVLOWAT the pipes set on senders, in order."""
     seen = []
-    set_low_water = pipe_module.Upload.setLowWater
+    set_low_water = fastpath.ReadPacer.setLowWater
 
-    def spy(upload, size):
+    def spy(pacer, size):
         seen.append(size)
-        set_low_water(upload, size)
+        set_low_water(pacer, size)
 
-    monkeypatch.setattr(pipe_module.Upload, "setLowWater", spy)
+    monkeypatch.setattr(fastpath.ReadPacer, "setLowWater", spy)
     return seen
 
 
@@ -110,10 +110,10 @@ def test_bytes_short_of_a_bulk_read_still_go_through(server, procs, tmp_path, ma
     count = 0
     # At full speed until the pipe reads in bulk (the first 4 MiB do it
     # unless the machine is very busy) ...
-    while pipe_module.BULK_BYTES not in marks and count < 4096:
+    while fastpath.BULK_BYTES not in marks and count < 4096:
         yield threads.deferToThread(_send_chunks, sender, block, 64)
         count += 64
-    assert pipe_module.BULK_BYTES in marks, marks
+    assert fastpath.BULK_BYTES in marks, marks
     # ... then 4 MiB more and, right behind them, a few bytes.
     yield threads.deferToThread(_send_chunks, sender, block, 64, tail)
     count += 64
@@ -138,7 +138,7 @@ def test_a_counted_body_ends_without_waiting_for_the_check(
     # With the 5 ms check pushed out to a minute, the last bytes of a
     # Content-Length body must still come through at once: the bulk mark
     # never asks for more than the body has left.
-    monkeypatch.setattr(pipe_module, "BULK_WINDOW", 60.0)
+    monkeypatch.setattr(fastpath, "BULK_WINDOW", 60.0)
     src = str(tmp_path / "src")
     size = 32 * MiB + 12345
     expected = make_file(src, size, seed=3)
@@ -150,5 +150,5 @@ def test_a_counted_body_ends_without_waiting_for_the_check(
     yield with_timeout(sender.wait(), 20.0, "the sender to finish")
     assert receiver.exit_code == 0 and sender.exit_code == 0, sender.describe()
     assert file_sha256(out) == expected
-    assert marks and marks[0] == pipe_module.BULK_BYTES, marks
-    assert min(marks[:-1] or marks) < pipe_module.BULK_BYTES, marks  # the body's rest
+    assert marks and marks[0] == fastpath.BULK_BYTES, marks
+    assert min(marks[:-1] or marks) < fastpath.BULK_BYTES, marks  # the body's rest

@@ -1,7 +1,8 @@
-"""Guards for the Twisted internals pipeserver relies on (see pipeserver/channel.py).
+"""Guards for the Twisted internals pipeserver relies on (see pipeserver/_twisted.py).
 
 The streaming request path overrides hooks Twisted documents as "not
-intended for users" and reads private channel attributes. If a Twisted
+intended for users" and reads private channel attributes, all of them
+through pipeserver/_twisted.py, which checks them at import. If a Twisted
 upgrade changes any of them, a test here fails before users notice. The
 supported range is in setup.cfg, and CI (noxfile.py) runs this file on the
 lowest and the newest Twisted in it; widen it only after these pass on both.
@@ -546,7 +547,7 @@ def test_tls_handshakes_from_one_context_all_complete_in_http11() -> None:
     from twisted.test import iosim
     import twisted.test
 
-    from pipeserver.channel import _alpn_set_on_each_connection
+    from pipeserver._twisted import _alpnSetPerConnection as _alpn_set_on_each_connection
 
     @implementer(IHandshakeListener)
     class Client(Protocol):
@@ -633,7 +634,7 @@ def test_chunked_decoder_state_copies_with_its_buffer() -> None:
     """PipeChannel.bodyInKernel runs a copy of the live chunked decoder over
     peeked bytes: a shallow copy plus a fresh ``_buffer`` must be a decoder
     of its own, leaving the real one untouched."""
-    from pipeserver.channel import _chunkedBodyEnds
+    from pipeserver._twisted import chunked_body_ends as _chunkedBodyEnds
     from pipeserver.chunked import ViewChunkedDecoder
 
     assert isinstance(http._ChunkedTransferDecoder(None, None)._buffer, bytearray)
@@ -668,3 +669,179 @@ def test_tcp_transport_reports_a_fin_as_readConnectionLost() -> None:
     assert "p.readConnectionLost()" in source
     # HangupWatcher finds the channel of a watched transport here.
     assert re.search(r"self\.protocol(: \w+)? = protocol", inspect.getsource(tcp.Connection.__init__))
+
+
+# ------------------------------------------------------------ pipeserver/_twisted.py
+# Every private name of Twisted pipeserver uses is named in pipeserver/_twisted.py
+# and checked when it is imported; one test each below shows, with real bytes,
+# what it does for us (and so what would break were it renamed or reshaped).
+
+
+@pytest.mark.parametrize(
+    "owner, name",
+    [
+        ("twisted.web.http.HTTPChannel", "_savedTimeOut"),
+        ("twisted.web.http.HTTPChannel", "_abortingCall"),
+        ("twisted.web.http.HTTPChannel", "_maybeChooseTransferDecoder"),
+        ("twisted.web.http.HTTPChannel", "_respondToBadRequestAndDisconnect"),
+        ("twisted.protocols.basic.LineReceiver", "_busyReceiving"),
+        ("twisted.web.http.Request", "chunked"),
+        ("twisted.web.http.Request", "_disconnected"),
+        ("twisted.internet.base.ReactorBase", "_exitSignal"),
+    ],
+)
+def test_a_missing_internal_stops_the_import_with_its_name(
+    monkeypatch: pytest.MonkeyPatch, owner: str, name: str
+) -> None:
+    """No getattr default: a Twisted without one of the names refuses to
+    start, naming the Twisted version and what is missing."""
+    import importlib
+
+    from pipeserver import _twisted
+
+    module, _, cls = owner.rpartition(".")
+    monkeypatch.delattr(getattr(importlib.import_module(module), cls), name)
+    with pytest.raises(_twisted.TwistedChanged) as caught:
+        _twisted._check()
+    message = str(caught.value)
+    assert name in message and f"Twisted {_twisted.VERSION}" in message
+
+
+def test_a_reshaped_request_line_stops_the_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request line is read from a stock channel at import: were
+    ``_command``/``_path``/``_version`` renamed, that probe says so."""
+    from pipeserver import _twisted
+
+    original = http.HTTPChannel.lineReceived
+
+    def renamed(self, line):  # type: ignore[no-untyped-def]
+        original(self, line)
+        for name in ("_command", "_path", "_version"):
+            if name in vars(self):
+                setattr(self, name.upper(), vars(self).pop(name))
+
+    monkeypatch.setattr(http.HTTPChannel, "lineReceived", renamed)
+    with pytest.raises(_twisted.TwistedChanged, match="_command/_path/_version"):
+        _twisted._check()
+
+
+def test_request_line_is_read_at_header_time_and_gone_after_the_body() -> None:
+    """StreamingChannel.requestLine reads ``_command``/``_path``/``_version``:
+    set while the head is read (when PipeChannel dispatches PUT and POST),
+    deleted once the body is in (when stock Twisted would render)."""
+    from pipeserver._twisted import StreamingChannel
+
+    seen: List[Tuple[bytes, bytes, bytes]] = []
+
+    class Channel(StreamingChannel):
+        def allHeadersReceived(self) -> None:
+            seen.append(self.requestLine())
+            super().allHeadersReceived()
+
+    channel = Channel()
+    channel.requestFactory = RecordingRequest
+    RecordingRequest.recorder = Recorder()
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(b"PUT /p?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n")
+    assert seen == [(b"PUT", b"/p?x=1", b"HTTP/1.1")]
+    channel.dataReceived(b"abc")
+    with pytest.raises(AttributeError):
+        channel.requestLine()
+
+
+def test_twisteds_own_parse_errors_reach_our_bad_request(env: Env) -> None:
+    """Twisted calls ``_respondToBadRequestAndDisconnect`` on a malformed
+    head; StreamingChannel passes it on to PipeChannel.badRequest, whose
+    answer is our [ERROR] line. Without the hook: Twisted's bare 400."""
+    client = env.client().send(b"GET /p HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+    assert client.response().status == 400
+    assert client.response().body == b"[ERROR] Malformed request.\n"
+    assert not client.open
+
+
+def test_a_chunked_body_gets_our_decoder_through_the_private_hook(env: Env) -> None:
+    """``_maybeChooseTransferDecoder`` is where Twisted picks the decoder;
+    StreamingChannel swaps in ViewChunkedDecoder there (chunked.py). Without
+    the hook the stock decoder would copy every body byte twice."""
+    from pipeserver.chunked import ViewChunkedDecoder
+
+    receiver = env.client().send(request(b"GET", b"/p"))
+    sender = env.client().send(request(b"PUT", b"/p", chunked=True))
+    assert type(sender.proto.transferDecoder()) is ViewChunkedDecoder
+    sender.send(chunk(b"hello") + chunk(b""))
+    assert receiver.response().body == b"hello"
+
+
+def test_body_fast_path_then_a_pipelined_request_in_one_read(env: Env) -> None:
+    """StreamingChannel.dataReceived gives a body straight to the decoder,
+    setting ``_busyReceiving`` as LineReceiver would and handing what is left
+    after the body (a pipelined request) back to LineReceiver's loop."""
+    receiver = env.client().send(request(b"GET", b"/p"))
+    sender = env.client().send(request(b"PUT", b"/p", chunked=True) + chunk(b"ab"))
+    assert sender.proto._busyReceiving is False
+    sender.send(chunk(b"cd") + chunk(b"") + request(b"GET", b"/version"))
+    assert receiver.response().body == b"abcd"
+    from pipeserver import __version__
+
+    first, second = [r for r in sender.responses() if r.status == 200]
+    assert first.lines[-1] == "[INFO] All receiver(s) was/were received successfully."
+    assert second.body == __version__.encode() + b"\n"
+
+
+def test_a_too_long_head_line_is_counted_as_too_large(env: Env) -> None:
+    """lineLengthExceeded marks ``_receivedHeaderSize`` past the limit, and
+    badRequest reads it back: a 431, not a plain 400."""
+    client = env.client().send(b"GET /p HTTP/1.1\r\nX-Long: " + b"a" * 20000 + b"\r\n\r\n")
+    assert client.response().status == 431
+    assert client.response().body == b"[ERROR] Request headers are too large.\n"
+
+
+def test_the_abort_timer_of_a_too_slow_head_is_twisteds_own(env: Env) -> None:
+    """A head that takes too long gets a 408, then ``_abortingCall``: the
+    timer Twisted itself cancels when the connection goes. Under another
+    name it would stay on the reactor after every such connection."""
+    client = env.client().send(b"GET /p HTTP/1.1\r\n")
+    env.clock.advance(20)
+    assert client.response().status == 408
+    assert client.proto._abortingCall is None  # gone with the connection
+    assert not [c for c in env.clock.getDelayedCalls() if "forceAbort" in repr(c.func)]
+
+
+def test_response_chunked_reads_how_twisted_frames_the_response() -> None:
+    from pipeserver._twisted import response_chunked
+
+    req, _ = _response_wire()
+    assert response_chunked(req) is True
+    req, _ = _response_wire(b"Content-Length: 3")
+    assert response_chunked(req) is False
+
+
+def test_exit_signal_is_what_twistd_exits_with() -> None:
+    """After a shutdown that cut transfers, tap.py has twistd exit by
+    SIGTERM: ``ReactorBase._exitSignal`` is what twistd's runner reads."""
+    from twisted.application import app
+    from twisted.internet import base
+
+    from pipeserver._twisted import set_exit_signal
+
+    assert "reactor._exitSignal" in inspect.getsource(app)
+    reactor = object.__new__(base.ReactorBase)
+    set_exit_signal(reactor, 15)
+    assert reactor._exitSignal == 15
+    set_exit_signal(object(), 15)  # another kind of reactor: nothing to set
+
+
+def test_the_channels_own_pauses_go_through_the_read_gate(env: Env) -> None:
+    """HTTPChannel pauses and resumes its ``_networkProducer`` (the
+    transport) when its write buffer fills and drains; PipeChannel puts its
+    ReadGate there (gate.py), so those become the gate's CHANNEL hold and the
+    pipe's own hold survives them. Under another name the channel would
+    pause the transport behind the gate's back."""
+    from pipeserver.gate import CHANNEL
+
+    client = env.client()
+    assert client.proto.readGate() is client.proto.gate
+    client.proto.pauseProducing()
+    assert client.proto.gate.holds == {CHANNEL} and client.reading == "paused"
+    client.proto.resumeProducing()
+    assert client.proto.gate.holds == set() and client.reading == "producing"

@@ -1,0 +1,365 @@
+"""Every private name of Twisted that pipeserver uses, in one place.
+
+Stock twisted.web cannot stream a request body (it renders a request once the
+body is in, spooled to memory or disk; see /docs/ARCHITECTURE.md), so the
+channel leans on Twisted's internals. Each one is named here, once, and
+checked when this module is imported: if a Twisted release renames or
+reshapes one, the server refuses to start with :class:`TwistedChanged`,
+naming the Twisted version and the missing name, rather than run on a
+``getattr`` default that would, say, send a chunked response unframed.
+``tests/test_twisted_internals.py`` shows, with real bytes, what each one
+does for us and what would break.
+
+What is used, and where:
+
+* :class:`StreamingChannel` (the base of ``channel.PipeChannel``):
+  ``HTTPChannel``'s request line (``_command``/``_path``/``_version``), its
+  body state (``_transferDecoder``, ``_handlingRequest``, LineReceiver's
+  ``_buffer``/``_busyReceiving``), its header counts
+  (``_receivedHeaderSize``/``_receivedHeaderCount``), its idle-timeout
+  stash (``_savedTimeOut``), its abort timer (``_abortingCall``), its two
+  private hooks (``_maybeChooseTransferDecoder``,
+  ``_respondToBadRequestAndDisconnect``) and its read owner
+  (``_networkProducer``, see :meth:`StreamingChannel.readGate`);
+* :data:`ChunkedTransferDecoder` and :data:`MalformedChunkedData`
+  (``chunked.ViewChunkedDecoder`` subclasses the one and raises the other),
+  and the decoder's ``_buffer`` (:func:`chunked_body_ends`);
+* a TCP transport's ``_tempDataBuffer``/``_tempDataLen`` (what ``write``
+  queued since the last send; fastpath.py sends it itself);
+* ``Request.chunked`` (:func:`response_chunked`) and ``_disconnected``;
+* ``TLSMemoryBIOFactory._applyProtocolNegotiation`` (a version switch:
+  :data:`ALPN_SET_PER_CONNECTION`) and ``ReactorBase._exitSignal``
+  (:func:`set_exit_signal`).
+"""
+
+# twisted.web.http is untyped, and this module is where its internals are
+# called from typed code.
+# mypy: disallow-untyped-calls=False, warn-unreachable=False
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any, Callable, List, Optional, Tuple
+
+import twisted
+from twisted.internet import abstract, base
+from twisted.protocols import basic
+from twisted.web import http
+
+VERSION = twisted.__version__
+
+
+class TwistedChanged(ImportError):
+    """This Twisted lacks (or reshaped) an internal pipeserver relies on."""
+
+
+def _changed(name: str, why: str) -> TwistedChanged:
+    return TwistedChanged(
+        f"pipeserver cannot run on Twisted {VERSION}: {name} ({why}) is missing or changed. "
+        "pipeserver supports the Twisted releases setup.cfg names; see "
+        "pipeserver/_twisted.py and tests/test_twisted_internals.py."
+    )
+
+
+def _need(owner: Any, name: str, why: str) -> Any:
+    try:
+        return getattr(owner, name)
+    except AttributeError:
+        where = getattr(owner, "__qualname__", type(owner).__qualname__)
+        raise _changed(f"{where}.{name}", why) from None
+
+
+def _needParameters(function: Callable[..., Any], names: List[str], why: str) -> None:
+    if list(inspect.signature(function).parameters) != names:
+        raise _changed(function.__qualname__ + "(" + ", ".join(names[1:]) + ")", why)
+
+
+# ---- module-level names
+try:
+    from twisted.web.http import _ChunkedTransferDecoder as ChunkedTransferDecoder
+    from twisted.web.http import _MalformedChunkedDataError as MalformedChunkedData
+except ImportError:
+    raise _changed(
+        "twisted.web.http._ChunkedTransferDecoder or _MalformedChunkedDataError",
+        "the chunked decoder, and what it raises",
+    ) from None
+
+__all__ = [
+    "ALPN_SET_PER_CONNECTION",
+    "ChunkedTransferDecoder",
+    "MalformedChunkedData",
+    "StreamingChannel",
+    "TwistedChanged",
+    "VERSION",
+    "chunked_body_ends",
+    "request_disconnected",
+    "response_chunked",
+    "set_exit_signal",
+    "set_temp_data",
+    "temp_data",
+    "temp_data_len",
+]
+
+
+# ---- the channel
+class StreamingChannel(http.HTTPChannel):
+    """``HTTPChannel`` with the internals a streaming channel needs given
+    names. Twisted's two private hooks are overridden here and passed on to
+    public-named methods a subclass may override."""
+
+    # -- the request line, set by lineReceived, deleted at allContentReceived
+    def requestLine(self) -> Tuple[bytes, bytes, bytes]:
+        """The method, target and version of the request being read."""
+        return self._command, self._path, self._version
+
+    # -- hooks Twisted calls by their private names
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self.badRequest()
+
+    def badRequest(self) -> None:
+        """Answer a malformed request and close (Twisted calls this for
+        every parse error it finds, and so do we)."""
+        http.HTTPChannel._respondToBadRequestAndDisconnect(self)
+
+    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+        ok = bool(super()._maybeChooseTransferDecoder(header, data))
+        decoder = self._transferDecoder
+        if ok and type(decoder) is ChunkedTransferDecoder:
+            self._transferDecoder = self.chunkedDecoder(decoder)
+        return ok
+
+    def chunkedDecoder(self, stock: Any) -> Any:
+        """The decoder of a chunked body, given Twisted's (which calls
+        ``dataCallback``/``finishCallback``)."""
+        return stock
+
+    # -- the body
+    def transferDecoder(self) -> Any:
+        """The decoder of the request body being read (None: none)."""
+        return self._transferDecoder
+
+    def dataReceived(self, data: bytes) -> None:
+        decoder = self._transferDecoder
+        if (
+            decoder is not None
+            and not self.line_mode
+            and self.timeOut is None
+            and not self._busyReceiving
+            and not self._buffer
+            and not self.paused
+            and not self._handlingRequest
+        ):
+            # A request body (a streamed upload's, on the data path): what
+            # HTTPChannel.dataReceived -> LineReceiver.dataReceived ->
+            # rawDataReceived do in this state, without their calls. The
+            # timeout is off (resetTimeout would do nothing), nothing is
+            # buffered, and the body goes to the transfer decoder.
+            self._busyReceiving = True
+            try:
+                try:
+                    decoder.dataReceived(data)
+                except MalformedChunkedData:
+                    self.badRequest()
+            finally:
+                self._busyReceiving = False
+            if self._buffer:
+                # Bytes left after the body (setLineMode), or that came in
+                # meanwhile: LineReceiver's loop would go on with them.
+                basic.LineReceiver.dataReceived(self, b"")
+            return
+        self.headDataReceived(data)
+
+    def headDataReceived(self, data: bytes) -> None:
+        """Bytes the fast path above does not take: Twisted's own chain."""
+        http.HTTPChannel.dataReceived(self, data)
+
+    def unfinishedHeadLine(self) -> bytes:
+        """What LineReceiver holds of a head line with no CRLF yet, once its
+        loop is done (b"" while it runs, or for a request being handled)."""
+        if not self.line_mode or self._busyReceiving or self._handlingRequest:
+            return b""
+        return bytes(self._buffer)
+
+    def bufferedBody(self) -> bytes:
+        """Body bytes read from the socket but not yet given to the decoder."""
+        return b"" if self.line_mode else bytes(self._buffer)
+
+    # -- header limits
+    def headersTooLarge(self) -> bool:
+        return bool(
+            self._receivedHeaderSize > self.totalHeadersSize
+            or self._receivedHeaderCount > self.maxHeaders
+        )
+
+    def markHeadersTooLarge(self) -> None:
+        self._receivedHeaderSize = self.totalHeadersSize + 1
+
+    # -- timers
+    def suspendTimeout(self) -> Optional[float]:
+        """Turn the idle timeout off for this request; ``requestDone`` puts
+        it back (it restores ``_savedTimeOut``). Returns it."""
+        if self.timeOut:
+            self._savedTimeOut = self.setTimeout(None)
+        saved: Optional[float] = self._savedTimeOut
+        return saved
+
+    def forceAbortLater(self, seconds: float) -> None:
+        """Abort the connection in ``seconds`` unless it closes first (the
+        timer Twisted cancels when it does)."""
+        self._abortingCall = self.callLater(seconds, self.forceAbortClient)
+
+    # -- reading the transport
+    def readGate(self) -> Any:
+        """What HTTPChannel pauses and resumes to stop and start reading
+        (``_networkProducer``, set at ``connectionMade``)."""
+        return self._networkProducer
+
+    def setReadGate(self, gate: Any) -> None:
+        self._networkProducer = gate
+
+
+def chunked_body_ends(decoder: Any, data: bytes) -> bool:
+    """Whether ``data`` completes the chunked body ``decoder`` is reading,
+    found by a copy of the decoder (its ``_buffer`` copied too), so the real
+    one is left as it is."""
+    probe = copy.copy(decoder)
+    probe._buffer = bytearray(decoder._buffer)
+    ended: List[bytes] = []
+    probe.dataCallback = lambda piece: None
+    probe.batchCallback = None
+    probe.finishCallback = ended.append
+    try:
+        probe.dataReceived(data)
+    except Exception:
+        return False
+    return bool(ended)
+
+
+# ---- requests
+def response_chunked(request: Any) -> bool:
+    """Whether Twisted frames ``request``'s response in chunks (known once
+    its head is written)."""
+    return bool(request.chunked)
+
+
+def request_disconnected(request: Any) -> bool:
+    """Whether ``request``'s connection is gone."""
+    return bool(request._disconnected)
+
+
+# ---- transports
+def temp_data_len(transport: object) -> int:
+    """Bytes a TCP transport's ``write`` queued since its last send (0 for
+    a transport that is no ``FileDescriptor``: TLS, tests' fakes)."""
+    value = getattr(transport, "_tempDataLen", 0)
+    return value if isinstance(value, int) else 0
+
+
+def temp_data(transport: Any) -> List[bytes]:
+    """What a TCP transport's ``write`` queued since its last send."""
+    pending: List[bytes] = transport._tempDataBuffer
+    return pending
+
+
+def set_temp_data(transport: Any, rest: bytes) -> None:
+    """Leave only ``rest`` queued (the rest went to the socket already)."""
+    transport._tempDataBuffer = [rest] if rest else []
+    transport._tempDataLen = len(rest)
+
+
+# ---- TLS and the reactor
+def _alpnSetPerConnection() -> bool:
+    """Whether this Twisted sets a site's ALPN callback on the endpoint's one
+    shared SSL context at every connection it accepts, as 25.5 does
+    (``TLSMemoryBIOFactory._applyProtocolNegotiation``). pyOpenSSL 26.2+
+    refuses to change a context that has made a connection, so there every
+    TLS connection after the first was dropped. Twisted 26 sets it up once
+    per context instead, and there a site that offers no protocol fails
+    every client that asks for one ("tlsv1 alert internal error")."""
+    try:
+        from twisted.protocols import tls
+    except ImportError:  # no pyOpenSSL: no TLS at all
+        return False
+    return hasattr(tls.TLSMemoryBIOFactory, "_applyProtocolNegotiation")
+
+
+ALPN_SET_PER_CONNECTION = _alpnSetPerConnection()
+
+
+def set_exit_signal(reactor: object, signum: int) -> None:
+    """Have twistd exit as if killed by ``signum`` once the reactor stops
+    (what ``ReactorBase._exitSignal`` holds); no-op for other reactors."""
+    if isinstance(reactor, base.ReactorBase):
+        reactor._exitSignal = signum
+
+
+# ---- the checks, at import
+def _probeChannel() -> None:
+    """Read a request head with a stock HTTPChannel and look at what it set."""
+    from twisted.internet.testing import StringTransport
+    from twisted.python.failure import Failure
+    from twisted.internet.error import ConnectionDone
+
+    channel = http.HTTPChannel()
+    channel.timeOut = None  # no timer on the reactor
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    for name in ("_handlingRequest", "_transferDecoder", "_networkProducer"):
+        if name not in vars(channel):
+            raise _changed(f"HTTPChannel.{name}", "the channel's state")
+    if channel._networkProducer is not transport:
+        raise _changed("HTTPChannel._networkProducer", "what the channel pauses to stop reading")
+    channel.dataReceived(b"PUT /p?q HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: x\r\n")
+    line = tuple(getattr(channel, name, None) for name in ("_command", "_path", "_version"))
+    if line != (b"PUT", b"/p?q", b"HTTP/1.1"):
+        raise _changed("HTTPChannel._command/_path/_version", "the request line")
+    if type(channel._transferDecoder) is not ChunkedTransferDecoder:
+        raise _changed("HTTPChannel._transferDecoder", "the decoder of the body being read")
+    if not (channel._receivedHeaderCount and channel._receivedHeaderSize):
+        raise _changed("HTTPChannel._receivedHeaderCount/Size", "the head's size so far")
+    channel.connectionLost(Failure(ConnectionDone()))
+
+
+def _check() -> None:
+    channel = http.HTTPChannel
+    for name, why in [
+        ("_maybeChooseTransferDecoder", "overridden to decode chunked bodies without copies"),
+        ("_respondToBadRequestAndDisconnect", "overridden to answer malformed requests"),
+        ("_savedTimeOut", "the idle timeout requestDone restores"),
+        ("_receivedHeaderSize", "the size of the head so far"),
+        ("_receivedHeaderCount", "the number of headers so far"),
+        ("_abortingCall", "the timer that aborts a closing connection"),
+    ]:
+        _need(channel, name, why)
+    _needParameters(
+        channel._maybeChooseTransferDecoder,
+        ["self", "header", "data"],
+        "overridden to decode chunked bodies without copies",
+    )
+    _needParameters(
+        channel._respondToBadRequestAndDisconnect, ["self"], "overridden to answer malformed requests"
+    )
+    for name in ("_buffer", "_busyReceiving", "paused"):
+        _need(basic.LineReceiver, name, "LineReceiver's state, read on the body fast path")
+    _probeChannel()
+    got: List[bytes] = []
+    decoder = ChunkedTransferDecoder(got.append, got.append)
+    for name in ("dataCallback", "finishCallback", "state", "_buffer"):
+        _need(decoder, name, "the chunked decoder's state")
+    decoder.dataReceived(b"5\r\nab")
+    if (
+        not isinstance(decoder._buffer, bytearray)
+        or (decoder.state, getattr(decoder, "length", None), got) != ("BODY", 3, [b"ab"])
+    ):
+        raise _changed("_ChunkedTransferDecoder.state/length/_buffer", "the decoder's state")
+    request = http.Request
+    _need(request, "chunked", "how the response is framed")
+    _need(request, "_disconnected", "whether the connection is gone")
+    descriptor = abstract.FileDescriptor(reactor=object())  # type: ignore[arg-type]  # never used
+    for name in ("_tempDataBuffer", "_tempDataLen"):
+        _need(descriptor, name, "what a transport's write queued since its last send")
+    _need(base.ReactorBase, "_exitSignal", "the signal twistd exits with")
+
+
+_check()
