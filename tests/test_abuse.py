@@ -31,6 +31,7 @@ from abuse_support import (
     raise_nofile,
 )
 from helpers import sleep, wait_for
+from unit_support import make_site  # noqa: F401  (fixture)
 
 BAD = ("HTTP/1.1 400 Bad Request", "[ERROR] Malformed request.")
 TOO_LARGE = ("HTTP/1.1 431 Request Header Fields Too Large", "[ERROR] Request headers are too large.")
@@ -366,16 +367,21 @@ def test_bare_lf_is_malformed_at_once(make_server, failures, raw):
     yield normal_pair(server)
 
 
-@pytest_twisted.inlineCallbacks
-def test_bare_lf_typed_a_line_at_a_time(make_server, failures):
-    server = make_server("--header-timeout", "60")
-    client = yield connect(server.portnum)
+def test_bare_lf_typed_a_line_at_a_time(make_site):
+    """A request line typed without its end is waited for (up to the header
+    timeout, on the site's clock); the bare LF that ends it is answered 400."""
+    env = make_site("--header-timeout", "60")
+    client = env.client()
     client.send(b"GET /version HTTP/1.1")
-    yield sleep(0.2)
-    assert client.data == b"" and not client.is_closed
+    env.clock.advance(59)
+    assert client.wire() == b"" and client.open
     client.send(b"\n")
-    yield client.wait_closed(5)
-    assert_closed_with(client, *BAD)
+    assert not client.open
+    response = client.response()
+    assert response.status_line == BAD[0].encode()
+    assert response.complete and response.text == BAD[1] + "\n"
+    assert response.header(b"Connection") == b"close"
+    assert env.registry.pipes == {}
 
 
 @pytest_twisted.inlineCallbacks

@@ -415,7 +415,11 @@ def test_sender_that_half_closes_after_its_body_is_served(server, failures, orde
     sender.transport.loseWriteConnection()
     if receiver is None:
         yield server.wait_sender("/half")
-        yield sleep(0.3)  # the FIN is in: the sender must still be waiting
+        # The server took the FIN for a half-close: it sent the "[" of the
+        # next line ahead (Upload.halfClosed), and the sender still waits.
+        yield wait_for(
+            lambda: bytes(sender.data).endswith(b"1\r\n[\r\n"), what="the probe byte"
+        )
         assert server.pipe("/half") is not None and server.pipe("/half").sender is not None
         receiver = yield connect(server.portnum)
         receiver.send(get_request("/half"))
