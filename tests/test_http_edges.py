@@ -9,6 +9,7 @@ from typing import Any, Dict, List
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
 from twisted.logger import globalLogPublisher
 
 from abuse_support import (
@@ -189,7 +190,10 @@ def test_keep_alive_sender_after_a_fast_transfer_reads_one_small_read(server, pr
     before = len(sender.data)
     sender.send(put_request("/slow", second, chunked=True, pieces=40))
     yield server.wait_sender("/slow")
-    yield sleep(0.3)  # whatever more would be read, is read by now
+    # Once the reactor reads the waiting sender no more, nothing more is read.
+    yield wait_for(
+        lambda: channel.transport not in reactor.getReaders(), what="the sender paused"
+    )
     held = server.pipe("/slow").bytesHeld()
     assert held <= pipe_module.READ_MIN, held
     receiver2 = yield connect(server.portnum)
