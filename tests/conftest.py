@@ -130,10 +130,15 @@ def _describe(call: Any) -> str:
 @pytest.fixture(autouse=True)
 def clean_reactor(request):
     """Fail a test that leaves anything behind on the global reactor."""
-    calls = {id(call) for call in reactor.getDelayedCalls()}
-    owners = {id(_owner(call)) for call in reactor.getDelayedCalls()}
+    # The objects themselves are kept, so that no new one can take the id
+    # of one gone meanwhile.
+    before = list(reactor.getDelayedCalls())
+    kept = before + [_owner(call) for call in before]
+    calls = {id(call) for call in before}
+    owners = {id(_owner(call)) for call in before}
     fds = _descriptors()
     yield
+    assert kept is not None
 
     def new_calls() -> List[Any]:
         return [
