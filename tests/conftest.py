@@ -203,7 +203,8 @@ def pytest_terminal_summary(terminalreporter):
     if _stale_cuts:
         terminalreporter.write_line(
             f"clean_reactor: cancelled {len(_stale_cuts)} close-grace timer(s) of "
-            f"connections already gone, in {len(set(_stale_cuts))} test(s)"
+            f"connections already gone, in {len(set(_stale_cuts))} test(s): "
+            + ", ".join(sorted(set(_stale_cuts)))
         )
     if _stale_watchers:
         terminalreporter.write_line(
