@@ -4,15 +4,22 @@
 the global reactor that pytest-twisted runs; ``make_server`` builds one with
 other options. At teardown every server's registry must be empty (polled
 briefly), and any process a test left running is killed.
+
+After every test, as trial's dirty-reactor check does, ``clean_reactor``
+fails the test if it left a delayed call, an open connection, a listening
+port or a process pipe on the shared reactor (compared with a snapshot taken
+before the test, so what the session itself keeps is not counted).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import Any, List, Set
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer, reactor, task
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -59,6 +66,9 @@ def make_server(procs):
             except AssertionError:
                 pass
         pytest_twisted.blockon(server.port.stopListening())
+        tokens = getattr(server.site, "tokens", None)
+        if tokens is not None:
+            tokens.stop()
     if problems:
         pytest.fail("; ".join(problems) + (f" (still running: {left})" if left else ""))
 
@@ -66,3 +76,139 @@ def make_server(procs):
 @pytest.fixture
 def server(make_server):
     return make_server()
+
+
+# ---------------------------------------------------------------- a clean reactor
+
+#: How long teardown waits for what a test started to end by itself: the
+#: server's own timers (a cut connection's abort, the close of a pipe's
+#: parties) and the peers' closes. It only stops a test that leaks.
+CLEAN_TIMEOUT = 20.0
+
+#: Close-grace timers of the server (``_close``'s ``cut``) that teardown
+#: cancelled because their connection was already gone; reported at the end.
+_stale_cuts: List[str] = []
+#: Hang-up watchers left reading for connections already gone (likewise).
+_stale_watchers: List[str] = []
+
+
+def _owner(call: Any) -> Any:
+    """What a delayed call belongs to: a LoopingCall (its DelayedCall's func)
+    or a bound method's object keeps its identity from one call to the next."""
+    func = call.func
+    return getattr(func, "__self__", func)
+
+
+def _is_close_cut(call: Any) -> bool:
+    func = call.func
+    return getattr(func, "__qualname__", "").endswith("_close.<locals>.cut") and (
+        "transport" in getattr(getattr(func, "__code__", None), "co_freevars", ())
+    )
+
+
+def _cut_transport(call: Any) -> Any:
+    func = call.func
+    return func.__closure__[func.__code__.co_freevars.index("transport")].cell_contents
+
+
+def _descriptors() -> Set[Any]:
+    # The reactor's own wakers (the SIGCHLD one comes with the first
+    # spawned process and stays for the session) are not the test's.
+    return {
+        fd
+        for fd in set(reactor.getReaders()) | set(reactor.getWriters())
+        if not type(fd).__name__.endswith("Waker")
+    }
+
+
+def _describe(call: Any) -> str:
+    func = call.func
+    name = getattr(func, "__qualname__", None) or type(func).__qualname__
+    return f"{name} in {call.getTime() - reactor.seconds():.1f}s"
+
+
+@pytest.fixture(autouse=True)
+def clean_reactor(request):
+    """Fail a test that leaves anything behind on the global reactor."""
+    # The objects themselves are kept, so that no new one can take the id
+    # of one gone meanwhile.
+    before = list(reactor.getDelayedCalls())
+    kept = before + [_owner(call) for call in before]
+    calls = {id(call) for call in before}
+    owners = {id(_owner(call)) for call in before}
+    fds = _descriptors()
+    yield
+    assert kept is not None
+
+    def new_calls() -> List[Any]:
+        return [
+            call
+            for call in reactor.getDelayedCalls()
+            if call.active()
+            and id(call) not in calls
+            and id(_owner(call)) not in owners
+        ]
+
+    def left() -> List[str]:
+        found = []
+        for call in new_calls():
+            if _is_close_cut(call):
+                if not getattr(_cut_transport(call), "connected", False):
+                    # Its connection is gone: the cut can do nothing. The
+                    # server should cancel it then (see the report); until
+                    # it does, teardown does.
+                    _stale_cuts.append(request.node.nodeid)
+                    call.cancel()
+                    continue
+            found.append(_describe(call))
+        for fd in _descriptors() - fds:
+            watched = getattr(fd, "_watched", None)
+            if type(fd).__name__ == "HangupWatcher" and isinstance(watched, dict) and not any(
+                getattr(transport, "connected", False) for transport in watched.values()
+            ):
+                # The hang-up watcher still lists a connection that is gone
+                # (a half-closed sender whose pipe ended): the server should
+                # unwatch it when the pipe ends (see the report); until it
+                # does, teardown drops it.
+                _stale_watchers.append(request.node.nodeid)
+                watched.clear()
+                reactor.removeReader(fd)
+                continue
+            found.append(repr(fd))
+        return found
+
+    if not new_calls() and not (_descriptors() - fds):
+        return
+
+    @defer.inlineCallbacks
+    def settle():
+        deadline = reactor.seconds() + CLEAN_TIMEOUT
+        while True:
+            remaining = left()
+            if not remaining or reactor.seconds() > deadline:
+                return remaining
+            yield task.deferLater(reactor, 0.02, lambda: None)
+
+    remaining = pytest_twisted.blockon(settle())
+    if remaining:
+        # Clean up for the next test before failing this one.
+        for call in new_calls():
+            call.cancel()
+        pytest.fail(
+            f"the test left on the reactor after {CLEAN_TIMEOUT}s: " + "; ".join(remaining)
+        )
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _stale_cuts:
+        terminalreporter.write_line(
+            f"clean_reactor: cancelled {len(_stale_cuts)} close-grace timer(s) of "
+            f"connections already gone, in {len(set(_stale_cuts))} test(s): "
+            + ", ".join(sorted(set(_stale_cuts)))
+        )
+    if _stale_watchers:
+        terminalreporter.write_line(
+            f"clean_reactor: removed a hang-up watcher left reading for connections "
+            f"already gone, in {len(set(_stale_watchers))} test(s): "
+            + ", ".join(sorted(set(_stale_watchers)))
+        )

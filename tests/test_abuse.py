@@ -8,12 +8,15 @@ a failure while the server is abused.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
+import struct
+import termios
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 
 from abuse_support import (
     FailureLog,
@@ -31,6 +34,7 @@ from abuse_support import (
     raise_nofile,
 )
 from helpers import sleep, wait_for
+from unit_support import make_site  # noqa: F401  (fixture)
 
 BAD = ("HTTP/1.1 400 Bad Request", "[ERROR] Malformed request.")
 TOO_LARGE = ("HTTP/1.1 431 Request Header Fields Too Large", "[ERROR] Request headers are too large.")
@@ -366,16 +370,21 @@ def test_bare_lf_is_malformed_at_once(make_server, failures, raw):
     yield normal_pair(server)
 
 
-@pytest_twisted.inlineCallbacks
-def test_bare_lf_typed_a_line_at_a_time(make_server, failures):
-    server = make_server("--header-timeout", "60")
-    client = yield connect(server.portnum)
+def test_bare_lf_typed_a_line_at_a_time(make_site):
+    """A request line typed without its end is waited for (up to the header
+    timeout, on the site's clock); the bare LF that ends it is answered 400."""
+    env = make_site("--header-timeout", "60")
+    client = env.client()
     client.send(b"GET /version HTTP/1.1")
-    yield sleep(0.2)
-    assert client.data == b"" and not client.is_closed
+    env.clock.advance(59)
+    assert client.wire() == b"" and client.open
     client.send(b"\n")
-    yield client.wait_closed(5)
-    assert_closed_with(client, *BAD)
+    assert not client.open
+    response = client.response()
+    assert response.status_line == BAD[0].encode()
+    assert response.complete and response.text == BAD[1] + "\n"
+    assert response.header(b"Connection") == b"close"
+    assert env.registry.pipes == {}
 
 
 @pytest_twisted.inlineCallbacks
@@ -388,13 +397,45 @@ def test_bare_lf_in_request_line_is_malformed(server, failures):
 # ---------------------------------------------------------------- slowloris
 
 
+class SiteClock:
+    """The reactor as the site sees it, with its time (``seconds`` and
+    ``callLater``: request starts, idle and header timeouts) on a
+    ``task.Clock`` that moves only when the test advances it."""
+
+    def __init__(self, reactor) -> None:
+        self._reactor = reactor
+        self.clock = task.Clock()
+        self.seconds = self.clock.seconds
+        self.callLater = self.clock.callLater
+
+    def __getattr__(self, name: str):
+        return getattr(self._reactor, name)
+
+
+def header_timers(clock: task.Clock):
+    """The pending header timeouts, each with its connection's channel."""
+    return [
+        call for call in clock.getDelayedCalls()
+        if getattr(call.func, "__name__", "") == "_headersTooSlow"
+    ]
+
+
+def unread(channel) -> int:
+    """Bytes its client sent that the server has not read yet."""
+    return struct.unpack("i", fcntl.ioctl(channel.transport.getHandle(), termios.FIONREAD, b"\0" * 4))[0]
+
+
 @pytest_twisted.inlineCallbacks
 def test_slowloris(make_server, failures):
     """200 clients stuck in their request line or headers are all cut with a
-    408 soon after --header-timeout, trickling or not; parties that sent
-    their headers and wait for their pipe are not cut, and pair later."""
+    408 when --header-timeout has passed since their first byte, trickling
+    or not; parties that sent their headers and wait for their pipe are not
+    cut, and pair later. The site's time is a Clock the test moves."""
     raise_nofile(1000)
     server = make_server("--header-timeout", "1")
+    site_clock = SiteClock(server.site.reactor)
+    server.site.reactor = site_clock  # before any connection (buildProtocol)
+    clock = site_clock.clock
     # Waiting parties, on two pipes, whose heads are complete.
     waiting_receiver = yield connect(server.portnum)
     waiting_receiver.send(get_request("/wait-r"))
@@ -403,8 +444,8 @@ def test_slowloris(make_server, failures):
     waiting_sender.send(put_request("/wait-s", body, chunked=True, pieces=3))
     yield server.wait_receivers("/wait-r", 1)
     yield server.wait_sender("/wait-s")
+    assert header_timers(clock) == []  # their heads are in: no timeout
     lorises = []
-    started = server.site.reactor.seconds()
     for i in range(200):
         c = yield connect(server.portnum)
         if i % 4 == 3:
@@ -412,31 +453,33 @@ def test_slowloris(make_server, failures):
         else:
             c.send(b"GET /slow%d HT" % i)  # mid-request-line
         lorises.append(c)
-    # Half of them trickle a byte now and then: that must not buy time.
-    trickling = [True]
-
-    @defer.inlineCallbacks
-    def trickle():
-        while trickling[0]:
-            for c in lorises[::2]:
-                c.send(b"T")
-            yield sleep(0.2)
-
-    trickler = trickle()
-    # A normal pair works while they hang on.
+    # Each one's first bytes are in: its header timeout runs.
+    yield wait_for(lambda: len(header_timers(clock)) == 200, what="200 header timeouts")
+    timers = {call: call.getTime() for call in header_timers(clock)}
+    assert set(timers.values()) == {1.0}
+    clock.advance(0.5)
+    # Half of them trickle a byte: that must not buy time.
+    for c in lorises[::2]:
+        c.send(b"T")
+    channels = [call.func.__self__ for call in header_timers(clock)]
+    writers = reactor.getWriters
+    yield wait_for(
+        lambda: not any(c.transport in writers() for c in lorises)
+        and all(unread(channel) == 0 for channel in channels),
+        what="the server to read every trickled byte",
+    )
+    assert {call: call.getTime() for call in header_timers(clock)} == timers
+    # A normal pair works while they all hang on.
     yield normal_pair(server, path="/during")
-    assert sum(not c.is_closed for c in lorises) > 0
+    assert not any(c.is_closed for c in lorises)
+    clock.advance(0.5)
+    assert header_timers(clock) == []
     for c in lorises:
-        yield c.wait_closed(6, "a slowloris to be cut")
-    trickling[0] = False
-    yield trickler
-    elapsed = server.site.reactor.seconds() - started
-    assert elapsed < 5, elapsed
+        yield c.wait_closed(60, "a slowloris to be cut")
     for c in lorises:
         assert_closed_with(c, *TOO_SLOW)
     assert not any(key[1].startswith(b"/slow") for key in server.registry.pipes)
-    # Well past the header timeout the waiting parties are still there.
-    yield sleep(max(0, started + 1.5 - server.site.reactor.seconds()))
+    # Past the header timeout the waiting parties are still there, and pair.
     assert not waiting_receiver.is_closed and not waiting_sender.is_closed
     assert server.registry.waiting() == 2
     sender = yield connect(server.portnum)

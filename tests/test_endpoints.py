@@ -212,10 +212,3 @@ def test_systemd_socket_activation(procs, tmp_path):
     refused = procs.spawn(curl("-f", base + "/version"))
     yield refused.wait()
     assert refused.exit_code == 7, refused.describe()
-
-
-def test_tls_extra_is_installed():
-    """``twisted[tls]`` is a dependency: ssl: endpoints need all three."""
-    import idna  # noqa: F401
-    import OpenSSL  # noqa: F401
-    import service_identity  # noqa: F401

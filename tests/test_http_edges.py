@@ -9,6 +9,7 @@ from typing import Any, Dict, List
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
 from twisted.logger import globalLogPublisher
 
 from abuse_support import (
@@ -189,7 +190,10 @@ def test_keep_alive_sender_after_a_fast_transfer_reads_one_small_read(server, pr
     before = len(sender.data)
     sender.send(put_request("/slow", second, chunked=True, pieces=40))
     yield server.wait_sender("/slow")
-    yield sleep(0.3)  # whatever more would be read, is read by now
+    # Once the reactor reads the waiting sender no more, nothing more is read.
+    yield wait_for(
+        lambda: channel.transport not in reactor.getReaders(), what="the sender paused"
+    )
     held = server.pipe("/slow").bytesHeld()
     assert held <= fastpath.READ_MIN, held
     receiver2 = yield connect(server.portnum)
@@ -415,7 +419,11 @@ def test_sender_that_half_closes_after_its_body_is_served(server, failures, orde
     sender.transport.loseWriteConnection()
     if receiver is None:
         yield server.wait_sender("/half")
-        yield sleep(0.3)  # the FIN is in: the sender must still be waiting
+        # The server took the FIN for a half-close: it sent the "[" of the
+        # next line ahead (Upload.halfClosed), and the sender still waits.
+        yield wait_for(
+            lambda: bytes(sender.data).endswith(b"1\r\n[\r\n"), what="the probe byte"
+        )
         assert server.pipe("/half") is not None and server.pipe("/half").sender is not None
         receiver = yield connect(server.portnum)
         receiver.send(get_request("/half"))

@@ -12,6 +12,7 @@ import os
 
 import pytest
 import pytest_twisted
+from twisted.internet import task
 
 from helpers import (
     CURL_PARTIAL_FILE,
@@ -252,19 +253,39 @@ def test_deadline_releases_everyone_on_the_pipe(make_server, procs, tmp_path):
     assert not server.registry.pipes
 
 
+class OnClock:
+    """The reactor as the site sees it, its time (``seconds``,
+    ``callLater``) on ``clock``."""
+
+    def __init__(self, reactor, clock: task.Clock) -> None:
+        self._reactor = reactor
+        self.seconds = clock.seconds
+        self.callLater = clock.callLater
+
+    def __getattr__(self, name: str):
+        return getattr(self._reactor, name)
+
+
 @pytest_twisted.inlineCallbacks
 def test_timeouts_never_cut_waiting_or_streaming_parties(make_server, procs, tmp_path):
     """Past the idle timeout and the rendezvous deadline, an established
     transfer that stalls goes on; a party waiting past the idle timeout stays."""
     server = make_server("--wait-timeout", "2.5", "--idle-timeout", "0.5")
+    # Both timeouts on a Clock the test moves: the site's idle timeout
+    # (its callLater) and the pipes' deadline (the registry's clock).
+    clock = task.Clock()
+    server.site.reactor = OnClock(server.site.reactor, clock)
+    server.registry.clock = clock
     first, rest, gate, whole = parts(tmp_path)
     url = server.url("/p")
     gen, sender = procs.pipeline(gated(first, gate, rest), curl("-T", "-", url))
     yield server.wait_sender("/p")
-    yield sleep(1.0)  # waiting past the idle timeout
+    clock.advance(1.0)  # waiting past the idle timeout
+    assert server.pipe("/p").sender is not None and not sender.finished
     receiver = procs.spawn(curl(url), name="receiver")
     yield has_received(receiver, FIRST)
-    yield sleep(3.0)  # stalled past the idle timeout and the deadline
+    clock.advance(3.0)  # stalled past the idle timeout and the deadline
+    assert server.pipe("/p").state.name == "STREAMING"
     open_gate(gate)
     yield receiver.wait()
     yield sender.wait()

@@ -58,6 +58,23 @@ def series(samples, name: str):
     return {labels: v for (n, labels), v in samples.items() if n == name}
 
 
+class StillClock:
+    """The reactor, except that its time stands still until ``advance``."""
+
+    def __init__(self, reactor) -> None:
+        self._reactor = reactor
+        self.now = reactor.seconds()
+
+    def seconds(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def __getattr__(self, name: str):
+        return getattr(self._reactor, name)
+
+
 @pytest_twisted.inlineCallbacks
 def test_metrics_during_and_after_a_transfer(make_server, metrics_of, procs, tmp_path):
     server = make_server("--metrics-listen", "tcp:0", "--wait-timeout", "3")
@@ -76,12 +93,18 @@ def test_metrics_during_and_after_a_transfer(make_server, metrics_of, procs, tmp
     expected = hashlib.sha256(first.read_bytes() + rest.read_bytes()).hexdigest()
     gate = str(tmp_path / "gate")
 
+    # Waits are measured on the site's clock (requests' start) and the
+    # metrics' (the pipe's establishment): both stand still here, except
+    # when the test moves them, so every wait below is known exactly.
+    clock = StillClock(reactor)
+    server.site.reactor = server.site.metrics.clock = clock
+
     early = procs.spawn(curl("-f", server.url("/m?n=2")), name="early receiver")
     yield server.wait_receivers("/m", 1)
     waiting = yield scrape(url)
     assert value(waiting, "pipeserver_parties_waiting", project="") == 1
     assert series(waiting, "pipeserver_transfers_active") == {}
-    yield helpers.sleep(0.6)  # so the early receiver's wait is measurable
+    clock.advance(0.75)  # the early receiver waits 0.75 s; the others none
 
     late = procs.spawn(curl("-f", server.url("/m?n=2")), name="late receiver")
     yield server.wait_receivers("/m", 2)
@@ -103,12 +126,13 @@ def test_metrics_during_and_after_a_transfer(make_server, metrics_of, procs, tmp
     senders = dict(project="", role="sender")
     assert value(during, "pipeserver_wait_seconds_count", **receivers) == 2
     assert value(during, "pipeserver_wait_seconds_count", **senders) == 1
-    # The early receiver waited at least 0.6 s, the late one and the sender
-    # (who completed the pipe) hardly at all.
+    # The early receiver waited 0.75 s, the late one and the sender (who
+    # completed the pipe) not at all.
     assert value(during, "pipeserver_wait_seconds_bucket", le="0.5", **receivers) == 1
-    assert value(during, "pipeserver_wait_seconds_bucket", le="5.0", **receivers) == 2
-    assert value(during, "pipeserver_wait_seconds_bucket", le="0.1", **senders) == 1
-    assert 0.6 <= value(during, "pipeserver_wait_seconds_sum", **receivers) < 5
+    assert value(during, "pipeserver_wait_seconds_bucket", le="1.0", **receivers) == 2
+    assert value(during, "pipeserver_wait_seconds_sum", **receivers) == 0.75
+    assert value(during, "pipeserver_wait_seconds_bucket", le="0.01", **senders) == 1
+    assert value(during, "pipeserver_wait_seconds_sum", **senders) == 0.0
 
     helpers.open_gate(gate)
     for proc in (early, late, sender):

@@ -217,19 +217,29 @@ def test_progress_at_end_holds_the_senders_response(make_server, procs, at_end):
     yield server.wait_sender("/ae")
     receiver = procs.spawn(curl("-f", server.url("/ae")))
     yield helpers.has_received(receiver, 6)
-    yield helpers.sleep(0.2)
-    try:
-        early = sender.recv(65536)
-    except BlockingIOError:
-        early = b""
+    # The transfer is under way: the server has decided by now whether the
+    # sender's response starts (its head and lines) or waits for the end.
+    request = server.pipe("/ae").sender.request
+    early = bytearray()
+
+    def read_early() -> bytes:
+        try:
+            early.extend(sender.recv(65536))
+        except BlockingIOError:
+            pass
+        return bytes(early)
+
     if at_end:
-        assert early == b""
+        assert not request.startedWriting
+        assert read_early() == b""
     else:
+        assert request.startedWriting
+        yield helpers.wait_for(lambda: b"\r\n\r\n" in read_early(), what="the sender's head")
         assert early.startswith(b"HTTP/1.1 200 OK\r\n")
     sender.sendall(_chunk(b"world") + b"0\r\n\r\n")
     yield receiver.wait()
     assert receiver.out == b"hello world"
-    response = bytearray(early)
+    response = bytearray(bytes(early))
 
     def complete():
         try:

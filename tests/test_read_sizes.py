@@ -7,11 +7,12 @@ leaves short of one still go through at once, not when more come."""
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 
 import pytest
 import pytest_twisted
-from twisted.internet import threads
+from twisted.internet import task, threads
 
 from helpers import curl, file_has, file_sha256, make_file, sleep, wait_for, with_timeout
 
@@ -99,28 +100,50 @@ def _read_to_end(sock: socket.socket) -> bytes:
     return data
 
 
+def _stop_time(server) -> task.Clock:
+    """The pipes' clock, standing still until the test moves it: a sender
+    then brings its first BULK_BYTES within one BULK_WINDOW however slowly
+    it goes (here, a Python thread), and the bulk check runs only when the
+    test advances the clock. Set before the pipe is made (it keeps its
+    registry's clock)."""
+    clock = task.Clock()
+    server.registry.clock = clock
+    return clock
+
+
 @pytest_twisted.inlineCallbacks
 def test_bytes_short_of_a_bulk_read_still_go_through(server, procs, tmp_path, marks):
+    clock = _stop_time(server)
     out = str(tmp_path / "out")
     receiver = procs.spawn(curl("-o", out, server.url("/bulk")), name="receiver")
     yield server.wait_receivers("/bulk", 1)
     block = bytes(range(256)) * 256  # 64 KiB
     tail = b"the last words"
     sender = yield threads.deferToThread(_chunked_sender, server.portnum, "/bulk")
-    count = 0
-    # At full speed until the pipe reads in bulk (the first 4 MiB do it
-    # unless the machine is very busy) ...
-    while fastpath.BULK_BYTES not in marks and count < 4096:
-        yield threads.deferToThread(_send_chunks, sender, block, 64)
-        count += 64
-    assert fastpath.BULK_BYTES in marks, marks
-    # ... then 4 MiB more and, right behind them, a few bytes.
+    # 2 MiB in no time at all (on the pipe's clock): the pipe reads in bulk.
+    count = 32
+    yield threads.deferToThread(_send_chunks, sender, block, count)
+    yield wait_for(lambda: fastpath.BULK_BYTES in marks, what="a bulk read")
+    assert marks == [fastpath.BULK_BYTES], marks
+    # Then 4 MiB more and, right behind them, a few bytes: the pipe reads
+    # BULK_BYTES at a time while it can, and what is left short of one
+    # waits for the check.
     yield threads.deferToThread(_send_chunks, sender, block, 64, tail)
     count += 64
-    # Far fewer than BULK_BYTES are left unread, and the sender sends no more
-    # (nor ends its body) until the receiver holds them all.
-    yield file_has(out, count * len(block) + len(tail), timeout=5.0)
-    assert marks[-1] == 1, marks
+    total = count * len(block) + len(tail)
+    yield file_has(out, total - fastpath.BULK_BYTES, timeout=30.0)
+    assert marks == [fastpath.BULK_BYTES], marks
+    # The checks (one per BULK_WINDOW on the pipe's clock): once a window
+    # brings less than BULK_BYTES, the pipe reads as bytes come, and the
+    # rest goes through although the sender sends no more (nor ends its
+    # body) until the receiver holds them all.
+    checks = 0
+    while os.path.getsize(out) < total:
+        assert checks < 1000, (checks, os.path.getsize(out), marks)
+        clock.advance(fastpath.BULK_WINDOW)
+        checks += 1
+        yield sleep(0.01)
+    assert marks == [fastpath.BULK_BYTES, 1], marks
     yield threads.deferToThread(sender.sendall, b"0\r\n\r\n")
     reply = yield threads.deferToThread(_read_to_end, sender)
     yield receiver.wait()
@@ -132,13 +155,11 @@ def test_bytes_short_of_a_bulk_read_still_go_through(server, procs, tmp_path, ma
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_counted_body_ends_without_waiting_for_the_check(
-    server, procs, tmp_path, monkeypatch, marks
-):
-    # With the 5 ms check pushed out to a minute, the last bytes of a
-    # Content-Length body must still come through at once: the bulk mark
-    # never asks for more than the body has left.
-    monkeypatch.setattr(fastpath, "BULK_WINDOW", 60.0)
+def test_a_counted_body_ends_without_waiting_for_the_check(server, procs, tmp_path, marks):
+    # The pipe's clock stands still, so the bulk check never runs: the last
+    # bytes of a Content-Length body must still come through, because the
+    # bulk mark never asks for more than the body has left.
+    _stop_time(server)
     src = str(tmp_path / "src")
     size = 32 * MiB + 12345
     expected = make_file(src, size, seed=3)
@@ -146,8 +167,8 @@ def test_a_counted_body_ends_without_waiting_for_the_check(
     receiver = procs.spawn(curl("-o", out, server.url("/counted")), name="receiver")
     yield server.wait_receivers("/counted", 1)
     sender = procs.spawn(curl("-T", src, server.url("/counted")), name="sender")
-    yield with_timeout(receiver.wait(), 20.0, "the receiver to finish")
-    yield with_timeout(sender.wait(), 20.0, "the sender to finish")
+    yield with_timeout(receiver.wait(), 60.0, "the receiver to finish")
+    yield with_timeout(sender.wait(), 60.0, "the sender to finish")
     assert receiver.exit_code == 0 and sender.exit_code == 0, sender.describe()
     assert file_sha256(out) == expected
     assert marks and marks[0] == fastpath.BULK_BYTES, marks
