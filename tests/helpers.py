@@ -125,6 +125,8 @@ def with_timeout(d: defer.Deferred, seconds: float, what: str = "result") -> def
 class Server:
     site: Any
     port: Any
+    #: What tap.makeServer wired together (a PipeService takes it).
+    wiring: Any = None
 
     @property
     def registry(self):
@@ -177,9 +179,9 @@ class Server:
 def start_server(*args: str) -> Server:
     options = tap.Options()
     options.parseOptions(list(args))
-    site = tap.makeSite(options, reactor)
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    return Server(site, port)
+    wiring = tap.makeServer(options, reactor)
+    port = reactor.listenTCP(0, wiring.site, interface="127.0.0.1")
+    return Server(wiring.site, port, wiring)
 
 
 # ---------------------------------------------------------------- processes

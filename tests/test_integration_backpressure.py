@@ -30,7 +30,7 @@ from helpers import (
     wait_for,
 )
 
-from pipeserver.pipe import buffered_bytes
+from pipeserver.fastpath import buffered_bytes
 
 MiB = 1024 * 1024
 

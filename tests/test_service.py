@@ -342,7 +342,7 @@ def test_shutdown_cuts_receivers_when_the_grace_ends(make_server, procs, tmp_pat
         sender = procs.spawn(curl("-T", str(data), server.url("/late?n=2")))
         yield helpers.wait_for(lambda: b"Start sending" in bytes(sender.out),
                                what="the transfer to start")
-        drained = tap.PipeService(server.site, reactor, grace).stopService()
+        drained = tap.PipeService(server.wiring, grace).stopService()
         clock.advance(grace - 0.001)
         assert server.registry.cutAtShutdown == 0
         assert server.pipe("/late").state.name == "STREAMING"
