@@ -7,11 +7,15 @@ The decoder holds at most a boundary's length of body between calls.
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from twisted.web.http_headers import Headers
 
 from pipeserver.headers import passable
+
+#: A header name (RFC 9110 5.1: a token).
+_TOKEN = re.compile(rb"\A[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 
 MAX_PREAMBLE = 64 * 1024
 MAX_PART_HEADERS = 16 * 1024
@@ -144,14 +148,18 @@ class FirstPartDecoder:
         headers = Headers()
         for line in head.split(b"\r\n") if head else ():
             name, sep, value = line.partition(b":")
-            if not sep:
+            name = name.strip()
+            if not sep or not _TOKEN.match(name):
+                # Headers would raise its own error on some of these (an
+                # empty name): a broken form is a MultipartError, which the
+                # pipe answers by cutting the transfer, never a crash.
                 raise MultipartError("bad form part header")
             value = value.strip()
             if passable(value):
                 # Headers would turn a bare CR or LF into a space, hiding it
                 # from the check receivers' headers get (parties.py): a value
                 # with any control byte is dropped here, before that.
-                headers.addRawHeader(name.strip(), value)
+                headers.addRawHeader(name, value)
         self.headers = headers
         self._stage = "body"
         return bytes(buffer[end + 2 :])

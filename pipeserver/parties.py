@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Protocol, Tuple, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
@@ -73,13 +73,14 @@ class PipeRequestLike(Protocol):
     def unregisterProducer(self) -> None: ...
 
 
-def close_failing(transport: Any, clock: IReactorTime, half: bool = False) -> None:
+def close_failing(transport: Any, clock: IReactorTime, half: bool = False) -> IDelayedCall:
     """Close a connection so its client sees a failure, not a clean end.
 
     What is already buffered is still sent; a peer that does not take it
     within ``CLOSE_GRACE`` seconds is cut. With ``half`` only our side is shut,
     so a sender still uploading reads our last lines instead of a reset, and
     it is cut after ``SENDER_LINGER`` seconds (its caller reads on).
+    Returns the cut, which its party cancels once the connection is gone.
     """
     shut = getattr(transport, "loseWriteConnection", None)
     if half and shut is not None:
@@ -91,7 +92,13 @@ def close_failing(transport: Any, clock: IReactorTime, half: bool = False) -> No
         if getattr(transport, "connected", False) and hasattr(transport, "abortConnection"):
             transport.abortConnection()
 
-    clock.callLater(SENDER_LINGER if half and shut is not None else CLOSE_GRACE, cut)
+    return clock.callLater(SENDER_LINGER if half and shut is not None else CLOSE_GRACE, cut)
+
+
+def cancel(call: Optional[IDelayedCall]) -> None:
+    """Cancel ``call`` if it is still to run."""
+    if call is not None and call.active():
+        call.cancel()
 
 
 def content_type(value: bytes) -> bytes:
@@ -152,6 +159,7 @@ class Upload:
 
     # -- what the sender sees
     _probed = False  # the next line's "[" went ahead of it (halfClosed)
+    _cut: Optional[IDelayedCall] = None  # close()'s cut, cancelled once gone
 
     def say(self, line: str) -> None:
         data = line.encode("utf-8") + b"\n"
@@ -167,8 +175,10 @@ class Upload:
 
     def finish(self) -> None:
         # The pipe is done with the connection, which may carry another
-        # request: the channel reads it (requestDone) unless it holds it.
+        # request: the channel reads it (requestDone) unless it holds it; and
+        # a half-closed sender's reset no longer matters (halfClosed).
         self.setReading(True)
+        self.pipe.watcher.unwatch(self.transport)
         if self._buffered:
             body = b"".join(self._lines)
             self.request.setHeader(b"content-length", b"%d" % len(body))
@@ -198,7 +208,7 @@ class Upload:
 
     def close(self, clock: IReactorTime) -> None:
         self.pipe.watcher.unwatch(self.transport)
-        close_failing(self.transport, clock, half=True)
+        self._cut = close_failing(self.transport, clock, half=True)
         # Read on (and drop) what it still sends, so it sees our lines.
         self.reading = True
         self.gate.drain()
@@ -275,6 +285,7 @@ class Upload:
         self.pipe.bodyEnded()
 
     def connectionLost(self, reason: Failure) -> None:
+        cancel(self._cut)  # gone already: nothing left to cut
         self.pipe.watcher.unwatch(self.transport)
         self.pipe.senderLost(self)
 
@@ -290,6 +301,7 @@ class Download(DirectWrites):
 
     #: The client address it counts against while in its pipe (None after).
     client: Optional[str] = None
+    _cut: Optional[IDelayedCall] = None  # close()'s cut, cancelled once gone
 
     def __init__(self, pipe: "Pipe", request: PipeRequestLike) -> None:
         self.pipe = pipe
@@ -300,6 +312,7 @@ class Download(DirectWrites):
         request.notifyFinish().addErrback(self._lost)
 
     def _lost(self, reason: Failure) -> None:
+        cancel(self._cut)  # gone already: nothing left to cut
         self.pipe.receiverLost(self)
 
     # IPushProducer, driven by this receiver's transport
@@ -336,7 +349,7 @@ class Download(DirectWrites):
             # clean FIN would pass the truncated stream off as whole (HTTP/1.0).
             reset(self.transport)
             return
-        close_failing(self.transport, clock)
+        self._cut = close_failing(self.transport, clock)
 
     def cut(self) -> None:
         """End a receiver that stopped reading: it would never take what a

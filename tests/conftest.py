@@ -85,30 +85,11 @@ def server(make_server):
 #: parties) and the peers' closes. It only stops a test that leaks.
 CLEAN_TIMEOUT = 20.0
 
-#: Close-grace timers of the server (``_close``'s ``cut``) that teardown
-#: cancelled because their connection was already gone; reported at the end.
-_stale_cuts: List[str] = []
-#: Hang-up watchers left reading for connections already gone (likewise).
-_stale_watchers: List[str] = []
-
-
 def _owner(call: Any) -> Any:
     """What a delayed call belongs to: a LoopingCall (its DelayedCall's func)
     or a bound method's object keeps its identity from one call to the next."""
     func = call.func
     return getattr(func, "__self__", func)
-
-
-def _is_close_cut(call: Any) -> bool:
-    func = call.func
-    return getattr(func, "__qualname__", "").endswith("_close.<locals>.cut") and (
-        "transport" in getattr(getattr(func, "__code__", None), "co_freevars", ())
-    )
-
-
-def _cut_transport(call: Any) -> Any:
-    func = call.func
-    return func.__closure__[func.__code__.co_freevars.index("transport")].cell_contents
 
 
 def _descriptors() -> Set[Any]:
@@ -152,28 +133,8 @@ def clean_reactor(request):
     def left() -> List[str]:
         found = []
         for call in new_calls():
-            if _is_close_cut(call):
-                if not getattr(_cut_transport(call), "connected", False):
-                    # Its connection is gone: the cut can do nothing. The
-                    # server should cancel it then (see the report); until
-                    # it does, teardown does.
-                    _stale_cuts.append(request.node.nodeid)
-                    call.cancel()
-                    continue
             found.append(_describe(call))
         for fd in _descriptors() - fds:
-            watched = getattr(fd, "_watched", None)
-            if type(fd).__name__ == "HangupWatcher" and isinstance(watched, dict) and not any(
-                getattr(transport, "connected", False) for transport in watched.values()
-            ):
-                # The hang-up watcher still lists a connection that is gone
-                # (a half-closed sender whose pipe ended): the server should
-                # unwatch it when the pipe ends (see the report); until it
-                # does, teardown drops it.
-                _stale_watchers.append(request.node.nodeid)
-                watched.clear()
-                reactor.removeReader(fd)
-                continue
             found.append(repr(fd))
         return found
 
@@ -196,19 +157,4 @@ def clean_reactor(request):
             call.cancel()
         pytest.fail(
             f"the test left on the reactor after {CLEAN_TIMEOUT}s: " + "; ".join(remaining)
-        )
-
-
-def pytest_terminal_summary(terminalreporter):
-    if _stale_cuts:
-        terminalreporter.write_line(
-            f"clean_reactor: cancelled {len(_stale_cuts)} close-grace timer(s) of "
-            f"connections already gone, in {len(set(_stale_cuts))} test(s): "
-            + ", ".join(sorted(set(_stale_cuts)))
-        )
-    if _stale_watchers:
-        terminalreporter.write_line(
-            f"clean_reactor: removed a hang-up watcher left reading for connections "
-            f"already gone, in {len(set(_stale_watchers))} test(s): "
-            + ", ".join(sorted(set(_stale_watchers)))
         )
