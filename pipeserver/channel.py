@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import socket
 import time
-from typing import Any, List, Optional, Protocol, Sequence, Set, Tuple
+from typing import Any, List, Optional, Protocol, Sequence, Set
 
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -39,7 +39,7 @@ from pipeserver.chunked import ViewChunkedDecoder
 from pipeserver.fastpath import PEEK_MAX, kernel_unread, peek
 from pipeserver.gate import ReadGate
 from pipeserver.errors import Rejection
-from pipeserver.headers import SANDBOX_CSP, SERVER, HardenedRequest
+from pipeserver.headers import HardenedRequest
 from pipeserver.logs import access_line
 
 STREAMED_METHODS = (b"PUT", b"POST")
@@ -172,11 +172,7 @@ class PipeRequest(HardenedRequest):
         date = self.responseHeaders.getRawHeaders(b"date")
         # Whatever the resource had set belongs to the answer it did not give.
         self.responseHeaders = Headers({b"date": date} if date else {})
-        self.setResponseCode(rejection.status)
-        self.setHeader(b"content-type", b"text/plain")
-        self.setHeader(b"access-control-allow-origin", b"*")
-        self.setHeader(b"content-length", b"%d" % len(rejection.body))
-        self.write(rejection.body)
+        self.write(rejection.apply(self))
         self.finish()
 
     def connectionLost(self, reason: Failure) -> None:
@@ -193,22 +189,6 @@ class PipeRequest(HardenedRequest):
         sink, self.bodySink = self.bodySink, None
         if sink is not None:
             sink.connectionLost(reason)
-
-
-def _reply(status: bytes, text: str, headers: Sequence[Tuple[str, str]] = ()) -> bytes:
-    body = text.encode("utf-8") + b"\n"
-    extra = b"".join(
-        name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n"
-        for name, value in headers
-    )
-    # The headers every response of ours carries (headers.harden), written
-    # out: these replies are refused before a request object exists.
-    return (
-        b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain\r\n"
-        b"Access-Control-Allow-Origin: *\r\n" + extra + b"Server: " + SERVER + b"\r\n"
-        b"X-Content-Type-Options: nosniff\r\nContent-Security-Policy: " + SANDBOX_CSP +
-        b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
-    ) + body
 
 
 #: The bytes a request target may hold: visible ASCII (RFC 9112 3.2, RFC
@@ -339,8 +319,9 @@ class PipeChannel(_twisted.StreamingChannel):
         self._headerTimer = None
         if not self.line_mode:
             return
-        self.transport.write(_reply(b"408 Request Timeout", "[ERROR] Request headers took too long."))
-        self._rejected("header_timeout")
+        rejection = errors.header_timeout()
+        self.transport.write(rejection.wire())
+        self._rejected(rejection.reason)
         self.loseConnection()
         self.forceAbortLater(self.abortTimeout or 15)
 
@@ -351,16 +332,9 @@ class PipeChannel(_twisted.StreamingChannel):
             # status line, just end the connection.
             self.loseConnection()
             return
-        if self.headersTooLarge():
-            reply = _reply(
-                b"431 Request Header Fields Too Large", "[ERROR] Request headers are too large."
-            )
-            reason = "headers_too_large"
-        else:
-            reply = _reply(b"400 Bad Request", "[ERROR] Malformed request.")
-            reason = "malformed"
-        self.transport.write(reply)
-        self._rejected(reason)
+        rejection = errors.headers_too_large() if self.headersTooLarge() else errors.malformed()
+        self.transport.write(rejection.wire())
+        self._rejected(rejection.reason)
         self.loseConnection()
 
     def _rejected(self, reason: str) -> None:
@@ -454,8 +428,7 @@ class PipeChannel(_twisted.StreamingChannel):
         if rejection is None:
             return False
         self._cancelHeaderTimer()
-        status = b"%d %s" % (rejection.status, http.RESPONSES.get(rejection.status, b""))
-        self.transport.write(_reply(status, rejection.text, rejection.headers))
+        self.transport.write(rejection.wire())
         if "method" not in vars(request):
             request.setRequestLine(command, path, version)
         request.code = rejection.status

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from pipeserver import _twisted
+from pipeserver import _twisted, errors
 from pipeserver.fastpath import (
     DirectWrites,
     ReadPacer,
@@ -148,8 +148,7 @@ class Upload:
             if boundary is not None:
                 self.decoder = FirstPartDecoder(boundary)
         request.setResponseCode(200)
-        request.setHeader(b"content-type", b"text/plain")
-        request.setHeader(b"access-control-allow-origin", b"*")
+        errors.plain_headers(request)
         request.bodySink = self
 
     @property
@@ -365,14 +364,8 @@ class Download(DirectWrites):
 
     def reject(self, status: int, text: str) -> None:
         request = self.request
-        body = (text + "\n").encode("utf-8")
-        request.setResponseCode(status)
-        request.setHeader(b"content-type", b"text/plain")
-        request.setHeader(b"access-control-allow-origin", b"*")
-        if status == 503:
-            request.setHeader(b"retry-after", b"5")
-        request.setHeader(b"content-length", b"%d" % len(body))
-        request.write(body)
+        retry = [("Retry-After", "5")] if status == 503 else []
+        request.write(errors.plain_reply(request, status, text, retry))
         request.finish()
 
 
