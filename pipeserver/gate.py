@@ -15,7 +15,7 @@ resumes are the :data:`CHANNEL` hold.
 
 from __future__ import annotations
 
-from typing import Set
+from typing import FrozenSet
 
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
@@ -24,6 +24,8 @@ from zope.interface import implementer
 CHANNEL = "channel"
 #: The pipe's: it waits for its parties, or a receiver cannot take more.
 PIPE = "pipe"
+
+_BITS = {CHANNEL: 1, PIPE: 2}
 
 
 @implementer(IPushProducer)
@@ -34,28 +36,39 @@ class ReadGate:
     calls take and release the :data:`CHANNEL` hold.
     """
 
+    # One per connection, parked ones included (where HTTPChannel holds it
+    # while it handles the request): no __dict__, and the holds are bits of
+    # an int, so holding allocates nothing.
+    __slots__ = ("producer", "_bits")
+
     def __init__(self, producer: IPushProducer) -> None:
         self.producer = producer
-        self.holds: Set[str] = set()
+        self._bits = 0
+
+    @property
+    def holds(self) -> FrozenSet[str]:
+        """The reasons held now."""
+        return frozenset(reason for reason, bit in _BITS.items() if self._bits & bit)
 
     def hold(self, reason: str) -> None:
         """Stop reading until ``reason`` is released (and every other hold)."""
-        if not self.holds:
+        if not self._bits:
             self.producer.pauseProducing()
-        self.holds.add(reason)
+        self._bits |= _BITS[reason]
 
     def release(self, reason: str) -> None:
         """Drop ``reason``'s hold; read again if it was the last one."""
-        if reason in self.holds:
-            self.holds.discard(reason)
-            if not self.holds:
+        bit = _BITS[reason]
+        if self._bits & bit:
+            self._bits &= ~bit
+            if not self._bits:
                 self.producer.resumeProducing()
 
     def drain(self) -> None:
         """Read on, whatever is held: we are closing the connection, and its
         client must still read our last words rather than be reset for
         sending into a socket we stopped reading."""
-        self.holds.clear()
+        self._bits = 0
         self.producer.resumeProducing()
 
     # IPushProducer, for HTTPChannel

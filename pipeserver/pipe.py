@@ -16,7 +16,7 @@ again only once every receiver can.
 from __future__ import annotations
 
 import enum
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -44,6 +44,11 @@ STALL_LOOKS = 4
 def display_path(path: bytes) -> str:
     return path.decode("utf-8", "replace")
 
+
+
+#: Nobody: what a pipe's set of resumed receivers is until the first one
+#: (only ever read and discarded from, never added to).
+_NOBODY: Set[Any] = set()
 
 class State(enum.Enum):
     WAITING = "waiting"
@@ -79,8 +84,9 @@ class Pipe:
         self._paused: Set[ReceiverParty] = set()
         #: A look at each paused receiver, to cut it if it takes no byte.
         self._stallTimers: Dict[ReceiverParty, IDelayedCall] = {}
-        #: Receivers that resumed since their last look.
-        self._resumed: Set[ReceiverParty] = set()
+        #: Receivers that resumed since their last look (made at the first:
+        #: a parked pipe holds no set it does not need).
+        self._resumed: Set[ReceiverParty] = _NOBODY
         self._waitingReported = 0
         self._deadline: Optional[IDelayedCall] = self.clock.callLater(
             registry.wait_timeout, self._expire
@@ -276,7 +282,10 @@ class Pipe:
         self._paused.discard(download)
         # Its look at stalling stays: a fast receiver pauses and resumes
         # thousands of times a second, too often for a timer each time.
-        self._resumed.add(download)
+        if download in self._stallTimers:
+            if self._resumed is _NOBODY:
+                self._resumed = set()
+            self._resumed.add(download)
         self._updateReading()
 
     # ---- stalled receivers (fan-out only)
