@@ -8,9 +8,8 @@ HTTP requests to them; tests use fakes), and :class:`PipeRegistry` maps
 ``(project, path)`` to the pipe that holds it. Time comes from the injected
 clock, and an :class:`Observer` hears of each pipe's start and end.
 
-The sender is paused (its transport stops reading, so the kernel holds the
-bytes) while the pipe waits and while any receiver cannot take more; it reads
-again only once every receiver can.
+The sender is paused (the kernel holds its bytes) while the pipe waits and
+while any receiver cannot take more; it reads again once every receiver can.
 """
 
 from __future__ import annotations
@@ -24,11 +23,9 @@ from twisted.logger import Logger
 
 from pipeserver import errors
 from pipeserver.interfaces import NO_PACING, Data, Limits, NullObserver, Observer, Outcome
-from pipeserver.interfaces import Pacer, PartyMaker, ReceiverParty, SenderParty, Watcher
-from pipeserver.interfaces import _NoWatcher
+from pipeserver.interfaces import Pacer, PartyMaker, ReceiverParty, SenderParty, Watcher, _NoWatcher
 from pipeserver.multipart import MultipartError
 
-# Limits, NullObserver, Observer and Outcome are found here too.
 __all__ = ["Limits", "NullObserver", "Observer", "Outcome", "Pipe", "PipeRegistry", "State"]
 
 log = Logger()
@@ -45,10 +42,9 @@ def display_path(path: bytes) -> str:
     return path.decode("utf-8", "replace")
 
 
-
-#: Nobody: what a pipe's set of resumed receivers is until the first one
-#: (only ever read and discarded from, never added to).
+#: A pipe's resumed receivers until the first: read and discarded from only.
 _NOBODY: Set[Any] = set()
+
 
 class State(enum.Enum):
     WAITING = "waiting"
@@ -84,8 +80,7 @@ class Pipe:
         self._paused: Set[ReceiverParty] = set()
         #: A look at each paused receiver, to cut it if it takes no byte.
         self._stallTimers: Dict[ReceiverParty, IDelayedCall] = {}
-        #: Receivers that resumed since their last look (made at the first:
-        #: a parked pipe holds no set it does not need).
+        #: Receivers that resumed since their last look (a set once needed).
         self._resumed: Set[ReceiverParty] = _NOBODY
         self._waitingReported = 0
         self._deadline: Optional[IDelayedCall] = self.clock.callLater(
@@ -450,10 +445,8 @@ class Pipe:
 
     # ---- observation
     def bytesHeld(self) -> int:
-        held = sum(len(data) for data in self._pending)
-        for download in self.receivers:
-            held += download.held()
-        return held
+        """Body bytes this pipe holds in the server's memory."""
+        return sum(map(len, self._pending)) + sum(d.held() for d in self.receivers)
 
 
 class PipeRegistry:
