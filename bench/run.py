@@ -4,12 +4,16 @@
     make bench                       # full run (several minutes)
     .venv/bin/python bench/run.py --quick        # or BENCH_QUICK=1: fewer runs, smaller sizes
     .venv/bin/python bench/run.py --only throughput,latency --servers ours,piping
+    .venv/bin/python bench/run.py --only h2 --runs 3 --profile /tmp/prof   # HTTP/2 rows
 
 Starts every server itself, on free loopback ports, in the same run, and prints
 one table plus a JSON file (bench/results/). Baselines: socat (a plain TCP relay,
 row "one-to-one" only; installed with apt-get when missing and we are root) and
 piping-server 1.12.9 (npm, installed into bench/node_modules; skipped with a
-note when node/npm are missing). See docs/BENCHMARKS.md for what each row means.
+note when node/npm are missing). The HTTP/2 rows (issue 12), h2tls and h2c, are
+printed as a second table: ours h2 over TLS vs piping-server h2 over TLS and ours
+HTTP/1.1 over TLS; ours h2c vs ours HTTP/1.1 cleartext; 256 MiB, curl at both ends;
+server and client CPU s/GB. See docs/BENCHMARKS.md for what each row means.
 """
 
 from __future__ import annotations
@@ -756,17 +760,19 @@ def h2_rows(rows: List[str], starters: Dict[str, Callable[[], HttpServer]], runs
 
 
 def h2_table(results: Dict[str, Any], status: Dict[str, str], size: str) -> str:
-    lines = [f"| 1:1 {size}, curl at both ends | MB/s | server CPU s/GB | clients CPU s/GB |",
-             "|---|---|---|---|"]
+    lines = [f"| 1:1 {size}, curl at both ends | MB/s | server CPU s/GB | clients CPU s/GB "
+             "| of which sender, receiver |", "|---|---|---|---|---|"]
     for v, (label, _server, _options, _want) in H2_VARIANTS.items():
         if v not in status:
             continue
         res = results.get(v)
         if res is None:
-            lines.append(f"| {label} | {status[v]} | | |")
+            lines.append(f"| {label} | {status[v]} | | | |")
             continue
         lines.append(f"| {label} | {fmt(res['mbps'])} | {fmt(res['cpu_s_per_gb'], 2)} | "
-                     f"{fmt(res['client_cpu_s_per_gb'], 2)} |")
+                     f"{fmt(res['client_cpu_s_per_gb'], 2)} | "
+                     f"{res['sender_cpu_s_per_gb']['median']:.2f}, "
+                     f"{res['receiver_cpu_s_per_gb']['median']:.2f} |")
 
     def med(v: str, k: str) -> Optional[float]:
         return results[v][k]["median"] if v in results else None
