@@ -759,20 +759,28 @@ def h2_rows(rows: List[str], starters: Dict[str, Callable[[], HttpServer]], runs
     return results, status
 
 
+def ceiling(res: Dict[str, Any], cores: int) -> float:
+    """The MB/s at which server and clients together would use every core."""
+    return cores * 1e3 / (res["cpu_s_per_gb"]["median"] + res["client_cpu_s_per_gb"]["median"])
+
+
 def h2_table(results: Dict[str, Any], status: Dict[str, str], size: str) -> str:
+    cores = len(os.sched_getaffinity(0))
     lines = [f"| 1:1 {size}, curl at both ends | MB/s | server CPU s/GB | clients CPU s/GB "
-             "| of which sender, receiver |", "|---|---|---|---|---|"]
+             f"| of which sender, receiver | CPU-bound ceiling on {cores} cores, MB/s |",
+             "|---|---|---|---|---|---|"]
     for v, (label, _server, _options, _want) in H2_VARIANTS.items():
         if v not in status:
             continue
         res = results.get(v)
         if res is None:
-            lines.append(f"| {label} | {status[v]} | | | |")
+            lines.append(f"| {label} | {status[v]} | | | | |")
             continue
         lines.append(f"| {label} | {fmt(res['mbps'])} | {fmt(res['cpu_s_per_gb'], 2)} | "
                      f"{fmt(res['client_cpu_s_per_gb'], 2)} | "
                      f"{res['sender_cpu_s_per_gb']['median']:.2f}, "
-                     f"{res['receiver_cpu_s_per_gb']['median']:.2f} |")
+                     f"{res['receiver_cpu_s_per_gb']['median']:.2f} | "
+                     f"{ceiling(res, cores):.0f} |")
 
     def med(v: str, k: str) -> Optional[float]:
         return results[v][k]["median"] if v in results else None
