@@ -196,6 +196,7 @@ class HttpServer:
 
 
 _OURS_HELP: List[str] = []
+OURS_OPTIONS: List[str] = []  # --ours-option
 
 
 def ours_argv(port: int, listen: str = "tcp:{port}:interface={host}",
@@ -211,6 +212,7 @@ def ours_argv(port: int, listen: str = "tcp:{port}:interface={host}",
     for option in ("--max-waiting", "--max-waiting-per-project"):
         if option + "=" in _OURS_HELP[0]:
             argv += [option, "1000000"]
+    argv += OURS_OPTIONS
     return argv
 
 
@@ -720,9 +722,9 @@ class WrongProtocol(RuntimeError):
 
 
 def h2_rows(rows: List[str], starters: Dict[str, Callable[[], HttpServer]], runs: int,
-            nbytes: int) -> Tuple[Dict[str, Any], Dict[str, str]]:
+            nbytes: int, only: Optional[set] = None) -> Tuple[Dict[str, Any], Dict[str, str]]:
     """Every variant of ``rows``, run i of each in turn, then run i + 1 of each."""
-    variants = [v for row in rows for v in H2_ROWS[row]]
+    variants = [v for row in rows for v in H2_ROWS[row] if not only or v in only]
     results: Dict[str, Any] = {}
     status: Dict[str, str] = {}
     with contextlib.ExitStack() as stack:
@@ -925,10 +927,17 @@ def main() -> int:
     parser.add_argument("--profile", default=os.environ.get("BENCH_PROFILE"),
                         help="directory: run ours in the h2tls/h2c rows under cProfile "
                              "(twistd --profiler cprofile --savestats), one pstats file per server")
+    parser.add_argument("--variants", default=os.environ.get("BENCH_VARIANTS", ""),
+                        help="rows h2tls/h2c: only these of " + ",".join(H2_VARIANTS)
+                             + " (e.g. one at a time under --profile)")
+    parser.add_argument("--ours-option", action="append", default=[],
+                        help="an extra option for twistd pipe in every row, e.g. "
+                             "--ours-option=--h2-window=1048576 (repeatable)")
     parser.add_argument("--json", default=None, help="where to write the JSON (default bench/results/)")
     args = parser.parse_args()
 
     quick = args.quick
+    OURS_OPTIONS.extend(args.ours_option)
     runs = args.runs or (2 if quick else 5)
     mem_runs = max(1, min(runs, 3))
     cfg = {
@@ -1073,7 +1082,8 @@ def main() -> int:
                         "--https-port", str(port), "--key-path", str(key),
                         "--crt-path", str(cert)], cert=cert)
             rows = [row for row in ("h2tls", "h2c") if row in only]
-            h2_results, h2_status = h2_rows(rows, starters, runs, cfg["h2_size"])
+            h2_results, h2_status = h2_rows(rows, starters, runs, cfg["h2_size"],
+                                            set(filter(None, args.variants.split(","))))
             for v, res in h2_results.items():
                 results.setdefault("h2", {})[v] = res
             results.setdefault("h2", {})["status"] = h2_status
