@@ -769,7 +769,7 @@ def ceiling(res: Dict[str, Any], cores: int) -> float:
 def h2_table(results: Dict[str, Any], status: Dict[str, str], size: str) -> str:
     cores = len(os.sched_getaffinity(0))
     lines = [f"| 1:1 {size}, curl at both ends | MB/s | server CPU s/GB | clients CPU s/GB "
-             f"| of which sender, receiver | CPU-bound ceiling on {cores} cores, MB/s |",
+             f"| of which sender, receiver | ceiling MB/s: {cores} cores, 1 core for the server |",
              "|---|---|---|---|---|---|"]
     for v, (label, _server, _options, _want) in H2_VARIANTS.items():
         if v not in status:
@@ -782,7 +782,7 @@ def h2_table(results: Dict[str, Any], status: Dict[str, str], size: str) -> str:
                      f"{fmt(res['client_cpu_s_per_gb'], 2)} | "
                      f"{res['sender_cpu_s_per_gb']['median']:.2f}, "
                      f"{res['receiver_cpu_s_per_gb']['median']:.2f} | "
-                     f"{ceiling(res, cores):.0f} |")
+                     f"{ceiling(res, cores):.0f}, {1e3 / res['cpu_s_per_gb']['median']:.0f} |")
 
     def med(v: str, k: str) -> Optional[float]:
         return results[v][k]["median"] if v in results else None
