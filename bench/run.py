@@ -959,7 +959,7 @@ def main() -> int:
         only |= {"h2tls", "h2c"}
     wanted = set(filter(None, args.servers.split(",")))
     fds = raise_fd_limit()
-    if fds < cfg["parked"] * 2 + 100:
+    if fds < cfg["parked"] * 2 + 100 and "parked" in only:
         cfg["parked"] = max(100, (fds - 100) // 2)
         note(f"fd limit {fds}: parked receivers lowered to {cfg['parked']}")
 
