@@ -633,6 +633,14 @@ def make_cert(directory: Path) -> Tuple[Path, Path]:
     return key_path, cert_path
 
 
+def machine_ticks() -> Tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def wait_rusage(procs: List[subprocess.Popen], timeout: float) -> Tuple[List[float], List[float]]:
     """Like wait_all, and also each process's user+system CPU seconds (wait4)."""
     ends = [0.0] * len(procs)
@@ -668,6 +676,7 @@ def h2_transfer(server: HttpServer, options: List[str], want: str, nbytes: int,
     if server.cert:
         curl += ["--cacert", str(server.cert)]
     url = server.url(fresh_path("h2"))
+    busy0, total0 = machine_ticks()
     cpu0 = cpu_seconds(server.pid)
     if sha:
         receiver = subprocess.Popen(
@@ -689,6 +698,7 @@ def h2_transfer(server: HttpServer, options: List[str], want: str, nbytes: int,
     ends, cpus = wait_rusage([receiver, sender], timeout=600)
     source.wait()
     cpu = cpu_seconds(server.pid) - cpu0
+    busy1, total1 = machine_ticks()
     out = [line for line in sender.stdout.read().decode(  # type: ignore[union-attr]
         errors="replace").splitlines() if line.strip()]
     got = receiver.stdout.read().decode().split()  # type: ignore[union-attr]
@@ -714,7 +724,10 @@ def h2_transfer(server: HttpServer, options: List[str], want: str, nbytes: int,
     gb = nbytes / 1e9
     return {"mbps": nbytes / elapsed / 1e6, "cpu_s_per_gb": cpu / gb,
             "client_cpu_s_per_gb": sum(cpus) / gb, "receiver_cpu_s_per_gb": cpus[0] / gb,
-            "sender_cpu_s_per_gb": cpus[1] / gb, "seconds": elapsed}
+            "sender_cpu_s_per_gb": cpus[1] / gb, "seconds": elapsed,
+            # how busy all cores were meanwhile, everyone's work included (the
+            # machine is shared): near 1 means the row was CPU-bound
+            "machine_busy": (busy1 - busy0) / max(1, total1 - total0)}
 
 
 class WrongProtocol(RuntimeError):
@@ -758,6 +771,7 @@ def h2_rows(rows: List[str], starters: Dict[str, Callable[[], HttpServer]], runs
                 done[v].append(run_once(lambda: move(nbytes), v, i, runs))
         for v in moves:
             results[v] = summarize(done[v])
+            results[v]["runs"] = done[v]  # type: ignore[assignment]
     return results, status
 
 
@@ -769,20 +783,21 @@ def ceiling(res: Dict[str, Any], cores: int) -> float:
 def h2_table(results: Dict[str, Any], status: Dict[str, str], size: str) -> str:
     cores = len(os.sched_getaffinity(0))
     lines = [f"| 1:1 {size}, curl at both ends | MB/s | server CPU s/GB | clients CPU s/GB "
-             f"| of which sender, receiver | ceiling MB/s: {cores} cores, 1 core for the server |",
-             "|---|---|---|---|---|---|"]
+             f"| of which sender, receiver | ceiling MB/s: {cores} cores, 1 core for the server "
+             "| machine busy |", "|---|---|---|---|---|---|---|"]
     for v, (label, _server, _options, _want) in H2_VARIANTS.items():
         if v not in status:
             continue
         res = results.get(v)
         if res is None:
-            lines.append(f"| {label} | {status[v]} | | | | |")
+            lines.append(f"| {label} | {status[v]} | | | | | |")
             continue
         lines.append(f"| {label} | {fmt(res['mbps'])} | {fmt(res['cpu_s_per_gb'], 2)} | "
                      f"{fmt(res['client_cpu_s_per_gb'], 2)} | "
                      f"{res['sender_cpu_s_per_gb']['median']:.2f}, "
                      f"{res['receiver_cpu_s_per_gb']['median']:.2f} | "
-                     f"{ceiling(res, cores):.0f}, {1e3 / res['cpu_s_per_gb']['median']:.0f} |")
+                     f"{ceiling(res, cores):.0f}, {1e3 / res['cpu_s_per_gb']['median']:.0f} | "
+                     f"{res['machine_busy']['median']:.0%} |")
 
     def med(v: str, k: str) -> Optional[float]:
         return results[v][k]["median"] if v in results else None
