@@ -30,7 +30,6 @@ import collections
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
@@ -47,6 +46,7 @@ from zope.interface import implementer
 from pipeserver import errors
 from pipeserver.channel import STREAMED_METHODS, PipeChannel, PipeRequest, target_ok
 from pipeserver.errors import Rejection
+from pipeserver.h2fast import FastH2Connection
 
 log = Logger()
 
@@ -550,7 +550,7 @@ class H2Channel(Protocol):
         transport: Any = self.transport
         self.secure = ISSLTransport.providedBy(transport)
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
-        conn = self.h2 = h2.connection.H2Connection(config=config)
+        conn = self.h2 = FastH2Connection(config=config)
         header_bytes = int(getattr(self.site, "totalHeadersSize", 16384))
         codes = h2.settings.SettingCodes
         conn.local_settings = h2.settings.Settings(
@@ -580,9 +580,10 @@ class H2Channel(Protocol):
         return list(self.streams.values())
 
     def flush(self) -> None:
-        data = self.h2.data_to_send()
+        # DATA frames as header + payload buffers, unjoined (h2fast.py).
+        data = self.h2.pending()
         if data:
-            self.transport.write(data)  # type: ignore[union-attr]
+            self.transport.writeSequence(data)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         if self.closing and not self.streams:

@@ -1,0 +1,287 @@
+"""A fast path for DATA frames on ``h2``'s connection (issue 12, item 7).
+
+A pipe over HTTP/2 is almost only DATA frames of 16 KiB on streams that are
+open, and ``h2`` spends about 14 us on each: ``receive_data`` parses it with
+hyperframe (copying the payload twice, building a frame object and its
+repr for a trace nobody reads), walks both state machines and the frame
+dispatch; ``send_data`` builds a ``DataFrame``, serialises it (another copy)
+into a ``bytearray`` that ``data_to_send`` copies once more.
+
+:class:`FastH2Connection` is ``h2.connection.H2Connection`` with those two
+paths cut short for the simple case, and everything else left to ``h2``:
+
+- Inbound, a complete DATA frame without padding, not too long, on a
+  stream that is open for it (a state where ``h2``'s own transitions for
+  RECV_DATA change nothing), within both windows and the stream's
+  ``content-length``, is read from its 9-byte header here; the windows and
+  the stream's counters change exactly as ``h2``'s ``_receive_data_frame``
+  and ``H2Stream.receive_data`` change them, and the same events come out.
+  Any other frame, or one that would be an error, goes to ``h2`` in order,
+  through its own ``FrameBuffer``, so it fails or succeeds as it would
+  there.
+- Outbound, ``send_data`` without END_STREAM or padding, within the
+  windows, appends a 9-byte header and the payload (not copied when it is a
+  ``bytes`` or a whole view of one) to a list, after whatever ``h2`` had
+  queued; :meth:`FastH2Connection.pending` hands the lot out for
+  ``transport.writeSequence``.
+
+The bytes on the wire are the same as ``h2``'s, byte for byte, and so are
+the events and the exceptions: tests/test_h2fast.py fuzzes both against each
+other, and pins the ``h2`` sources this mirrors. ``PIPESERVER_H2_FAST=0`` in
+the environment (read at import) or :data:`FAST` = False turns it off for
+connections made afterwards; they then run ``h2``'s code alone.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import TYPE_CHECKING, Any, FrozenSet, List, Optional
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.stream
+import hyperframe.exceptions
+from h2.connection import ConnectionInputs, H2ConnectionStateMachine
+from h2.stream import H2StreamStateMachine, StreamInputs
+
+if TYPE_CHECKING:
+    from h2._typing import Buffer
+
+#: Whether new connections take the fast path (``PIPESERVER_H2_FAST=0``: no).
+FAST = os.environ.get("PIPESERVER_H2_FAST", "1").strip() != "0"
+
+# A frame header (RFC 9113 4.1): 24-bit length (as 16 + 8 bits, as
+# hyperframe reads it), type, flags, reserved bit + 31-bit stream id.
+_HEADER = struct.Struct(">HBBBL")
+_DATA = 0x0
+_END_STREAM = 0x1
+_PADDED = 0x8
+_STREAM_ID = 0x7FFFFFFF
+
+
+def _quiet_states(table: Any, states: Any, input_: Any, func: Any) -> FrozenSet[Any]:
+    """The states in which ``input_`` leaves a state machine where it is
+    and runs ``func`` (None: nothing). Read from h2's own transition tables,
+    so a new h2 that changes them narrows the fast path, not breaks it."""
+    return frozenset(s for s in states if table.get((s, input_)) == (func, s))
+
+
+# The connection states where receiving or sending DATA is a no-op for the
+# connection's state machine (SERVER_OPEN, CLIENT_OPEN).
+_CONN_RECV = _quiet_states(
+    H2ConnectionStateMachine._transitions, h2.connection.ConnectionState, ConnectionInputs.RECV_DATA, None
+)
+_CONN_SEND = _quiet_states(
+    H2ConnectionStateMachine._transitions, h2.connection.ConnectionState, ConnectionInputs.SEND_DATA, None
+)
+# The stream states where RECV_DATA only fires DataReceived (OPEN,
+# HALF_CLOSED_LOCAL), and where SEND_DATA does nothing (OPEN,
+# HALF_CLOSED_REMOTE).
+_STREAM_RECV = _quiet_states(
+    h2.stream._transitions,
+    h2.stream.StreamState,
+    StreamInputs.RECV_DATA,
+    H2StreamStateMachine.data_received,
+)
+_STREAM_SEND = _quiet_states(
+    h2.stream._transitions, h2.stream.StreamState, StreamInputs.SEND_DATA, None
+)
+
+
+class FastH2Connection(h2.connection.H2Connection):
+    """``H2Connection`` with a short path for plain DATA frames each way.
+
+    Use :meth:`pending` (a list of buffers) rather than ``data_to_send``
+    (which still works, at the cost of a join)."""
+
+    def __init__(self, config: Optional[h2.config.H2Configuration] = None) -> None:
+        super().__init__(config=config)
+        #: Whether this connection takes the fast path (fixed at birth).
+        self.fast = FAST
+        # What is to be sent, in order, before h2's own ``_data_to_send``.
+        self._out: List[bytes] = []
+
+    # ---- inbound
+    def receive_data(self, data: "Buffer") -> List[h2.events.Event]:
+        buf = self.incoming_buffer
+        if not self.fast or buf._preamble_len:
+            # The preface (and its check) is h2's; it is over after 24 bytes.
+            return super().receive_data(data)
+        buf.max_frame_size = self.max_inbound_frame_size
+        events: List[h2.events.Event] = []
+        try:
+            if buf._data:
+                buf._data += data
+                self._drain_buffer(events)
+            else:
+                # Read straight from the caller's bytes; only what is left
+                # of them (a frame's beginning, a frame for h2) is buffered.
+                with memoryview(data) as view:
+                    used = self._receive_fast(view, events)
+                    if used < len(view):
+                        buf._data += view[used:]
+                if buf._data:
+                    self._drain_buffer(events)
+        except hyperframe.exceptions.InvalidPaddingError as e:
+            # As H2Connection.receive_data.
+            self._terminate_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            msg = "Received frame with invalid padding."
+            raise h2.exceptions.ProtocolError(msg) from e
+        except h2.exceptions.ProtocolError as e:
+            self._terminate_connection(e.error_code)
+            raise
+        return events
+
+    def _drain_buffer(self, events: List[h2.events.Event]) -> None:
+        """Handle what ``incoming_buffer`` holds: plain DATA frames here,
+        the next other frame by h2 (one at a time, to keep the order), and
+        so on until only a frame's beginning is left."""
+        buf = self.incoming_buffer
+        while True:
+            pending = buf._data
+            if len(pending) < 9:
+                return
+            # A memoryview pins the bytearray's size; release it before
+            # h2's FrameBuffer deletes from its front.
+            with memoryview(pending) as view:
+                used = self._receive_fast(view, events)
+            if used:
+                del pending[:used]
+                if len(pending) < 9:
+                    return
+            if len(pending) < 9 + int.from_bytes(pending[:3], "big"):
+                # A frame's beginning (half a 16 KiB frame is one TLS record
+                # of curl's): h2 would only parse its header and stop.
+                return
+            try:
+                frame = next(buf)
+            except StopIteration:
+                return
+            events.extend(self._receive_frame(frame))
+
+    def _receive_fast(self, view: memoryview, events: List[h2.events.Event]) -> int:
+        """Handle the plain DATA frames at the start of ``view``; return how
+        many bytes they took. Stops, without side effects, at the first
+        frame it must leave to h2: incomplete, another type, padded, too
+        long, on a stream not open for DATA, or one h2 would refuse (beyond
+        a window or the content-length): h2 then raises just as it would."""
+        if self.incoming_buffer._headers_buffer or self.state_machine.state not in _CONN_RECV:
+            # Mid header block any frame but CONTINUATION is h2's error.
+            return 0
+        size = len(view)
+        pos = 0
+        limit = self.max_inbound_frame_size
+        streams = self.streams
+        conn_window = self._inbound_flow_control_window_manager
+        unpack = _HEADER.unpack_from
+        while size - pos >= 9:
+            high, low, kind, flags, sid = unpack(view, pos)
+            length = (high << 8) | low
+            end = pos + 9 + length
+            if kind != _DATA or flags & _PADDED or length > limit or end > size:
+                break
+            stream = streams.get(sid & _STREAM_ID)
+            if stream is None:
+                break
+            machine = stream.state_machine
+            window = stream._inbound_window_manager
+            if (
+                machine.state not in _STREAM_RECV
+                or not machine.headers_received
+                or length > conn_window.current_window_size
+                or length > window.current_window_size
+            ):
+                break
+            ended = bool(flags & _END_STREAM)
+            expected = stream._expected_content_length
+            actual = stream._actual_content_length + length
+            if expected is not None and (expected < actual or (ended and expected != actual)):
+                break
+            # Now as _receive_data_frame and H2Stream.receive_data: neither
+            # can fail from here (the checks above are theirs).
+            conn_window.current_window_size -= length
+            window.current_window_size -= length
+            stream._actual_content_length = actual
+            event = h2.events.DataReceived(stream_id=machine.stream_id)
+            event.data = bytes(view[pos + 9 : end])
+            event.flow_controlled_length = length
+            events.append(event)
+            if ended:
+                closed = machine.process_input(StreamInputs.RECV_END_STREAM)
+                event.stream_ended = closed[0]  # type: ignore[assignment]
+                events.extend(closed)
+            pos = end
+        return pos
+
+    # ---- outbound
+    def send_data(
+        self,
+        stream_id: int,
+        data: bytes | memoryview,
+        end_stream: bool = False,
+        pad_length: Any = None,
+    ) -> None:
+        size = len(data)
+        if self.fast and not end_stream and pad_length is None and size:
+            stream = self.streams.get(stream_id)
+            if (
+                stream is not None
+                and size <= self.max_outbound_frame_size
+                and size <= self.outbound_flow_control_window
+                and size <= stream.outbound_flow_control_window
+                and self.state_machine.state in _CONN_SEND
+                and stream.state_machine.state in _STREAM_SEND
+            ):
+                # As H2Connection.send_data and H2Stream.send_data, which
+                # would pass the same checks and change nothing else.
+                stream.outbound_flow_control_window -= size
+                self.outbound_flow_control_window -= size
+                out = self._out
+                if self._data_to_send:
+                    # What h2 queued before goes first.
+                    out.append(bytes(self._data_to_send))
+                    self._data_to_send = bytearray()
+                out.append(_HEADER.pack(size >> 8, size & 0xFF, _DATA, 0, stream_id))
+                out.append(_payload(data))
+                return
+        super().send_data(stream_id, data, end_stream=end_stream, pad_length=pad_length)
+
+    def pending(self) -> List[bytes]:
+        """Everything queued to send, in order, as ``bytes`` buffers for
+        ``transport.writeSequence`` (empty if nothing is); the queue is
+        then empty, as after ``data_to_send()``."""
+        out = self._out
+        if self._data_to_send:
+            out.append(bytes(self._data_to_send))
+            self._data_to_send = bytearray()
+        if out:
+            self._out = []
+        return out
+
+    def data_to_send(self, amount: Optional[int] = None) -> bytes:
+        if self._out:
+            self._data_to_send = bytearray(b"".join(self.pending()))
+        return super().data_to_send(amount)
+
+    def clear_outbound_data_buffer(self) -> None:
+        self._out = []
+        super().clear_outbound_data_buffer()
+
+
+def _payload(data: bytes | memoryview) -> bytes:
+    """``data`` as ``bytes`` (Twisted's TCP ``writeSequence`` takes nothing
+    else), without a copy when it is one or a whole view of one."""
+    if type(data) is bytes:
+        return data
+    if isinstance(data, memoryview):
+        whole = data.obj
+        if type(whole) is bytes and data.nbytes == len(whole) and data.contiguous:
+            return whole
+    return bytes(data)
+
+
+__all__ = ["FAST", "FastH2Connection"]
