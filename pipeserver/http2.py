@@ -100,8 +100,10 @@ class Budget:
         now = self.clock.seconds()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
+        if self.tokens < 1:
+            return False
         self.tokens -= 1
-        return self.tokens >= 0
+        return True
 
 
 #: (burst, per second) of each budget. Generous for clients that behave:
