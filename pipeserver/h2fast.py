@@ -153,9 +153,15 @@ class FastH2Connection(h2.connection.H2Connection):
                 del pending[:used]
                 if len(pending) < 9:
                     return
-            if len(pending) < 9 + int.from_bytes(pending[:3], "big"):
-                # A frame's beginning (half a 16 KiB frame is one TLS record
-                # of curl's): h2 would only parse its header and stop.
+            if (
+                pending[3] == _DATA
+                and len(pending) < 9 + int.from_bytes(pending[:3], "big")
+                and int.from_bytes(pending[5:9], "big") & _STREAM_ID
+            ):
+                # A DATA frame's beginning (half a 16 KiB frame is one TLS
+                # record of curl's): h2 would only parse its header, which
+                # is valid (a stream id), and stop. Other headers h2 checks
+                # at once (a SETTINGS on a stream...), so they go to it.
                 return
             try:
                 frame = next(buf)
