@@ -44,6 +44,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.stream
+import h2.windows
 import hyperframe.exceptions
 from h2.connection import ConnectionInputs, H2ConnectionStateMachine
 from h2.stream import H2StreamStateMachine, StreamInputs
@@ -90,6 +91,19 @@ _STREAM_RECV = _quiet_states(
 _STREAM_SEND = _quiet_states(
     h2.stream._transitions, h2.stream.StreamState, StreamInputs.SEND_DATA, None
 )
+# Where sending WINDOW_UPDATE changes no state (the connection's: open;
+# a stream's: open, half-closed, reserved).
+_CONN_WINDOW = _quiet_states(
+    H2ConnectionStateMachine._transitions,
+    h2.connection.ConnectionState,
+    ConnectionInputs.SEND_WINDOW_UPDATE,
+    None,
+)
+_STREAM_WINDOW = _quiet_states(
+    h2.stream._transitions, h2.stream.StreamState, StreamInputs.SEND_WINDOW_UPDATE, None
+)
+_WINDOW_UPDATE = 0x8
+_INCREMENT = struct.Struct(">L")
 
 
 class FastH2Connection(h2.connection.H2Connection):
@@ -255,6 +269,30 @@ class FastH2Connection(h2.connection.H2Connection):
                 out.append(_payload(data))
                 return
         super().send_data(stream_id, data, end_stream=end_stream, pad_length=pad_length)
+
+    def increment_flow_control_window(self, increment: int, stream_id: Optional[int] = None) -> None:
+        # A stream's WINDOW_UPDATE: http2.py sends one per read that brought
+        # DATA (as the pipe passes it on), so about one per TLS record.
+        if self.fast and stream_id is not None and 1 <= increment <= self.MAX_WINDOW_INCREMENT:
+            stream = self.streams.get(stream_id)
+            if (
+                stream is not None
+                and self.state_machine.state in _CONN_WINDOW
+                and stream.state_machine.state in _STREAM_WINDOW
+            ):
+                window = stream._inbound_window_manager
+                size = window.current_window_size + increment
+                if size <= h2.windows.LARGEST_FLOW_CONTROL_WINDOW:
+                    # As H2Stream.increase_flow_control_window and
+                    # WindowManager.window_opened, and the frame serialised.
+                    window.current_window_size = size
+                    if size > window.max_window_size:
+                        window.max_window_size = size
+                    self._data_to_send += _HEADER.pack(
+                        0, 4, _WINDOW_UPDATE, 0, stream_id
+                    ) + _INCREMENT.pack(increment)
+                    return
+        super().increment_flow_control_window(increment, stream_id)
 
     def pending(self) -> List[bytes]:
         """Everything queued to send, in order, as ``bytes`` buffers for
