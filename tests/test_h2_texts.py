@@ -9,6 +9,7 @@ import os
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer
 
 import pipeserver
 from h2_support import h2clients  # noqa: F401  (fixture)
@@ -40,10 +41,10 @@ def assert_rejected(stream, text: str, status: int = 400) -> None:
     assert_h2_headers(stream)
 
 
-@pytest_twisted.inlineCallbacks
-def finish(client, *streams, timeout: float = 15.0):
+@defer.inlineCallbacks
+def finish(client, *streams):
     for stream in streams:
-        yield stream.wait(timeout)
+        yield stream.wait(15.0)
 
 
 @pytest_twisted.inlineCallbacks
