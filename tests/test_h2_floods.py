@@ -255,3 +255,34 @@ def test_shutdown_sends_goaway_and_drains_an_h2_transfer(make_server, h2clients)
     assert server.registry.pipes == {}
     assert server.registry.cutAtShutdown == 0
     yield client.wait_closed(20)
+
+
+@pytest_twisted.inlineCallbacks
+def test_sigterm_drains_h2c_curl_transfers_and_exits_0(procs, tmp_path):
+    """The real twistd: SIGTERM while an h2c curl pair is mid-body; the
+    transfer completes within the grace and twistd exits 0."""
+    from test_service import start_twistd
+
+    server, base = yield start_twistd(procs, tmp_path, "--shutdown-grace", "20")
+    first, rest = tmp_path / "first", tmp_path / "rest"
+    make_file(str(first), 300_000, seed=15)
+    make_file(str(rest), 300_000, seed=16)
+    expected = helpers.sha256(first.read_bytes() + rest.read_bytes())
+    gate = str(tmp_path / "gate")
+    receiver = procs.spawn(curl("-f", "--http2-prior-knowledge", base + "/h2drain"))
+    _, sender = procs.pipeline(
+        helpers.gated(str(first), gate, str(rest)),
+        curl("-f", "--http2-prior-knowledge", "-T", "-", base + "/h2drain"),
+    )
+    yield helpers.has_received(receiver, 300_000)
+    server.kill(15)
+    yield wait_for(lambda: b"Shutting down: 1 pipe(s) open" in bytes(server.out),
+                   what="the drain to start")
+    helpers.open_gate(gate)
+    yield receiver.wait()
+    yield sender.wait()
+    assert receiver.exit_code == 0 and receiver.sha256 == expected, receiver.describe()
+    assert sender.exit_code == 0 and sender.lines()[-1] == SUCCESS, sender.describe()
+    yield server.wait()
+    assert (server.exit_code, server.signal) == (0, None), server.describe()
+    assert b"Traceback" not in bytes(server.out), server.describe()

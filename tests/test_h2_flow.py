@@ -317,3 +317,35 @@ def test_receiver_truncated_by_a_failed_sender_gets_rst_stream(server, procs, tm
     yield server.wait_empty()
     gen.kill()
     yield gen.wait()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_h2_receiver_with_its_window_shut_is_cut_as_stalled(make_server, h2clients):
+    """n=2, --stall-timeout 1: an h2 receiver that never opens its window
+    is cut (RST_STREAM), the other, on the same connection as the sender,
+    gets every byte."""
+    server = make_server("--stall-timeout", "1")
+    size = 12 * MiB
+    data = os.urandom(size)
+    shut = yield h2clients.h2c(server.portnum, window=16384, auto_ack=False)
+    stalled = shut.get("/fan?n=2", keep=False)
+    conn = yield h2clients.h2c(server.portnum)
+    good = conn.get("/fan?n=2", keep=False)
+    yield server.wait_receivers("/fan", 2)
+    sender = conn.put("/fan?n=2", data)
+    yield stalled.wait(timeout=30)
+    assert stalled.reset is not None and not stalled.ended, stalled.describe()
+    assert stalled.nbytes <= 16384
+    yield good.wait(timeout=60)
+    yield sender.wait(timeout=30)
+    assert good.ended and good.sha256 == helpers.sha256(data), good.describe()
+    assert sender.lines() == [
+        "[INFO] Waiting for 2 receiver(s)...",
+        "[INFO] 2 receiver(s) has/have been connected.",
+        "[INFO] Start sending to 2 receiver(s)!",
+        "[INFO] A receiver was cut: it took no bytes for 1 seconds.",
+        "[INFO] Sent successfully!",
+        "[INFO] 1 of 2 receiver(s) received successfully.",
+    ], sender.describe()
+    assert not shut.is_closed
+    yield server.wait_empty()
