@@ -90,6 +90,7 @@ def test_receiver_that_opens_no_window_holds_an_h2_sender(make_server, h2clients
     sclient = yield h2clients.h2c(server.portnum)
     sender = sclient.put("/bp", data)
     yield wait_for(lambda: streaming(server, "/bp") and receiver.nbytes > 0, what="the pipe to stream")
+    yield wait_for(lambda: sender.blocked, what="the sender's window to shut")
     sent = yield settled(lambda: sender.sent, "what the sender sent")
     assert sender.blocked, sender.describe()
     # The receiver got what its window allows, no more.
@@ -119,6 +120,7 @@ def test_stalled_http11_receiver_holds_an_h2_sender(server, h2clients):
         client = yield h2clients.h2c(server.portnum)
         sender = client.put("/bp", os.urandom(64 * MiB), keep=True)
         yield wait_for(lambda: streaming(server, "/bp"), what="the pipe to stream")
+        yield wait_for(lambda: sender.blocked, what="the sender's window to shut")
         sent = yield settled(lambda: sender.sent, "what the sender sent")
         assert sender.blocked, sender.describe()
         # The kernel's socket buffers hold a few MiB; the rest waits in the sender.
@@ -163,6 +165,7 @@ def test_rate_limited_h2_receiver_paces_an_h2_sender(make_server, procs, tmp_pat
     assert helpers.file_sha256(out) == helpers.sha256(data)
     assert sender.lines()[-1] == SUCCESS
     # Ahead of the receiver by the buffers between (kernel, window), not the body.
+    print(f"rate-limited h2 receiver: sender's lead at most {lead} bytes, held at most {held}")
     assert lead < 12 * MiB, lead
     assert held < 1 * MiB, held
     yield server.wait_empty()
