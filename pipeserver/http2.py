@@ -45,7 +45,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from pipeserver import errors
-from pipeserver.channel import STREAMED_METHODS, PipeRequest, target_ok
+from pipeserver.channel import STREAMED_METHODS, PipeChannel, PipeRequest, target_ok
 from pipeserver.errors import Rejection
 
 log = Logger()
@@ -76,7 +76,7 @@ def _data_repr(self: hyperframe.frame.DataFrame) -> str:
     return f"<{len(self.data)} bytes>"
 
 
-hyperframe.frame.DataFrame._body_repr = _data_repr  # type: ignore[method-assign]
+hyperframe.frame.DataFrame._body_repr = _data_repr  # type: ignore[method-assign,assignment]
 
 
 class Budget:
@@ -121,8 +121,6 @@ class H2Request(PipeRequest):
     stream then ends, and the rest of the body is refused with
     ``RST_STREAM(NO_ERROR)`` (RFC 9113 8.1) rather than waited for."""
 
-    channel: "H2Stream"
-
     def finish(self) -> None:
         if self.streamed and not self._bodyEnded:
             self._bodyEnded = True
@@ -130,7 +128,6 @@ class H2Request(PipeRequest):
         super().finish()
 
 
-@implementer(IPushProducer)
 class H2Stream:
     """One stream: its request's channel and transport.
 
@@ -444,10 +441,12 @@ class H2Stream:
         self.producer = None
 
     def getPeer(self) -> Any:
-        return self.conn.transport.getPeer()
+        transport: Any = self.conn.transport
+        return transport.getPeer()
 
     def getHost(self) -> Any:
-        return self.conn.transport.getHost()
+        transport: Any = self.conn.transport
+        return transport.getHost()
 
     def isSecure(self) -> bool:
         return self.conn.secure
@@ -739,22 +738,39 @@ class H2Channel(Protocol):
 
     # ---- the end
     def goAway(self, code: int = h2.errors.ErrorCodes.NO_ERROR) -> None:
-        """Tell the client to open no more streams (a shutdown, a flood)."""
+        """Tell the client to open no more streams: a shutdown (NO_ERROR;
+        its open streams go on, new ones are refused) or a flood (the
+        connection ends)."""
         if self.transport is None:
             return
         self.closing = True
-        try:
-            self.h2.close_connection(error_code=code)
-        except h2.exceptions.ProtocolError:
-            pass
+        if code != h2.errors.ErrorCodes.NO_ERROR:
+            try:
+                self.h2.close_connection(error_code=code)
+            except h2.exceptions.ProtocolError:
+                pass
+            self.flush()
+            return
+        # h2's own GOAWAY would close its state machine, and the streams
+        # still open could not go on: the frame is written here instead.
         self.flush()
+        frame = hyperframe.frame.GoAwayFrame(stream_id=0)
+        frame.last_stream_id = self.h2.highest_inbound_stream_id
+        frame.error_code = code
+        self.transport.write(frame.serialize())
+        if not self.streams:
+            self._drop()
 
     def loseConnection(self) -> None:
         """GOAWAY, then close once our bytes have gone."""
         if self.transport is None:
             return
         if not self.closing:
-            self.goAway()
+            self.closing = True
+            try:
+                self.h2.close_connection()
+            except h2.exceptions.ProtocolError:
+                pass
         self._drop()
 
     def _drop(self) -> None:
@@ -824,7 +840,7 @@ def wants_h2(transport: Any, data: bytes) -> Optional[bool]:
     return False
 
 
-def handover(old: Any, transport: Any, data: bytes) -> bool:
+def handover(old: PipeChannel, transport: Any, data: bytes) -> bool:
     """Give ``transport`` (whose protocol is ``old``, a fresh PipeChannel)
     to a new :class:`H2Channel`, and feed it ``data``. False if the
     transport cannot change protocols (then HTTP/1.1 goes on)."""

@@ -417,6 +417,11 @@ class PipeService(service.Service):
             grace=self.grace,
         )
         deadline = self.reactor.seconds() + self.grace + FLUSH_GRACE
+        for channel in list(self.server.site.channels):
+            # HTTP/2 clients hear now that no new stream will be served.
+            goAway = getattr(channel, "goAway", None)
+            if goAway is not None:
+                goAway()
         drained: Deferred[None] = registry.shutdown(self.grace)
         drained.addCallback(lambda _: self._flushed(deadline))
         drained.addCallback(lambda _: self._exitStatus(registry.cutAtShutdown))
