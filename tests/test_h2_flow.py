@@ -352,3 +352,26 @@ def test_an_h2_receiver_with_its_window_shut_is_cut_as_stalled(make_server, h2cl
     ], sender.describe()
     assert not shut.is_closed
     yield server.wait_empty()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_client_goaway_lets_its_open_streams_finish(server, h2clients):
+    """GOAWAY(NO_ERROR) from a client: no new streams, but those open go on
+    (RFC 9113 6.8): its waiting receiver still gets the whole body."""
+    from hyperframe.frame import GoAwayFrame
+
+    data = os.urandom(2 * MiB)
+    client = yield h2clients.h2c(server.portnum)
+    receiver = client.get("/bye", keep=False)
+    yield server.wait_receivers("/bye", 1)
+    # Raw, so that our own h2 state machine stays open to read the body.
+    client.transport.write(GoAwayFrame(0, last_stream_id=0, error_code=0).serialize())
+    yield sleep(0.2)
+    other = yield h2clients.h2c(server.portnum)
+    sender = other.put("/bye", data)
+    yield receiver.wait(timeout=30)
+    yield sender.wait(timeout=30)
+    assert receiver.ended and receiver.sha256 == helpers.sha256(data), (
+        receiver.describe(), sender.describe(), other.is_closed)
+    assert sender.lines()[-1] == SUCCESS, sender.describe()
+    yield server.wait_empty()
