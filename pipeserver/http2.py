@@ -609,6 +609,8 @@ class H2Channel(Protocol):
                 self.flush()
 
     _calm = False
+    #: The priority that came with the last request's HEADERS.
+    _opened: Optional[h2.events.PriorityUpdated] = None
 
     def _event(self, event: h2.events.Event) -> None:
         stream: Optional[H2Stream]
@@ -625,6 +627,7 @@ class H2Channel(Protocol):
                 self.h2.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
                 return
             self._stopIdle()
+            self._opened = event.priority_updated
             stream = self.streams[event.stream_id] = H2Stream(self, event.stream_id)
             stream.begin(list(event.headers), event.stream_ended is not None)
         elif isinstance(event, h2.events.StreamEnded):
@@ -654,12 +657,16 @@ class H2Channel(Protocol):
                 self._drop()
         elif isinstance(event, h2.events.TrailersReceived):
             pass  # the StreamEnded that follows ends the body
+        elif isinstance(event, h2.events.PriorityUpdated):
+            # A browser sets a priority on each request's HEADERS: only
+            # PRIORITY frames of their own count as control frames.
+            if event is not self._opened:
+                self._spend("control")
         elif isinstance(
             event,
             (
                 h2.events.PingReceived,
                 h2.events.PingAckReceived,
-                h2.events.PriorityUpdated,
                 h2.events.UnknownFrameReceived,
                 h2.events.SettingsAcknowledged,
                 h2.events.AlternativeServiceAvailable,

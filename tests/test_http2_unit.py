@@ -229,3 +229,34 @@ def test_a_budget_spends_its_burst_then_refills_with_time() -> None:
     assert [budget.spend() for _ in range(4)] == [True, True, True, False]
     clock.advance(1.0)  # two more
     assert [budget.spend() for _ in range(3)] == [True, True, False]
+
+
+def test_requests_with_a_priority_each_are_no_flood(env: Any) -> None:
+    """Chromium puts a priority on every request's HEADERS."""
+    peer = H2Peer(env)
+    control = int(BUDGETS["control"][0])
+    for _ in range(control + 20):
+        stream = peer.h2.get_next_available_stream_id()
+        peer.h2.send_headers(
+            stream,
+            [(b":method", b"GET"), (b":path", b"/version"), (b":scheme", b"http"),
+             (b":authority", b"example.com")],
+            end_stream=True, priority_weight=220, priority_depends_on=0,
+        )
+        peer.send()
+        peer.pump()
+    peer.pump()
+    assert peer.of(h2.events.ConnectionTerminated) == []
+    assert len(peer.of(h2.events.StreamEnded)) == control + 20
+
+
+def test_a_ping_flood_ends_the_connection_with_goaway(env: Any) -> None:
+    peer = H2Peer(env)
+    for i in range(int(BUDGETS["control"][0]) + 5):
+        peer.h2.ping(b"%08d" % i)
+        if not peer.client.transport.disconnecting:
+            peer.send()
+    peer.pump()
+    (goaway,) = peer.of(h2.events.ConnectionTerminated)
+    assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    env.clock.advance(0)
