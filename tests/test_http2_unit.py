@@ -260,3 +260,27 @@ def test_a_ping_flood_ends_the_connection_with_goaway(env: Any) -> None:
     (goaway,) = peer.of(h2.events.ConnectionTerminated)
     assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
     env.clock.advance(0)
+
+
+def test_a_continuation_flood_ends_the_connection_at_a_bounded_size(env: Any) -> None:
+    import hyperframe.frame
+
+    peer = H2Peer(env)
+    headers = hyperframe.frame.HeadersFrame(1)
+    headers.data = peer.h2.encoder.encode(
+        [(b":method", b"GET"), (b":path", b"/x"), (b":scheme", b"http"),
+         (b":authority", b"example.com")]
+    )
+    peer.client.send(headers.serialize())
+    sent = 0
+    limit = 2 * 16384  # twice --max-header-bytes
+    while not peer.client.transport.disconnecting and sent < 64 * 16384:
+        more = hyperframe.frame.ContinuationFrame(1)
+        more.data = b"\x00" * 16000
+        peer.client.send(more.serialize())
+        sent += 16000
+    assert limit < sent <= limit + 16000
+    peer.pump()
+    (goaway,) = peer.of(h2.events.ConnectionTerminated)
+    assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    env.clock.advance(0)
