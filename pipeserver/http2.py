@@ -34,6 +34,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.frame_buffer
 import h2.settings
 import hyperframe.frame
 from twisted.internet.error import ConnectionAborted, ConnectionLost
@@ -79,6 +80,30 @@ def _data_repr(self: hyperframe.frame.DataFrame) -> str:
 hyperframe.frame.DataFrame._body_repr = _data_repr  # type: ignore[method-assign,assignment]
 
 
+class HeaderBlockBuffer(h2.frame_buffer.FrameBuffer):
+    """h2's frame buffer, with a cap on the bytes of a header block still
+    waiting for its END_HEADERS. h2 caps only the CONTINUATION frames (64,
+    so up to 1 MiB per connection) and the header list once decoded: a
+    CONTINUATION flood is ended here, at twice ``--max-header-bytes``
+    (HPACK rarely makes a header list bigger than its encoding)."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(server=True)
+        self.cap = cap
+
+    def _update_header_buffer(self, f: Any) -> Any:
+        # (h2 4.x's own hook; checked at import below.)
+        frame = super()._update_header_buffer(f)
+        pending = self._headers_buffer
+        if pending and sum(len(part.data) for part in pending) > self.cap:
+            raise h2.exceptions.DenialOfServiceError("Header block too large.")
+        return frame
+
+
+if not hasattr(h2.frame_buffer.FrameBuffer, "_update_header_buffer"):  # pragma: no cover
+    raise ImportError("h2's FrameBuffer changed: see http2.HeaderBlockBuffer")
+
+
 class Budget:
     """A token bucket: ``burst`` events at once, then ``rate`` a second.
 
@@ -100,8 +125,10 @@ class Budget:
         now = self.clock.seconds()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
+        if self.tokens < 1:
+            return False
         self.tokens -= 1
-        return self.tokens >= 0
+        return True
 
 
 #: (burst, per second) of each budget. Generous for clients that behave:
@@ -561,6 +588,7 @@ class H2Channel(Protocol):
             },
         )
         conn.decoder.max_header_list_size = header_bytes
+        conn.incoming_buffer = HeaderBlockBuffer(2 * header_bytes)
         conn.initiate_connection()
         # Streams' windows shut at first. Sent as a change, which h2 applies
         # once the client acknowledges it: until then the client may send a
@@ -607,6 +635,8 @@ class H2Channel(Protocol):
                 self.flush()
 
     _calm = False
+    #: The priority that came with the last request's HEADERS.
+    _opened: Optional[h2.events.PriorityUpdated] = None
 
     def _event(self, event: h2.events.Event) -> None:
         stream: Optional[H2Stream]
@@ -623,6 +653,7 @@ class H2Channel(Protocol):
                 self.h2.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
                 return
             self._stopIdle()
+            self._opened = event.priority_updated
             stream = self.streams[event.stream_id] = H2Stream(self, event.stream_id)
             stream.begin(list(event.headers), event.stream_ended is not None)
         elif isinstance(event, h2.events.StreamEnded):
@@ -652,12 +683,16 @@ class H2Channel(Protocol):
                 self._drop()
         elif isinstance(event, h2.events.TrailersReceived):
             pass  # the StreamEnded that follows ends the body
+        elif isinstance(event, h2.events.PriorityUpdated):
+            # A browser sets a priority on each request's HEADERS: only
+            # PRIORITY frames of their own count as control frames.
+            if event is not self._opened:
+                self._spend("control")
         elif isinstance(
             event,
             (
                 h2.events.PingReceived,
                 h2.events.PingAckReceived,
-                h2.events.PriorityUpdated,
                 h2.events.UnknownFrameReceived,
                 h2.events.SettingsAcknowledged,
                 h2.events.AlternativeServiceAvailable,
