@@ -93,6 +93,8 @@ def test_receiver_that_opens_no_window_holds_an_h2_sender(make_server, h2clients
     yield wait_for(lambda: sender.blocked, what="the sender's window to shut")
     sent = yield settled(lambda: sender.sent, "what the sender sent")
     assert sender.blocked, sender.describe()
+    print(f"window-shut receiver: the h2 sender sent {sent} bytes, the receiver got "
+          f"{receiver.nbytes}, the server holds {server.registry.bytesHeld()}")
     # The receiver got what its window allows, no more.
     assert receiver.nbytes <= 16384, receiver.describe()
     # The sender got the server's window and what the server passed on or

@@ -308,3 +308,34 @@ def test_receiver_first_and_sender_first_lines(server, h2clients):
     ]
     client.close()
     yield client.wait_closed()
+
+
+@pytest_twisted.inlineCallbacks
+def test_tokens_per_stream(make_server, h2clients, tmp_path):
+    import hashlib
+
+    token_a, token_b = "alpha-token-for-the-h2-test", "beta-token-for-the-h2-test"
+    tokens = tmp_path / "tokens"
+    tokens.write_text("".join(
+        f"{project} {hashlib.sha256(token.encode()).hexdigest()}\n"
+        for project, token in (("alpha", token_a), ("beta", token_b))
+    ))
+    server = make_server("--tokens", str(tokens))
+    client = yield h2clients.h2c(server.portnum)
+    missing = client.get("/p")
+    wrong = client.put("/p", b"x", headers=[("authorization", "Bearer nope")])
+    yield finish(client, missing, wrong)
+    for stream in (missing, wrong):
+        assert_rejected(stream, "[ERROR] Missing or invalid token.", 401)
+        assert stream.one("www-authenticate") == 'Bearer realm="pipe"'
+    # The same path in two projects: two pipes, on one connection.
+    ra = client.get("/p", headers=[("authorization", f"Bearer {token_a}")])
+    rb = client.get("/p", headers=[("authorization", f"Bearer {token_b}")])
+    yield wait_for(lambda: len(server.registry.pipes) == 2, what="two pipes")
+    sb = client.put("/p", b"for beta", headers=[("authorization", f"Bearer {token_b}")])
+    sa = client.put("/p", b"for alpha", headers=[("authorization", f"Bearer {token_a}")])
+    yield finish(client, ra, rb, sa, sb)
+    assert (ra.body, rb.body) == (b"for alpha", b"for beta")
+    assert sa.lines()[-1] == sb.lines()[-1] == "[INFO] All receiver(s) was/were received successfully."
+    client.close()
+    yield client.wait_closed()
