@@ -196,6 +196,11 @@ class PipeRequest(HardenedRequest):
 _TARGET_BYTES = bytes(range(0x21, 0x7F))
 
 
+def target_ok(path: bytes) -> bool:
+    """Whether a request target is all visible ASCII."""
+    return not path.translate(None, _TARGET_BYTES)
+
+
 def _unsafeFieldValue(line: bytes) -> bool:
     """A header line with a CR or NUL in it (RFC 9110 5.5: reject). A bare
     CR could end the header early for a proxy in front of us, and be passed
@@ -302,6 +307,12 @@ class PipeChannel(_twisted.StreamingChannel):
         # those): request heads, and bodies of other requests.
         if self._headerTimer is None and self.line_mode and self.headerTimeout:
             self._headerTimer = self.callLater(self.headerTimeout, self._headersTooSlow)
+        if self._sniffed is not None:
+            # The connection's first bytes: HTTP/2 (ALPN, or its preface) is
+            # handed to http2.H2Channel, anything else read here.
+            data = self._sniffed + data
+            if self._turnsToHTTP2(data):
+                return
         super().headDataReceived(data)
         if b"\n" in self.unfinishedHeadLine() and not self.transport.disconnecting:
             # Once LineReceiver's loop is done (this call may come from inside
@@ -309,6 +320,34 @@ class PipeChannel(_twisted.StreamingChannel):
             # request head: an LF in it is a bare one (lines end only at
             # CRLF), as typed into nc. Say so now, not at the header timeout.
             self.badRequest()
+
+    #: The first bytes so far, while they may still be HTTP/2's preface.
+    _sniffed: Optional[bytes] = b""
+
+    def _turnsToHTTP2(self, data: bytes) -> bool:
+        """Whether the connection (first bytes ``data``) went to HTTP/2, or
+        waits for more bytes to tell."""
+        if not getattr(self.site, "h2Enabled", False):
+            self._sniffed = None
+            return False
+        from pipeserver import http2  # (it builds on this module)
+
+        verdict = http2.wants_h2(self.transport, data)
+        if verdict is None:
+            self._sniffed = data
+            return True
+        self._sniffed = None
+        return verdict and http2.handover(self, self.transport, data)
+
+    def leave(self) -> None:
+        """Give up the connection to another protocol (http2.handover):
+        its timers, its place as the transport's producer and in the site."""
+        self._cancelHeaderTimer()
+        self.setTimeout(None)
+        self.transport.unregisterProducer()
+        channels = getattr(self.factory, "channels", None)
+        if channels is not None:
+            channels.discard(self)
 
     def _cancelHeaderTimer(self) -> None:
         timer, self._headerTimer = self._headerTimer, None
@@ -402,7 +441,7 @@ class PipeChannel(_twisted.StreamingChannel):
         disqualifies; then close, as the unread body cannot be told apart
         from a next request. True if it was refused."""
         command, path, version = self.requestLine()
-        if path.translate(None, _TARGET_BYTES):
+        if not target_ok(path):
             # Twisted lets through 0x7F-0xB0 (and, before 26, more).
             self.badRequest()
             return True
@@ -467,19 +506,24 @@ class PipeChannel(_twisted.StreamingChannel):
 class PipeSite(server.Site):
     """A Site that builds :class:`PipeChannel` and :class:`PipeRequest`."""
 
-    # Plain HTTP/1.1: no h2 negotiation, whose streams have flow control of
-    # their own that the pipe does not drive.
+    # Twisted's own protocol switch would hand h2 to its H2Connection, whose
+    # streams' flow control the pipe does not drive: PipeChannel turns to
+    # http2.H2Channel itself.
     protocol = PipeChannel  # type: ignore[assignment]  # Twisted types it as its h2-switching wrapper
     requestFactory = PipeRequest
     headerTimeout: Optional[float] = 20.0
     maxHeaders = 100
     totalHeadersSize = 16384
+    #: HTTP/2 (http2.py): spoken at all; each stream's window step; the
+    #: streams a connection may have open at once.
+    h2Enabled = True
+    h2Window = 256 * 1024
+    h2MaxStreams = 100
 
     def acceptableProtocols(self) -> List[bytes]:
-        """What TLS offers by ALPN: HTTP/1.1 only. Site offers "h2" too
-        whenever the h2 package can be imported, which PipeChannel does not
-        speak."""
-        return [b"http/1.1"]
+        """What TLS offers by ALPN: h2 (http2.py, which PipeChannel hands
+        the connection to) and HTTP/1.1."""
+        return [b"h2", b"http/1.1"] if self.h2Enabled else [b"http/1.1"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -134,7 +134,7 @@ class Upload:
         # sends the request body (nginx; see docs/proxies.md): every line at
         # the end, in one response.
         self._buffered = (
-            request.clientproto != b"HTTP/1.1"
+            request.clientproto not in (b"HTTP/1.1", b"HTTP/2")
             or request.getHeader(b"x-pipe-progress") == b"at-end"
         )
         self._lines: List[bytes] = []
@@ -369,12 +369,86 @@ class Download(DirectWrites):
         request.finish()
 
 
+class H2Upload(Upload):
+    """The sender on an HTTP/2 stream (``http2.H2Stream``, its transport).
+
+    Its pace is its stream's window, which the stream reopens only while
+    the pipe reads (:meth:`setReading`): no read gate, no pacer, no
+    hang-up watch (a reset stream or a lost connection is seen at once)."""
+
+    def setReading(self, reading: bool) -> None:
+        if reading != self.reading:
+            self.reading = reading
+            self.transport.setReading(reading)
+
+    def pacer(self, clock: IReactorTime, room: Callable[[], int]) -> Pacer:
+        return NO_PACING
+
+    def flush(self) -> None:
+        self.transport.conn.flush()
+
+    def halfClosed(self) -> None:
+        pass
+
+    def close(self, clock: IReactorTime) -> None:
+        # Its lines went ahead as DATA; the reset tells its client it failed.
+        self.transport.abortConnection()
+
+
+@implementer(IPushProducer)
+class H2Download(Download):
+    """A receiver on an HTTP/2 stream (``http2.H2Stream``, its transport),
+    which sends what its peer's window takes and queues the rest, pausing
+    the pipe meanwhile. A response cut short ends with RST_STREAM."""
+
+    def start(self, headers: Iterable[Tuple[bytes, bytes]]) -> None:
+        request = self.request
+        request.setResponseCode(200)
+        for name, value in headers:
+            request.responseHeaders.addRawHeader(name, value)
+        request.registerProducer(self, True)
+        request.write(b"")
+        self.transport.conn.flush()
+
+    def write(self, data: Data) -> None:
+        self.writeSequence([data], len(data))
+
+    def writeSequence(self, pieces: List[Data], size: int) -> None:
+        self.request.sentLength += size
+        self.transport.send(pieces, size)
+
+    def room(self) -> int:
+        return int(self.transport.room())
+
+    def held(self) -> int:
+        return int(self.transport.queued)
+
+    def taken(self) -> int:
+        return int(self.transport.written)
+
+    def close(self, clock: IReactorTime) -> None:
+        if self.request.producer is not None:
+            self.request.unregisterProducer()
+        self.transport.fail()
+
+    def cut(self) -> None:
+        if self.request.producer is not None:
+            self.request.unregisterProducer()
+        self.transport.abortConnection()
+
+
 class HTTPParties:
     """Makes the parties of HTTP requests (``pipe.PartyMaker``)."""
 
     def sender(self, pipe: "Pipe", request: object) -> Upload:
         # The HTTP layer hands the registry its requests.
-        return Upload(pipe, cast(PipeRequestLike, request))
+        http = cast(PipeRequestLike, request)
+        if http.clientproto == b"HTTP/2":
+            return H2Upload(pipe, http)
+        return Upload(pipe, http)
 
     def receiver(self, pipe: "Pipe", request: object) -> Download:
-        return Download(pipe, cast(PipeRequestLike, request))
+        http = cast(PipeRequestLike, request)
+        if http.clientproto == b"HTTP/2":
+            return H2Download(pipe, http)
+        return Download(pipe, http)

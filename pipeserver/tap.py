@@ -92,6 +92,11 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = LONGDESC
 
+    optFlags = [
+        ["no-h2", None, "Speak HTTP/1.1 only: no ALPN h2 on ssl: listeners, "
+         "no prior-knowledge HTTP/2 on the others."],
+    ]
+
     optParameters = [
         ["wait-timeout", None, 300.0,
          "Seconds a party waits for its pipe to be established.", _positive_float],
@@ -126,6 +131,13 @@ class Options(usage.Options):
         ["max-header-bytes", None, 16384,
          "Most bytes in a request line plus headers.", _positive_int],
         ["max-path-bytes", None, 1024, "Longest pipe path, in bytes.", _positive_int],
+        ["h2-window", None, 262144,
+         "HTTP/2: bytes a sender's stream window is opened by as its receivers "
+         "take its bytes (what the server holds per HTTP/2 sender at most).",
+         _positive_int],
+        ["h2-max-streams", None, 100,
+         "HTTP/2: streams one connection may have open at once "
+         "(SETTINGS_MAX_CONCURRENT_STREAMS).", _positive_int],
         ["shutdown-grace", None, 30.0,
          "Seconds transfers under way get to finish on SIGTERM.", _positive_float],
         ["log-format", None, "text",
@@ -303,6 +315,9 @@ def makeServer(options: OptionsLike, reactor: IServerReactor, fds: Optional[int]
     site.headerTimeout = float(options["header-timeout"])
     site.maxHeaders = int(options["max-headers"])
     site.totalHeadersSize = int(options["max-header-bytes"])
+    site.h2Enabled = not options.get("no-h2", False)
+    site.h2Window = int(options.get("h2-window", site.h2Window))
+    site.h2MaxStreams = int(options.get("h2-max-streams", site.h2MaxStreams))
     site.displayTracebacks = False
     return Server(reactor, registry, resource, site, fds, tokens, metrics)
 

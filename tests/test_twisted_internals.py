@@ -528,16 +528,17 @@ def test_request_chunked_says_how_the_response_is_framed() -> None:
 
 
 # ------------------------------------------------------------ TLS
-def test_tls_handshakes_from_one_context_all_complete_in_http11() -> None:
+def test_tls_handshakes_from_one_context_all_complete() -> None:
     """Clients that ask for h2 or HTTP/1.1 by ALPN, three in turn, on one
     ssl: endpoint context, as curl and browsers do: every handshake completes,
-    and never with h2, which PipeChannel does not speak.
+    with h2 where ALPN is offered (PipeChannel hands the connection to
+    http2.H2Channel at its first bytes).
 
     Twisted 25.5 sets a site's ALPN callback on that shared context at each
     connection, which pyOpenSSL 26.2+ refuses after the first ("Context has
     already been used"); PipeSite offers no ALPN there. Twisted 26 sets it
     once per context and fails a client whose protocols the site does not
-    offer; PipeSite offers HTTP/1.1 there."""
+    offer; PipeSite offers h2 and HTTP/1.1 there."""
     from twisted.internet import ssl
     from twisted.internet.interfaces import IHandshakeListener, IProtocolNegotiationFactory
     from twisted.internet.protocol import Factory, Protocol
@@ -576,7 +577,7 @@ def test_tls_handshakes_from_one_context_all_complete_in_http11() -> None:
         negotiated.append(client.wrappedProtocol.negotiated)
         client.transport.loseConnection()
         pump.flush()
-    assert negotiated == [None if per_connection else b"http/1.1"] * 3
+    assert negotiated == [None if per_connection else b"h2"] * 3
     assert site.channels == set()
 
 
