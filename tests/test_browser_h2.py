@@ -211,7 +211,12 @@ def test_text_mode_streams_as_the_user_types(services, procs, tmp_path):
             page.keyboard.type(piece, delay=10)
         page.click("#send")
         page.wait_for_selector("#send-status[data-done]", timeout=30000)
+        # Typing on after the end opens no new stream (Send would send it all).
+        page.keyboard.type("!", delay=10)
+        page.wait_for_timeout(300)
+        reopened = on_reactor(lambda: server.pipe("/typed") is not None)
         return {
+            "reopened": reopened,
             "shown": shown,
             "early": early,
             "label": label,
@@ -234,6 +239,7 @@ def test_text_mode_streams_as_the_user_types(services, procs, tmp_path):
     assert result["done"] == "ok", result
     assert result["status"].splitlines()[-1] == SUCCESS, result
     assert result["button"] == "Send"
+    assert result["reopened"] is False
     assert result["errors"] == []
 
 
