@@ -4,12 +4,16 @@
     make bench                       # full run (several minutes)
     .venv/bin/python bench/run.py --quick        # or BENCH_QUICK=1: fewer runs, smaller sizes
     .venv/bin/python bench/run.py --only throughput,latency --servers ours,piping
+    .venv/bin/python bench/run.py --only h2 --runs 3 --profile /tmp/prof   # HTTP/2 rows
 
 Starts every server itself, on free loopback ports, in the same run, and prints
 one table plus a JSON file (bench/results/). Baselines: socat (a plain TCP relay,
 row "one-to-one" only; installed with apt-get when missing and we are root) and
 piping-server 1.12.9 (npm, installed into bench/node_modules; skipped with a
-note when node/npm are missing). See docs/BENCHMARKS.md for what each row means.
+note when node/npm are missing). The HTTP/2 rows (issue 12), h2tls and h2c, are
+printed as a second table: ours h2 over TLS vs piping-server h2 over TLS and ours
+HTTP/1.1 over TLS; ours h2c vs ours HTTP/1.1 cleartext; 256 MiB, curl at both ends;
+server and client CPU s/GB. See docs/BENCHMARKS.md for what each row means.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -145,8 +150,9 @@ class HttpServer:
     """One of the two HTTP pipe servers, started fresh on a free port."""
 
     def __init__(self, name: str, argv_for_port: Callable[[int], List[str]],
-                 root: Path = ROOT) -> None:
+                 root: Path = ROOT, cert: Optional[Path] = None) -> None:
         self.name = name
+        self.cert = cert  # serves TLS with this certificate
         self.argv_for_port = argv_for_port
         self.root = root
         self.proc: Optional[subprocess.Popen] = None
@@ -180,7 +186,7 @@ class HttpServer:
         return self.proc.pid
 
     def url(self, path: str) -> str:
-        return f"http://{HOST}:{self.port}{path}"
+        return f"{'https' if self.cert else 'http'}://{HOST}:{self.port}{path}"
 
     def __enter__(self) -> "HttpServer":
         return self.start()
@@ -190,19 +196,23 @@ class HttpServer:
 
 
 _OURS_HELP: List[str] = []
+OURS_OPTIONS: List[str] = []  # --ours-option
 
 
-def ours_argv(port: int) -> List[str]:
+def ours_argv(port: int, listen: str = "tcp:{port}:interface={host}",
+              twistd_options: Tuple[str, ...] = ()) -> List[str]:
     """twistd pipe with its default settings, except waiting-party limits
     raised (when it has them) so that row (4) can park 10,000 receivers."""
     twistd = str(Path(sys.executable).parent / "twistd")
     if not _OURS_HELP:
         _OURS_HELP.append(subprocess.run([twistd, "pipe", "--help"], cwd=str(ROOT),
                                          capture_output=True, text=True).stdout)
-    argv = [twistd, "-n", "--pidfile=", "pipe", "--listen", f"tcp:{port}:interface={HOST}"]
+    argv = [twistd, "-n", "--pidfile=", *twistd_options, "pipe",
+            "--listen", listen.format(port=port, host=HOST)]
     for option in ("--max-waiting", "--max-waiting-per-project"):
         if option + "=" in _OURS_HELP[0]:
             argv += [option, "1000000"]
+    argv += OURS_OPTIONS
     return argv
 
 
@@ -582,6 +592,235 @@ def leak(server: HttpServer, rounds: int, per_round: int) -> Dict[str, Any]:
             "growth_mib": (rss[-1] - rss[1]) / MiB, "rounds": rounds}
 
 
+# --------------------------------------------------------------- (7) HTTP/2
+# variant: (label, server, curl protocol options, the http_version curl must report)
+H2_VARIANTS = {
+    "ours_h2_tls": ("ours h2 over TLS", "ours_tls", ["--http2"], "2"),
+    "piping_h2_tls": ("piping h2 over TLS", "piping_tls", ["--http2"], "2"),
+    "ours_h1_tls": ("ours HTTP/1.1 over TLS", "ours_tls", ["--http1.1"], "1.1"),
+    "ours_h2c": ("ours h2c (prior knowledge)", "ours", ["--http2-prior-knowledge"], "2"),
+    "ours_h1": ("ours HTTP/1.1 cleartext", "ours", ["--http1.1"], "1.1"),
+}
+H2_ROWS = {"h2tls": ["ours_h2_tls", "piping_h2_tls", "ours_h1_tls"], "h2c": ["ours_h2c", "ours_h1"]}
+
+
+def make_cert(directory: Path) -> Tuple[Path, Path]:
+    """A throwaway self-signed P-256 certificate for 127.0.0.1 (key.pem, cert.pem)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    key_path, cert_path = directory / "key.pem", directory / "cert.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def machine_ticks() -> Tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def wait_rusage(procs: List[subprocess.Popen], timeout: float) -> Tuple[List[float], List[float]]:
+    """Like wait_all, and also each process's user+system CPU seconds (wait4)."""
+    ends = [0.0] * len(procs)
+    cpus = [0.0] * len(procs)
+
+    def waiter(i: int) -> None:
+        _, status, usage = os.wait4(procs[i].pid, 0)
+        ends[i] = time.monotonic()
+        cpus[i] = usage.ru_utime + usage.ru_stime
+        procs[i].returncode = os.waitstatus_to_exitcode(status)
+
+    threads = [threading.Thread(target=waiter, args=(i,)) for i in range(len(procs))]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() for t in threads):
+        for p in procs:
+            p.kill()
+        for t in threads:
+            t.join()
+        raise RuntimeError("transfer timed out")
+    return ends, cpus
+
+
+def h2_transfer(server: HttpServer, options: List[str], want: str, nbytes: int,
+                sha: bool = False) -> Dict[str, Any]:
+    """One curl sender (gen.py piped into ``curl -T -``) and one curl receiver, both
+    with ``options``; MB/s, server CPU s/GB and the two curls' CPU s/GB (wait4: the
+    curls alone, not gen.py)."""
+    curl = ["curl", "-sS", "--fail"] + options
+    if server.cert:
+        curl += ["--cacert", str(server.cert)]
+    url = server.url(fresh_path("h2"))
+    busy0, total0 = machine_ticks()
+    cpu0 = cpu_seconds(server.pid)
+    if sha:
+        receiver = subprocess.Popen(
+            ["bash", "-c", "set -o pipefail; " + " ".join(curl) + f" '{url}' | sha256sum"],
+            stdout=subprocess.PIPE)
+    else:
+        receiver = subprocess.Popen(
+            curl + ["-o", "/dev/null", "-w", "%{size_download} %{http_version}", url],
+            stdout=subprocess.PIPE)
+    time.sleep(0.3)  # let it park, so the clock measures the transfer alone
+    read_end, write_end = os.pipe()
+    t0 = time.monotonic()
+    source = subprocess.Popen([sys.executable, str(BENCH / "gen.py"), str(nbytes)],
+                              stdout=write_end)
+    os.close(write_end)
+    sender = subprocess.Popen(curl + ["-T", "-", "-w", "\n@%{http_version}", url],
+                              stdin=read_end, stdout=subprocess.PIPE)
+    os.close(read_end)
+    ends, cpus = wait_rusage([receiver, sender], timeout=600)
+    source.wait()
+    cpu = cpu_seconds(server.pid) - cpu0
+    busy1, total1 = machine_ticks()
+    out = [line for line in sender.stdout.read().decode(  # type: ignore[union-attr]
+        errors="replace").splitlines() if line.strip()]
+    got = receiver.stdout.read().decode().split()  # type: ignore[union-attr]
+    if sender.returncode != 0 or len(out) < 2 or "successfully" not in out[-2]:
+        raise RuntimeError(f"{server.name} {options}: sender failed "
+                           f"(curl exit {sender.returncode}): {out[-3:]!r}")
+    if receiver.returncode != 0 or not got:
+        raise RuntimeError(f"{server.name} {options}: receiver failed "
+                           f"(exit {receiver.returncode})")
+    proto = out[-1].lstrip("@")
+    if sha:
+        if got[0] != gen.expected_sha256(nbytes):
+            raise RuntimeError(f"{server.name} {options}: sha256 mismatch")
+    else:
+        if int(got[0]) != nbytes:
+            raise RuntimeError(f"{server.name} {options}: got {got[0]} bytes of {nbytes}")
+        if got[1] != proto:
+            raise RuntimeError(f"{server.name} {options}: sender on HTTP/{proto}, "
+                               f"receiver on HTTP/{got[1]}")
+    if proto != want:
+        raise WrongProtocol(proto)
+    elapsed = max(ends) - t0
+    gb = nbytes / 1e9
+    return {"mbps": nbytes / elapsed / 1e6, "cpu_s_per_gb": cpu / gb,
+            "client_cpu_s_per_gb": sum(cpus) / gb, "receiver_cpu_s_per_gb": cpus[0] / gb,
+            "sender_cpu_s_per_gb": cpus[1] / gb, "seconds": elapsed,
+            # how busy all cores were meanwhile, everyone's work included (the
+            # machine is shared): near 1 means the row was CPU-bound
+            "machine_busy": (busy1 - busy0) / max(1, total1 - total0)}
+
+
+class WrongProtocol(RuntimeError):
+    """curl spoke another HTTP version than the row is about (no ALPN h2 yet)."""
+
+
+def h2_rows(rows: List[str], starters: Dict[str, Callable[[], HttpServer]], runs: int,
+            nbytes: int, only: Optional[set] = None) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """Every variant of ``rows``, run i of each in turn, then run i + 1 of each."""
+    variants = [v for row in rows for v in H2_ROWS[row] if not only or v in only]
+    results: Dict[str, Any] = {}
+    status: Dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        running: Dict[str, HttpServer] = {}
+        moves: Dict[str, Callable[..., Dict[str, Any]]] = {}
+        for v in variants:
+            label, server, options, want = H2_VARIANTS[v]
+            if server not in starters:
+                status[v] = "server skipped"
+                continue
+            if server not in running:
+                running[server] = stack.enter_context(starters[server]())
+            move = functools.partial(h2_transfer, running[server], options, want)
+            log(f"[{v}] warm-up and sha256 of 16 MiB")
+            try:
+                move(16 * MiB, sha=True)
+                move(16 * MiB)
+            except WrongProtocol as e:
+                status[v] = f"curl got HTTP/{e}"
+                note(f"{label}: curl got HTTP/{e}, not HTTP/{want}: row skipped")
+                continue
+            except RuntimeError as e:
+                status[v] = "failed"
+                note(f"{label}: failed ({e}): row skipped")
+                continue
+            moves[v] = move
+            status[v] = "ok"
+        done: Dict[str, List[Dict[str, Any]]] = {v: [] for v in moves}
+        for i in range(runs):
+            for v, move in moves.items():
+                done[v].append(run_once(lambda: move(nbytes), v, i, runs))
+        for v in moves:
+            results[v] = summarize(done[v])
+            results[v]["runs"] = done[v]  # type: ignore[assignment]
+    return results, status
+
+
+def ceiling(res: Dict[str, Any], cores: int) -> float:
+    """The MB/s at which server and clients together would use every core."""
+    return cores * 1e3 / (res["cpu_s_per_gb"]["median"] + res["client_cpu_s_per_gb"]["median"])
+
+
+def h2_table(results: Dict[str, Any], status: Dict[str, str], size: str) -> str:
+    cores = len(os.sched_getaffinity(0))
+    lines = [f"| 1:1 {size}, curl at both ends | MB/s | server CPU s/GB | clients CPU s/GB "
+             f"| of which sender, receiver | ceiling MB/s: {cores} cores, 1 core for the server "
+             "| machine busy |", "|---|---|---|---|---|---|---|"]
+    for v, (label, _server, _options, _want) in H2_VARIANTS.items():
+        if v not in status:
+            continue
+        res = results.get(v)
+        if res is None:
+            lines.append(f"| {label} | {status[v]} | | | | | |")
+            continue
+        lines.append(f"| {label} | {fmt(res['mbps'])} | {fmt(res['cpu_s_per_gb'], 2)} | "
+                     f"{fmt(res['client_cpu_s_per_gb'], 2)} | "
+                     f"{res['sender_cpu_s_per_gb']['median']:.2f}, "
+                     f"{res['receiver_cpu_s_per_gb']['median']:.2f} | "
+                     f"{ceiling(res, cores):.0f}, {1e3 / res['cpu_s_per_gb']['median']:.0f} | "
+                     f"{res['machine_busy']['median']:.0%} |")
+
+    def med(v: str, k: str) -> Optional[float]:
+        return results[v][k]["median"] if v in results else None
+
+    checks = [
+        ("h2 TLS MB/s ≥ 1.5× piping h2 TLS", med("ours_h2_tls", "mbps"),
+         med("piping_h2_tls", "mbps"), lambda o, b: o >= 1.5 * b),
+        ("h2 TLS server CPU s/GB ≤ piping h2 TLS", med("ours_h2_tls", "cpu_s_per_gb"),
+         med("piping_h2_tls", "cpu_s_per_gb"), lambda o, b: o <= b),
+        ("h2c MB/s ≥ 0.7× ours HTTP/1.1 cleartext", med("ours_h2c", "mbps"),
+         med("ours_h1", "mbps"), lambda o, b: o >= 0.7 * b),
+        ("(h2 TLS MB/s vs ours HTTP/1.1 TLS)", med("ours_h2_tls", "mbps"),
+         med("ours_h1_tls", "mbps"), None),
+    ]
+    lines += ["", "| target | ratio of medians | met |", "|---|---|---|"]
+    for text, o, b, check in checks:
+        if o is None or b is None:
+            continue
+        met = "" if check is None else ("yes" if check(o, b) else "**no**")
+        lines.append(f"| {text} | {o / b:.2f}× | {met} |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------- the table
 def summary(values: List[float]) -> Dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values),
@@ -693,16 +932,27 @@ def main() -> int:
                         help="fewer runs, smaller sizes (also BENCH_QUICK=1)")
     parser.add_argument("--runs", type=int, default=None, help="runs per row (default 5, quick 2)")
     parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
-                        help="comma list of: throughput,fanout,latency,parked,slow,leak")
+                        help="comma list of: throughput,fanout,latency,parked,slow,leak,"
+                             "h2tls,h2c (h2 = both)")
     parser.add_argument("--servers", default=os.environ.get("BENCH_SERVERS", "ours,socat,piping"),
                         help="comma list of: ours,socat,piping")
     parser.add_argument("--base", default=os.environ.get("BENCH_BASE"),
                         help="another pipeserver checkout (e.g. a git worktree of the commit "
                              "before a change), run as server 'base' beside 'ours'")
+    parser.add_argument("--profile", default=os.environ.get("BENCH_PROFILE"),
+                        help="directory: run ours in the h2tls/h2c rows under cProfile "
+                             "(twistd --profiler cprofile --savestats), one pstats file per server")
+    parser.add_argument("--variants", default=os.environ.get("BENCH_VARIANTS", ""),
+                        help="rows h2tls/h2c: only these of " + ",".join(H2_VARIANTS)
+                             + " (e.g. one at a time under --profile)")
+    parser.add_argument("--ours-option", action="append", default=[],
+                        help="an extra option for twistd pipe in every row, e.g. "
+                             "--ours-option=--h2-window=1048576 (repeatable)")
     parser.add_argument("--json", default=None, help="where to write the JSON (default bench/results/)")
     args = parser.parse_args()
 
     quick = args.quick
+    OURS_OPTIONS.extend(args.ours_option)
     runs = args.runs or (2 if quick else 5)
     mem_runs = max(1, min(runs, 3))
     cfg = {
@@ -716,12 +966,15 @@ def main() -> int:
         "slow_seconds": 5.0 if quick else 10.0,
         "leak_rounds": 5 if quick else 10,
         "leak_pairs": 300 if quick else 1000,
+        "h2_size": 256 * MiB,
     }
     only = set(filter(None, args.only.split(","))) or {
-        "throughput", "fanout", "latency", "parked", "slow", "leak"}
+        "throughput", "fanout", "latency", "parked", "slow", "leak", "h2tls", "h2c"}
+    if "h2" in only:
+        only |= {"h2tls", "h2c"}
     wanted = set(filter(None, args.servers.split(",")))
     fds = raise_fd_limit()
-    if fds < cfg["parked"] * 2 + 100:
+    if fds < cfg["parked"] * 2 + 100 and "parked" in only:
         cfg["parked"] = max(100, (fds - 100) // 2)
         note(f"fd limit {fds}: parked receivers lowered to {cfg['parked']}")
 
@@ -819,6 +1072,38 @@ def main() -> int:
 
             results[name]["leak"] = collect(mem_runs, one_leak, "leak")
 
+    h2_text = ""
+    if only & {"h2tls", "h2c"}:
+        with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp:
+            key, cert = make_cert(Path(tmp))
+            prof: Dict[str, Tuple[str, ...]] = {"ours": (), "ours_tls": ()}
+            if args.profile:
+                Path(args.profile).mkdir(parents=True, exist_ok=True)
+                for name in prof:
+                    prof[name] = (f"--profile={Path(args.profile).resolve() / name}.pstats",
+                                  "--profiler=cprofile", "--savestats")
+            tls_listen = f"ssl:{{port}}:interface={{host}}:privateKey={key}:certKey={cert}"
+            starters: Dict[str, Callable[[], HttpServer]] = {}
+            if "ours" in wanted:
+                starters["ours"] = lambda: HttpServer(
+                    "ours", lambda port: ours_argv(port, twistd_options=prof["ours"]))
+                starters["ours_tls"] = lambda: HttpServer(
+                    "ours_tls", lambda port: ours_argv(port, tls_listen, prof["ours_tls"]),
+                    cert=cert)
+            if piping_argv:
+                starters["piping_tls"] = lambda: HttpServer(
+                    "piping_tls", lambda port: piping_argv + [
+                        "--host", HOST, "--http-port", str(free_port()), "--enable-https",
+                        "--https-port", str(port), "--key-path", str(key),
+                        "--crt-path", str(cert)], cert=cert)
+            rows = [row for row in ("h2tls", "h2c") if row in only]
+            h2_results, h2_status = h2_rows(rows, starters, runs, cfg["h2_size"],
+                                            set(filter(None, args.variants.split(","))))
+            for v, res in h2_results.items():
+                results.setdefault("h2", {})[v] = res
+            results.setdefault("h2", {})["status"] = h2_status
+            h2_text = h2_table(h2_results, h2_status, f"{cfg['h2_size'] // MiB} MiB")
+
     fmt_cfg = {
         "size": f"{cfg['size'] // MiB} MiB", "sha_size": f"{cfg['sha_size'] // MiB} MiB",
         "fsize": f"{cfg['fsize'] // MiB} MiB", "r2": 2, "rlast": cfg["leak_rounds"],
@@ -826,7 +1111,10 @@ def main() -> int:
     text = table(results, fmt_cfg, quick)
     print(f"\npipeserver bench — {'quick, ' if quick else ''}{runs} runs per row "
           f"({mem_runs} for memory rows); median (min–max)\n")
-    print(text)
+    if text.count("\n") > 1:
+        print(text)
+    if h2_text:
+        print(f"\nHTTP/2 rows (issue 12), the variants taking turns run by run:\n\n{h2_text}")
     for n in NOTES:
         print(f"\nnote: {n}")
     out = {
@@ -834,7 +1122,7 @@ def main() -> int:
         "seconds": round(time.time() - started, 1),
         "quick": quick, "runs": runs, "mem_runs": mem_runs, "config": cfg,
         "socat_buffer": SOCAT_BUFFER, "piping_version": PIPING_VERSION,
-        "notes": NOTES, "results": results, "table": text,
+        "notes": NOTES, "results": results, "table": text, "h2_table": h2_text,
     }
     path = Path(args.json) if args.json else (
         BENCH / "results" / time.strftime("bench-%Y%m%d-%H%M%S.json"))

@@ -27,6 +27,9 @@ What is used, and where:
 * a TCP transport's ``_tempDataBuffer``/``_tempDataLen`` (what ``write``
   queued since the last send; fastpath.py sends it itself);
 * ``Request.chunked`` (:func:`response_chunked`) and ``_disconnected``;
+* what ``http.Request`` calls on its channel (``writeHeaders``, ``write``,
+  ``requestDone``: the private ``_IDeprecatedHTTPChannelToRequestInterface``),
+  which ``http2.H2Stream`` implements for a request on an HTTP/2 stream;
 * ``TLSMemoryBIOFactory._applyProtocolNegotiation`` (a version switch:
   :data:`ALPN_SET_PER_CONNECTION`) and ``ReactorBase._exitSignal``
   (:func:`set_exit_signal`).
@@ -40,7 +43,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any, Callable, List, Optional, Tuple
+from typing import cast, Any, Callable, List, Optional, Tuple
 
 import twisted
 from twisted.internet import abstract, base
@@ -321,6 +324,45 @@ def _probeChannel() -> None:
     channel.connectionLost(Failure(ConnectionDone()))
 
 
+def _probeRequestChannel() -> None:
+    """Answer a request on a channel that records what the request calls:
+    an HTTP/2 stream stands in for the channel in just this way."""
+    calls: List[Tuple[str, Any]] = []
+
+    class Recorder:
+        transport = None
+        factory = None
+
+        def getPeer(self) -> None:
+            return None
+
+        def getHost(self) -> None:
+            return None
+
+        def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+            calls.append(("writeHeaders", (version, code)))
+
+        def write(self, data: bytes) -> None:
+            calls.append(("write", data))
+
+        def writeSequence(self, data: List[bytes]) -> None:
+            calls.append(("writeSequence", data))
+
+        def requestDone(self, request: object) -> None:
+            calls.append(("requestDone", None))
+
+    request = http.Request(cast(Any, Recorder()))
+    request.method, request.clientproto = b"GET", b"HTTP/2"
+    request.write(b"x")
+    request.finish()
+    if calls != [
+        ("writeHeaders", (b"HTTP/2", b"200")),
+        ("write", b"x"),
+        ("requestDone", None),
+    ]:
+        raise _changed("Request's channel calls", f"what http2.H2Stream implements: {calls}")
+
+
 def _check() -> None:
     channel = http.HTTPChannel
     for name, why in [
@@ -360,6 +402,7 @@ def _check() -> None:
     for name in ("_tempDataBuffer", "_tempDataLen"):
         _need(descriptor, name, "what a transport's write queued since its last send")
     _need(base.ReactorBase, "_exitSignal", "the signal twistd exits with")
+    _probeRequestChannel()
 
 
 _check()

@@ -34,6 +34,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.frame_buffer
 import h2.settings
 import hyperframe.frame
 from twisted.internet.error import ConnectionAborted, ConnectionLost
@@ -45,7 +46,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from pipeserver import errors
-from pipeserver.channel import STREAMED_METHODS, PipeRequest, target_ok
+from pipeserver.channel import STREAMED_METHODS, PipeChannel, PipeRequest, target_ok
 from pipeserver.errors import Rejection
 
 log = Logger()
@@ -76,7 +77,31 @@ def _data_repr(self: hyperframe.frame.DataFrame) -> str:
     return f"<{len(self.data)} bytes>"
 
 
-hyperframe.frame.DataFrame._body_repr = _data_repr  # type: ignore[method-assign]
+hyperframe.frame.DataFrame._body_repr = _data_repr  # type: ignore[method-assign,assignment]
+
+
+class HeaderBlockBuffer(h2.frame_buffer.FrameBuffer):
+    """h2's frame buffer, with a cap on the bytes of a header block still
+    waiting for its END_HEADERS. h2 caps only the CONTINUATION frames (64,
+    so up to 1 MiB per connection) and the header list once decoded: a
+    CONTINUATION flood is ended here, at twice ``--max-header-bytes``
+    (HPACK rarely makes a header list bigger than its encoding)."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(server=True)
+        self.cap = cap
+
+    def _update_header_buffer(self, f: Any) -> Any:
+        # (h2 4.x's own hook; checked at import below.)
+        frame = super()._update_header_buffer(f)
+        pending = self._headers_buffer
+        if pending and sum(len(part.data) for part in pending) > self.cap:
+            raise h2.exceptions.DenialOfServiceError("Header block too large.")
+        return frame
+
+
+if not hasattr(h2.frame_buffer.FrameBuffer, "_update_header_buffer"):  # pragma: no cover
+    raise ImportError("h2's FrameBuffer changed: see http2.HeaderBlockBuffer")
 
 
 class Budget:
@@ -100,8 +125,10 @@ class Budget:
         now = self.clock.seconds()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
+        if self.tokens < 1:
+            return False
         self.tokens -= 1
-        return self.tokens >= 0
+        return True
 
 
 #: (burst, per second) of each budget. Generous for clients that behave:
@@ -121,8 +148,6 @@ class H2Request(PipeRequest):
     stream then ends, and the rest of the body is refused with
     ``RST_STREAM(NO_ERROR)`` (RFC 9113 8.1) rather than waited for."""
 
-    channel: "H2Stream"
-
     def finish(self) -> None:
         if self.streamed and not self._bodyEnded:
             self._bodyEnded = True
@@ -130,7 +155,6 @@ class H2Request(PipeRequest):
         super().finish()
 
 
-@implementer(IPushProducer)
 class H2Stream:
     """One stream: its request's channel and transport.
 
@@ -444,10 +468,12 @@ class H2Stream:
         self.producer = None
 
     def getPeer(self) -> Any:
-        return self.conn.transport.getPeer()
+        transport: Any = self.conn.transport
+        return transport.getPeer()
 
     def getHost(self) -> Any:
-        return self.conn.transport.getHost()
+        transport: Any = self.conn.transport
+        return transport.getHost()
 
     def isSecure(self) -> bool:
         return self.conn.secure
@@ -562,6 +588,7 @@ class H2Channel(Protocol):
             },
         )
         conn.decoder.max_header_list_size = header_bytes
+        conn.incoming_buffer = HeaderBlockBuffer(2 * header_bytes)
         conn.initiate_connection()
         # Streams' windows shut at first. Sent as a change, which h2 applies
         # once the client acknowledges it: until then the client may send a
@@ -608,6 +635,8 @@ class H2Channel(Protocol):
                 self.flush()
 
     _calm = False
+    #: The priority that came with the last request's HEADERS.
+    _opened: Optional[h2.events.PriorityUpdated] = None
 
     def _event(self, event: h2.events.Event) -> None:
         stream: Optional[H2Stream]
@@ -624,6 +653,7 @@ class H2Channel(Protocol):
                 self.h2.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
                 return
             self._stopIdle()
+            self._opened = event.priority_updated
             stream = self.streams[event.stream_id] = H2Stream(self, event.stream_id)
             stream.begin(list(event.headers), event.stream_ended is not None)
         elif isinstance(event, h2.events.StreamEnded):
@@ -653,12 +683,16 @@ class H2Channel(Protocol):
                 self._drop()
         elif isinstance(event, h2.events.TrailersReceived):
             pass  # the StreamEnded that follows ends the body
+        elif isinstance(event, h2.events.PriorityUpdated):
+            # A browser sets a priority on each request's HEADERS: only
+            # PRIORITY frames of their own count as control frames.
+            if event is not self._opened:
+                self._spend("control")
         elif isinstance(
             event,
             (
                 h2.events.PingReceived,
                 h2.events.PingAckReceived,
-                h2.events.PriorityUpdated,
                 h2.events.UnknownFrameReceived,
                 h2.events.SettingsAcknowledged,
                 h2.events.AlternativeServiceAvailable,
@@ -739,22 +773,39 @@ class H2Channel(Protocol):
 
     # ---- the end
     def goAway(self, code: int = h2.errors.ErrorCodes.NO_ERROR) -> None:
-        """Tell the client to open no more streams (a shutdown, a flood)."""
+        """Tell the client to open no more streams: a shutdown (NO_ERROR;
+        its open streams go on, new ones are refused) or a flood (the
+        connection ends)."""
         if self.transport is None:
             return
         self.closing = True
-        try:
-            self.h2.close_connection(error_code=code)
-        except h2.exceptions.ProtocolError:
-            pass
+        if code != h2.errors.ErrorCodes.NO_ERROR:
+            try:
+                self.h2.close_connection(error_code=code)
+            except h2.exceptions.ProtocolError:
+                pass
+            self.flush()
+            return
+        # h2's own GOAWAY would close its state machine, and the streams
+        # still open could not go on: the frame is written here instead.
         self.flush()
+        frame = hyperframe.frame.GoAwayFrame(stream_id=0)
+        frame.last_stream_id = self.h2.highest_inbound_stream_id
+        frame.error_code = code
+        self.transport.write(frame.serialize())
+        if not self.streams:
+            self._drop()
 
     def loseConnection(self) -> None:
         """GOAWAY, then close once our bytes have gone."""
         if self.transport is None:
             return
         if not self.closing:
-            self.goAway()
+            self.closing = True
+            try:
+                self.h2.close_connection()
+            except h2.exceptions.ProtocolError:
+                pass
         self._drop()
 
     def _drop(self) -> None:
@@ -824,7 +875,7 @@ def wants_h2(transport: Any, data: bytes) -> Optional[bool]:
     return False
 
 
-def handover(old: Any, transport: Any, data: bytes) -> bool:
+def handover(old: PipeChannel, transport: Any, data: bytes) -> bool:
     """Give ``transport`` (whose protocol is ``old``, a fresh PipeChannel)
     to a new :class:`H2Channel`, and feed it ``data``. False if the
     transport cannot change protocols (then HTTP/1.1 goes on)."""
