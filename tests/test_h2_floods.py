@@ -14,6 +14,7 @@ import pytest
 import pytest_twisted
 from h2.errors import ErrorCodes
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
 
 import helpers
 from h2_support import (
@@ -65,8 +66,14 @@ def flood_while_pairing(server, procs, tmp_path, client, batch, batches, codes):
     written = yield flood(client, batch, batches)
     yield wait_for(lambda: client.ended, timeout=15,
                    what=f"GOAWAY or a close after {written} batches of the flood")
+    # The GOAWAY's code when it arrives. It may not: the server closes while
+    # the rest of the flood sits unread in its socket, so its kernel sends a
+    # RST, which can destroy the GOAWAY before a loaded client reads it.
     if client.goaway is not None:
         assert client.goaway[0] in codes, client.goaway
+    else:
+        yield client.wait_closed(20)
+        assert not client.reason.check(ConnectionDone), "closed cleanly without a GOAWAY"
     assert written < batches, "the whole flood was taken"
     yield during
     yield curl_pair(server, procs, tmp_path, "/after")
@@ -88,7 +95,6 @@ def test_rapid_reset(server, procs, tmp_path, h2clients):
         return frame_bytes(frames)
 
     yield flood_while_pairing(server, procs, tmp_path, client, batch, 500, {CALM})
-    assert client.goaway is not None and client.goaway[0] == CALM, client.goaway
     yield server.wait_empty()
 
 
@@ -104,7 +110,6 @@ def test_continuation_flood(server, procs, tmp_path, h2clients):
 
     yield flood_while_pairing(server, procs, tmp_path, client, batch, 2000,
                               {ErrorCodes.PROTOCOL_ERROR, CALM})
-    assert client.goaway is not None, "no GOAWAY"
     # The header block never ended: no request was made of it.
     assert 1 not in client.responses or client.responses[1].status is None
     yield server.wait_empty()
@@ -118,7 +123,6 @@ def test_settings_flood(server, procs, tmp_path, h2clients):
         return frame_bytes(settings_frame({4: 65535 + (i % 7)}) for _ in range(100))
 
     yield flood_while_pairing(server, procs, tmp_path, client, batch, 1000, {CALM})
-    assert client.goaway is not None and client.goaway[0] == CALM, client.goaway
 
 
 @pytest_twisted.inlineCallbacks
@@ -157,7 +161,6 @@ def test_empty_data_frame_flood(server, procs, tmp_path, h2clients):
         return frame_bytes(data_frame(1) for _ in range(100))
 
     yield flood_while_pairing(server, procs, tmp_path, client, batch, 1000, {CALM})
-    assert client.goaway is not None and client.goaway[0] == CALM, client.goaway
     yield server.wait_empty()
 
 
