@@ -583,13 +583,22 @@ class H2Channel(Protocol):
         conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
-                codes.MAX_CONCURRENT_STREAMS: self.maxStreams,
+                # What h2 itself enforces, with GOAWAY (a connection error):
+                # past what we advertise, for clients that ignore it. Up to
+                # what we advertise (below), the extra stream gets
+                # RST_STREAM(REFUSED_STREAM), as RFC 9113 5.1.2 asks.
+                codes.MAX_CONCURRENT_STREAMS: 2 * self.maxStreams + 16,
                 codes.MAX_HEADER_LIST_SIZE: header_bytes,
             },
         )
         conn.decoder.max_header_list_size = header_bytes
         conn.incoming_buffer = HeaderBlockBuffer(2 * header_bytes)
         conn.initiate_connection()
+        advertised = hyperframe.frame.SettingsFrame(
+            0, settings={codes.MAX_CONCURRENT_STREAMS: self.maxStreams}
+        )
+        self.flush()
+        transport.write(advertised.serialize())
         # Streams' windows shut at first. Sent as a change, which h2 applies
         # once the client acknowledges it: until then the client may send a
         # stream the default 64 KiB, as about one read of HTTP/1.1.
@@ -649,7 +658,7 @@ class H2Channel(Protocol):
         elif isinstance(event, h2.events.RequestReceived):
             if not self._spend("stream"):
                 return
-            if self.closing:
+            if self.closing or len(self.streams) >= self.maxStreams:
                 self.h2.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
                 return
             self._stopIdle()
@@ -677,7 +686,11 @@ class H2Channel(Protocol):
             if self._spend("control"):
                 self._drainAll()
         elif isinstance(event, h2.events.ConnectionTerminated):
-            # The client opens no new stream; those open go on.
+            # The client opens no new stream; those open go on (RFC 9113
+            # 6.8). h2 closes its state machine on a GOAWAY it receives and
+            # would send nothing more: it is put back, and new streams are
+            # refused here.
+            self.h2.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
             self.closing = True
             if not self.streams:
                 self._drop()
