@@ -104,6 +104,23 @@ if not hasattr(h2.frame_buffer.FrameBuffer, "_update_header_buffer"):  # pragma:
     raise ImportError("h2's FrameBuffer changed: see http2.HeaderBlockBuffer")
 
 
+class _Settings(h2.settings.Settings):
+    """Our SETTINGS, which advertise ``MAX_CONCURRENT_STREAMS`` while h2
+    enforces only a ceiling past it (``ceiling``), with GOAWAY, for clients
+    that ignore it: up to that, the extra stream gets RST_STREAM
+    (REFUSED_STREAM) from H2Channel, as RFC 9113 5.1.2 asks."""
+
+    ceiling = 0
+
+    @property
+    def max_concurrent_streams(self) -> int:
+        return self.ceiling
+
+    @max_concurrent_streams.setter
+    def max_concurrent_streams(self, value: int) -> None:
+        self[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = value
+
+
 class Budget:
     """A token bucket: ``burst`` events at once, then ``rate`` a second.
 
@@ -580,25 +597,17 @@ class H2Channel(Protocol):
         conn = self.h2 = h2.connection.H2Connection(config=config)
         header_bytes = int(getattr(self.site, "totalHeadersSize", 16384))
         codes = h2.settings.SettingCodes
-        conn.local_settings = h2.settings.Settings(
+        conn.local_settings = _Settings(
             client=False,
             initial_values={
-                # What h2 itself enforces, with GOAWAY (a connection error):
-                # past what we advertise, for clients that ignore it. Up to
-                # what we advertise (below), the extra stream gets
-                # RST_STREAM(REFUSED_STREAM), as RFC 9113 5.1.2 asks.
-                codes.MAX_CONCURRENT_STREAMS: 2 * self.maxStreams + 16,
+                codes.MAX_CONCURRENT_STREAMS: self.maxStreams,
                 codes.MAX_HEADER_LIST_SIZE: header_bytes,
             },
         )
+        conn.local_settings.ceiling = 2 * self.maxStreams + 16
         conn.decoder.max_header_list_size = header_bytes
         conn.incoming_buffer = HeaderBlockBuffer(2 * header_bytes)
         conn.initiate_connection()
-        advertised = hyperframe.frame.SettingsFrame(
-            0, settings={codes.MAX_CONCURRENT_STREAMS: self.maxStreams}
-        )
-        self.flush()
-        transport.write(advertised.serialize())
         # Streams' windows shut at first. Sent as a change, which h2 applies
         # once the client acknowledges it: until then the client may send a
         # stream the default 64 KiB, as about one read of HTTP/1.1.
