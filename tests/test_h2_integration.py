@@ -319,3 +319,24 @@ def test_pipes_multiplexed_on_one_tls_connection(procs, services, tmp_path, h2cl
     client.close()
     yield client.wait_closed()
     yield server.wait_empty()
+
+
+@pytest_twisted.inlineCallbacks
+def test_curl_parallel_multiplexes_a_receiver_and_its_sender_over_tls(procs, services, tmp_path):
+    """``curl -Z``: a GET and a PUT of the same pipe on one TLS connection
+    (curl 7.88 multiplexes an upload over TLS, not in the clear)."""
+    svc, server, tls_port, cert = yield tls_service(services, tmp_path)
+    url = f"https://127.0.0.1:{tls_port}/z"
+    body = str(tmp_path / "body")
+    expected = make_file(body, 3 * MiB + 9, seed=9)
+    got, said = str(tmp_path / "got"), str(tmp_path / "said")
+    proc = procs.spawn(curl("-f", "-v", "-Z", "--http2", "--cacert", cert, "-o", got, url,
+                            "--next", "-f", "--http2", "--cacert", cert, "-T", body, "-o", said, url))
+    yield proc.wait(timeout=60)
+    assert proc.exit_code == 0, proc.describe()
+    assert file_sha256(got) == expected
+    assert lines_of(said) == RECEIVER_FIRST
+    log = bytes(proc.err).decode("latin-1")
+    assert log.count("* Connected to ") == 1, log
+    assert "* Multiplexed connection found" in log, log
+    yield server.wait_empty()
