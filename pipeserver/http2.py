@@ -36,6 +36,7 @@ import h2.exceptions
 import h2.frame_buffer
 import h2.settings
 import hyperframe.frame
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -56,6 +57,9 @@ DEFAULT_MAX_STREAMS = 100
 #: The connection's receive window: wide, and topped up as it is used, so
 #: only the streams' windows (opened as the pipe reads) bound what arrives.
 CONNECTION_WINDOW = 1 << 30
+#: Seconds a connection ended for a flood is read (and dropped) so that its
+#: GOAWAY gets through, before it is aborted.
+LINGER = 2.0
 # h2 4.x builds the repr of every frame it receives, even with logging off
 # ("Received frame: %s" in H2Connection._receive_frame), and a DATA frame's
 # repr hexlifies its payload: about a third of the CPU of a transfer. The
@@ -158,6 +162,8 @@ class H2Channel(Protocol):
     inEvents = False
     paused = False
     closing = False
+    #: Ended for a flood: what still comes is dropped unread (``_linger``).
+    discarding = False
 
     def __init__(self, site: Any, window: int, maxStreams: int) -> None:
         self.site = site
@@ -213,7 +219,7 @@ class H2Channel(Protocol):
             self.transport.write(data)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
-        if self.closing and not self.streams:
+        if self.discarding or (self.closing and not self.streams):
             return
         self.inEvents = True
         try:
@@ -222,7 +228,7 @@ class H2Channel(Protocol):
             except h2.exceptions.ProtocolError as failure:
                 # h2 has queued its GOAWAY.
                 log.info("HTTP/2 connection ended: {why}", why=failure)
-                self._drop()
+                self._linger()
                 return
             for event in events:
                 self._event(event)
@@ -312,8 +318,26 @@ class H2Channel(Protocol):
             self._calm = True
             log.info("HTTP/2 flood ({kind}): connection ended", kind=budget)
             self.goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
-            self._drop()
+            self._linger()
         return False
+
+    def _linger(self) -> None:
+        """End the connection so its GOAWAY arrives: closing with the rest
+        of a flood unread would have our kernel answer with a reset, which
+        can destroy the GOAWAY before the client reads it. So our side is
+        shut, what still comes is read and dropped, and the connection is
+        aborted after ``LINGER`` seconds if the client does not close it."""
+        transport: Any = self.transport
+        shut = getattr(transport, "loseWriteConnection", None)
+        if shut is None:
+            self._drop()
+            return
+        self.flush()
+        self.discarding = True
+        shut()
+        self._abortLater = self.clock.callLater(LINGER, self._abort)
+        # Its parties leave now, not when it closes.
+        self._endStreams(Failure(ConnectionAborted("HTTP/2 flood")))
 
     def ack(self, streamID: int, size: int) -> None:
         """Reopen ``streamID``'s window by ``size`` (sent with the others)."""
@@ -436,11 +460,14 @@ class H2Channel(Protocol):
         channels = getattr(self.site, "channels", None)
         if channels is not None:
             channels.discard(self)
+        self._endStreams(reason)
+        self.transport = None
+
+    def _endStreams(self, reason: Failure) -> None:
         streams, self.streams = self.streams, {}
         for stream in streams.values():
             stream.localOpen = stream.remoteOpen = False
             stream._lost(reason)
-        self.transport = None
 
     # ---- IPushProducer: our transport's write buffer
     def pauseProducing(self) -> None:

@@ -17,7 +17,7 @@ import h2.settings
 from twisted.internet.task import Clock
 
 from pipeserver import __version__
-from pipeserver.http2 import BUDGETS, DEFAULT_WINDOW, Budget, H2Channel
+from pipeserver.http2 import BUDGETS, DEFAULT_WINDOW, LINGER, Budget, H2Channel
 
 from unit_support import chunk, env, make_site, request  # noqa: F401  (fixtures)
 
@@ -219,8 +219,13 @@ def test_rapid_reset_ends_the_connection_with_goaway(env: Any) -> None:
     peer.pump()
     (goaway,) = peer.of(h2.events.ConnectionTerminated)
     assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
-    assert peer.client.transport.disconnecting
+    # Our side is shut at once, and every party of the connection has left;
+    # what the client still sends is read and dropped for a while.
+    assert peer.client.transport.writeClosed
     env.clock.advance(0)
+    assert env.registry.pipes == {}
+    env.clock.advance(LINGER)
+    assert peer.client.transport.aborted
 
 
 def test_a_budget_spends_its_burst_then_refills_with_time() -> None:
@@ -274,7 +279,7 @@ def test_a_continuation_flood_ends_the_connection_at_a_bounded_size(env: Any) ->
     peer.client.send(headers.serialize())
     sent = 0
     limit = 2 * 16384  # twice --max-header-bytes
-    while not peer.client.transport.disconnecting and sent < 64 * 16384:
+    while not peer.client.transport.writeClosed and sent < 64 * 16384:
         more = hyperframe.frame.ContinuationFrame(1)
         more.data = b"\x00" * 16000
         peer.client.send(more.serialize())
