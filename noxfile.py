@@ -35,8 +35,10 @@ TWISTED_NEWEST = "26.10.0"
 #: Each needs a Debian program besides curl; they run in the whole suite.
 NEEDS_DEBIAN_PROGRAMS = [
     "tests/test_browser.py",  # chromium (and playwright)
+    "tests/test_browser_h2.py",  # chromium (and playwright)
     "tests/test_proxy_nginx.py",  # nginx
     "tests/test_proxy_caddy.py",  # caddy
+    "tests/test_proxy_haproxy.py",  # haproxy
     "tests/test_cluster.py",  # haproxy
     "tests/test_container.py",  # podman, runc, mmdebstrap (builds an image)
 ]

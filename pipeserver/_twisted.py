@@ -385,7 +385,6 @@ def _check() -> None:
     for name in ("_buffer", "_busyReceiving", "paused"):
         _need(basic.LineReceiver, name, "LineReceiver's state, read on the body fast path")
     _probeChannel()
-    _probeRequestChannel()
     got: List[bytes] = []
     decoder = ChunkedTransferDecoder(got.append, got.append)
     for name in ("dataCallback", "finishCallback", "state", "_buffer"):
@@ -403,6 +402,7 @@ def _check() -> None:
     for name in ("_tempDataBuffer", "_tempDataLen"):
         _need(descriptor, name, "what a transport's write queued since its last send")
     _need(base.ReactorBase, "_exitSignal", "the signal twistd exits with")
+    _probeRequestChannel()
 
 
 _check()

@@ -3,8 +3,8 @@
 A connection turns to HTTP/2 at its first bytes (``PipeChannel`` hands it
 over, see :func:`handover`): the prior-knowledge preface on a cleartext
 listener, or ALPN ``h2`` on a TLS one. :class:`H2Channel` runs the sans-IO
-``h2`` library on it; each stream is an :class:`H2Stream`, which is to its
-:class:`H2Request` what ``PipeChannel`` is to an HTTP/1.1 request (and its
+``h2`` library on it; each stream is an ``h2stream.H2Stream``, which is to
+its request what ``PipeChannel`` is to an HTTP/1.1 request (and its
 transport too), so routing, tokens, pages and the parties work unchanged.
 
 Backpressure is flow control. A stream's receive window starts at 0
@@ -26,27 +26,26 @@ docs/HTTP2.md.
 
 from __future__ import annotations
 
-import collections
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import h2.config
+import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.frame_buffer
 import h2.settings
 import hyperframe.frame
-from twisted.internet.error import ConnectionAborted, ConnectionLost
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from pipeserver import errors
-from pipeserver.channel import STREAMED_METHODS, PipeChannel, PipeRequest, target_ok
-from pipeserver.errors import Rejection
+from pipeserver.channel import PipeChannel
 from pipeserver.h2fast import FastH2Connection
+from pipeserver.h2stream import H2Stream
 
 log = Logger()
 
@@ -59,15 +58,9 @@ DEFAULT_MAX_STREAMS = 100
 #: The connection's receive window: wide, and topped up as it is used, so
 #: only the streams' windows (opened as the pipe reads) bound what arrives.
 CONNECTION_WINDOW = 1 << 30
-#: Seconds a failed response's queued bytes get before its stream is reset.
-CLOSE_GRACE = 10.0
-
-# Outbound headers HTTP/2 forbids (RFC 9113 8.2.2); Twisted adds some.
-_CONNECTION_HEADERS = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
-
-
+#: Seconds a connection ended for a flood is read (and dropped) so that its
+#: GOAWAY gets through, before it is aborted.
+LINGER = 2.0
 # h2 4.x builds the repr of every frame it receives, even with logging off
 # ("Received frame: %s" in H2Connection._receive_frame), and a DATA frame's
 # repr hexlifies its payload: about a third of the CPU of a transfer. The
@@ -77,6 +70,47 @@ def _data_repr(self: hyperframe.frame.DataFrame) -> str:
 
 
 hyperframe.frame.DataFrame._body_repr = _data_repr  # type: ignore[method-assign,assignment]
+
+
+class HeaderBlockBuffer(h2.frame_buffer.FrameBuffer):
+    """h2's frame buffer, with a cap on the bytes of a header block still
+    waiting for its END_HEADERS. h2 caps only the CONTINUATION frames (64,
+    so up to 1 MiB per connection) and the header list once decoded: a
+    CONTINUATION flood is ended here, at twice ``--max-header-bytes``
+    (HPACK rarely makes a header list bigger than its encoding)."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(server=True)
+        self.cap = cap
+
+    def _update_header_buffer(self, f: Any) -> Any:
+        # (h2 4.x's own hook; checked at import below.)
+        frame = super()._update_header_buffer(f)
+        pending = self._headers_buffer
+        if pending and sum(len(part.data) for part in pending) > self.cap:
+            raise h2.exceptions.DenialOfServiceError("Header block too large.")
+        return frame
+
+
+if not hasattr(h2.frame_buffer.FrameBuffer, "_update_header_buffer"):  # pragma: no cover
+    raise ImportError("h2's FrameBuffer changed: see http2.HeaderBlockBuffer")
+
+
+class _Settings(h2.settings.Settings):
+    """Our SETTINGS, which advertise ``MAX_CONCURRENT_STREAMS`` while h2
+    enforces only a ceiling past it (``ceiling``), with GOAWAY, for clients
+    that ignore it: up to that, the extra stream gets RST_STREAM
+    (REFUSED_STREAM) from H2Channel, as RFC 9113 5.1.2 asks."""
+
+    ceiling = 0
+
+    @property
+    def max_concurrent_streams(self) -> int:
+        return self.ceiling
+
+    @max_concurrent_streams.setter
+    def max_concurrent_streams(self, value: int) -> None:
+        self[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = value
 
 
 class Budget:
@@ -116,411 +150,6 @@ BUDGETS = {
 }
 
 
-class H2Request(PipeRequest):
-    """A PipeRequest on an HTTP/2 stream (``clientproto`` ``HTTP/2``).
-
-    A response may end before the body has (a sender refused at once): the
-    stream then ends, and the rest of the body is refused with
-    ``RST_STREAM(NO_ERROR)`` (RFC 9113 8.1) rather than waited for."""
-
-    def finish(self) -> None:
-        if self.streamed and not self._bodyEnded:
-            self._bodyEnded = True
-            self.bodySink = None
-        super().finish()
-
-
-class H2Stream:
-    """One stream: its request's channel and transport.
-
-    It implements what ``http.Request`` calls on its channel (``writeHeaders``,
-    ``write``, ``requestDone``, ``registerProducer``...), and what the parties
-    call on their transport (``loseConnection``, ``abortConnection``). Body
-    bytes it cannot send yet (the peer's window is shut) wait in its queue.
-    """
-
-    connected = True
-    disconnecting = False
-    #: No read gate: a stream is held back by its window (parties.H2Upload).
-    gate = None
-
-    def __init__(self, conn: "H2Channel", streamID: int) -> None:
-        self.conn = conn
-        self.streamID = streamID
-        self.site = conn.site
-        self.factory = conn.site
-        # http.Request reads its transport from its channel.
-        self.transport = self
-        self.producer: Optional[IPushProducer] = None
-        self._producerPaused = False
-        self._queue: Deque[bytes] = collections.deque()
-        #: Body and line bytes waiting for the peer's window.
-        self.queued = 0
-        #: Bytes handed to the connection (the peer's window took them).
-        self.written = 0
-        self.localOpen = True
-        self.remoteOpen = True
-        self._endWhenSent = False
-        #: Whether the body is read on (the window reopened as it arrives).
-        self.reading = True
-        self._windowOpened = False
-        self._unacked = 0
-        self.request = H2Request(self)
-
-    # ---- the request arrives
-    def begin(self, headers: List[Tuple[bytes, bytes]], ended: bool) -> None:
-        """Its HEADERS: build the request and render it, now if its body is
-        streamed (PUT, POST) or there is none, else at the end of its body."""
-        request = self.request
-        # h2 has taken an END_STREAM on the HEADERS already.
-        self.remoteOpen = not ended
-        pseudo: Dict[bytes, bytes] = {}
-        hosts: List[bytes] = []
-        fields = Headers()
-        for name, value in headers:
-            if name.startswith(b":"):
-                pseudo[name] = value
-            elif name == b"host":
-                hosts.append(value)
-            else:
-                fields.addRawHeader(name, value)
-        authority = pseudo.get(b":authority")
-        if authority is not None and not hosts:
-            hosts.append(authority)
-        for host in hosts:
-            fields.addRawHeader(b"host", host)
-        request.requestHeaders = fields
-        method = pseudo.get(b":method", b"")
-        path = pseudo.get(b":path", b"")
-        length: Optional[int] = None
-        lengths = fields.getRawHeaders(b"content-length")
-        if ended:
-            length = 0
-        elif lengths:
-            try:
-                length = int(lengths[0])
-            except ValueError:
-                length = None
-        request.gotLength(length)
-        rejection: Optional[Rejection] = None
-        if not path or not target_ok(path) or len(set(hosts)) != 1:
-            rejection = errors.malformed()
-        else:
-            rejection = self._expect(request, method, path, ended)
-        if rejection is not None:
-            self.reject(rejection, method, path)
-            return
-        if ended:
-            request.requestReceived(method, path, b"HTTP/2")
-        elif method in STREAMED_METHODS:
-            request.dispatchEarly(method, path, b"HTTP/2")
-            if request.bodySink is None:
-                # Answered already, or about to be: its body goes nowhere.
-                self.refuseBody()
-            elif self.reading:
-                self.openWindow()
-        else:
-            # Rendered once its body (read and dropped) has ended.
-            self._method, self._path = method, path
-            self.openWindow()
-
-    _method = b""
-    _path = b""
-
-    def _expect(
-        self, request: H2Request, method: bytes, path: bytes, ended: bool
-    ) -> Optional[Rejection]:
-        """Expect: only ``100-continue``, answered with a 100 unless the
-        head alone refuses the request (as ``PipeChannel`` does)."""
-        expect = request.requestHeaders.getRawHeaders(b"expect", [])
-        tokens = {t.strip().lower() for v in expect for t in v.split(b",")} - {b""}
-        if not tokens <= {b"100-continue"}:
-            return errors.expectation_failed()
-        if not tokens or ended:
-            return None
-        check = getattr(self.site.resource, "checkBeforeBody", None)
-        if check is not None and method in STREAMED_METHODS:
-            request.setRequestLine(method, path, b"HTTP/2")
-            rejection: Optional[Rejection] = check(request)
-            if rejection is not None:
-                return rejection
-        self.conn.h2.send_headers(self.streamID, [(b":status", b"100")])
-        self.conn.flush()
-        return None
-
-    def reject(self, rejection: Rejection, method: bytes, path: bytes) -> None:
-        """Answer with ``rejection`` before rendering (a bad head)."""
-        request = self.request
-        if "method" not in vars(request):
-            request.setRequestLine(method, path, b"HTTP/2")
-        self.conn.rejected(rejection.reason)
-        request.write(rejection.apply(request))
-        request.streamed = True
-        request.finish()
-
-    def dataReceived(self, data: bytes, flowLength: int) -> None:
-        request = self.request
-        if request.streamed and request.bodySink is not None:
-            request.handleContentChunk(data)
-        else:
-            request.bodyBytes += len(data)
-        if self.reading:
-            self.conn.ack(self.streamID, flowLength)
-        else:
-            self._unacked += flowLength
-
-    def remoteEnded(self) -> None:
-        self.remoteOpen = False
-        request = self.request
-        if self._method:
-            request.requestReceived(self._method, self._path, b"HTTP/2")
-        elif request.streamed and not request.finished:
-            request.requestReceived(request.method, request.uri, b"HTTP/2")
-        self._closeIfDone()
-
-    # ---- flow control of the body
-    def setReading(self, reading: bool) -> None:
-        """Open the window as the body is passed on (True), or leave it to
-        shut (False): the sender stops once it has sent what it may."""
-        if reading == self.reading:
-            return
-        self.reading = reading
-        if reading and self.remoteOpen:
-            unacked, self._unacked = self._unacked, 0
-            if unacked:
-                self.conn.ack(self.streamID, unacked)
-            self.openWindow()
-            if not self.conn.inEvents:
-                self.conn.flush()
-
-    def openWindow(self) -> None:
-        """Open the window (shut at first) by ``--h2-window``, once."""
-        if self._windowOpened or not self.remoteOpen:
-            return
-        self._windowOpened = True
-        self.conn.ack(self.streamID, self.conn.window)
-
-    def refuseBody(self) -> None:
-        """The body is not wanted: whatever comes is dropped, and the stream
-        is reset (NO_ERROR) once our answer is out."""
-        self.reading = True
-        self._refused = True
-
-    _refused = False
-
-    # ---- what http.Request calls on its channel
-    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Headers) -> None:
-        fields = [(b":status", code)]
-        for name, values in headers.getAllRawHeaders():
-            lower = name.lower()
-            if lower in _CONNECTION_HEADERS:
-                continue
-            fields.extend((lower, value) for value in values)
-        if not self.localOpen:
-            return
-        try:
-            self.conn.h2.send_headers(self.streamID, fields)
-        except h2.exceptions.ProtocolError:
-            return  # reset by the client meanwhile
-        if not self.conn.inEvents:
-            self.conn.flush()
-
-    def write(self, data: bytes) -> None:
-        self.send([data], len(data))
-
-    def writeSequence(self, iovec: List[bytes]) -> None:
-        self.send(list(iovec), sum(map(len, iovec)))
-
-    def send(self, pieces: List[Any], size: int) -> None:
-        """Body bytes: what the peer's window takes goes now, the rest is
-        queued (and the producer paused until it has gone)."""
-        if not self.localOpen or not size:
-            return
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        if type(data) is not bytes:
-            data = bytes(data)
-        if self._queue:
-            self._queue.append(data)
-            self.queued += len(data)
-            return
-        rest = self._sendNow(data)
-        if rest:
-            self._queue.append(rest)
-            self.queued += len(rest)
-            self._updateProducer()
-        if not self.conn.inEvents:
-            self.conn.flush()
-
-    def _sendNow(self, data: bytes) -> bytes:
-        """Send what the window allows of ``data``; return the rest."""
-        conn = self.conn.h2
-        room = conn.local_flow_control_window(self.streamID)
-        if room <= 0:
-            return data
-        frame = conn.max_outbound_frame_size
-        size = len(data)
-        take = min(room, size)
-        view = memoryview(data)
-        offset = 0
-        while offset < take:
-            end = min(offset + frame, take)
-            conn.send_data(self.streamID, view[offset:end])
-            offset = end
-        self.written += take
-        return data[take:] if take < size else b""
-
-    def drain(self) -> None:
-        """The window or the connection opened: send what is queued."""
-        if not self.localOpen:
-            return
-        while self._queue:
-            data = self._queue.popleft()
-            self.queued -= len(data)
-            rest = self._sendNow(data)
-            if rest:
-                self._queue.appendleft(rest)
-                self.queued += len(rest)
-                break
-        if not self._queue and self._failWhenSent:
-            self._failWhenSent = False
-            self.reset(h2.errors.ErrorCodes.INTERNAL_ERROR)
-            return
-        if not self._queue and self._endWhenSent:
-            self._endWhenSent = False
-            self._end()
-        self._updateProducer()
-
-    def _updateProducer(self) -> None:
-        """Pause the producer while anything waits here or the connection's
-        write buffer is full; resume it once neither holds."""
-        producer = self.producer
-        if producer is None:
-            return
-        blocked = bool(self._queue) or self.conn.paused
-        if blocked and not self._producerPaused:
-            self._producerPaused = True
-            producer.pauseProducing()
-        elif not blocked and self._producerPaused:
-            self._producerPaused = False
-            producer.resumeProducing()
-
-    def room(self) -> int:
-        """Bytes the peer's windows take at once."""
-        if self._queue or not self.localOpen:
-            return 0
-        return max(0, self.conn.h2.local_flow_control_window(self.streamID))
-
-    def requestDone(self, request: object) -> None:
-        """The response is complete: END_STREAM once its bytes have gone."""
-        if self._queue:
-            self._endWhenSent = True
-        else:
-            self._end()
-
-    def _end(self) -> None:
-        if not self.localOpen:
-            return
-        self.localOpen = False
-        conn = self.conn.h2
-        try:
-            conn.end_stream(self.streamID)
-            if self.remoteOpen:
-                # Answered before the body ended: the rest is not wanted.
-                self.remoteOpen = False
-                conn.reset_stream(self.streamID, h2.errors.ErrorCodes.NO_ERROR)
-        except h2.exceptions.ProtocolError:
-            self.remoteOpen = False  # the client closed it meanwhile
-        if not self.conn.inEvents:
-            self.conn.flush()
-        self._closeIfDone()
-
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        self.producer = producer
-        self._producerPaused = False
-        self._updateProducer()
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-
-    def getPeer(self) -> Any:
-        transport: Any = self.conn.transport
-        return transport.getPeer()
-
-    def getHost(self) -> Any:
-        transport: Any = self.conn.transport
-        return transport.getHost()
-
-    def isSecure(self) -> bool:
-        return self.conn.secure
-
-    def loseConnection(self) -> None:
-        """End the stream once what is queued has gone."""
-        self.requestDone(None)
-
-    def abortConnection(self) -> None:
-        """Reset the stream (CANCEL): its client sees it fail."""
-        self.reset(h2.errors.ErrorCodes.CANCEL)
-
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        self.reset(h2.errors.ErrorCodes.PROTOCOL_ERROR)
-
-    # ---- the end of a stream
-    def reset(self, code: int) -> None:
-        """End the stream with RST_STREAM ``code``, never END_STREAM: a
-        response cut short must not pass for a whole one."""
-        if self.localOpen or self.remoteOpen:
-            self.localOpen = self.remoteOpen = False
-            self._queue.clear()
-            self.queued = 0
-            try:
-                self.conn.h2.reset_stream(self.streamID, code)
-            except h2.exceptions.ProtocolError:
-                pass  # closed by the client meanwhile
-            if not self.conn.inEvents:
-                self.conn.flush()
-        # Later, as for a connection: the party ending it (a pipe failing
-        # all its receivers) must not hear of it while it does.
-        self.conn.clock.callLater(0, self._lost, Failure(ConnectionAborted()))
-
-    _failing: Optional[IDelayedCall] = None
-
-    def fail(self) -> None:
-        """End the response short: what is queued still goes (for
-        ``CLOSE_GRACE`` seconds at most), then RST_STREAM, never END_STREAM."""
-        self.producer = None
-        if not self._queue:
-            self.reset(h2.errors.ErrorCodes.INTERNAL_ERROR)
-            return
-        self._endWhenSent = False
-        self._failWhenSent = True
-        self._failing = self.conn.clock.callLater(
-            CLOSE_GRACE, self.reset, h2.errors.ErrorCodes.INTERNAL_ERROR
-        )
-
-    _failWhenSent = False
-
-    def peerReset(self) -> None:
-        """Its client reset the stream: that party has left."""
-        self.localOpen = self.remoteOpen = False
-        self._queue.clear()
-        self.queued = 0
-        self._lost(Failure(ConnectionLost("stream reset by the client")))
-
-    def _closeIfDone(self) -> None:
-        if not self.localOpen and not self.remoteOpen:
-            self.conn.streamClosed(self)
-
-    def _lost(self, reason: Failure) -> None:
-        failing, self._failing = self._failing, None
-        if failing is not None and failing.active():
-            failing.cancel()
-        self.connected = False
-        self.conn.streamClosed(self)
-        request = self.request
-        if not request.finished and not request._disconnected:
-            request.connectionLost(reason)
-
-
 @implementer(IPushProducer)
 class H2Channel(Protocol):
     """An HTTP/2 connection: the ``h2`` state machine and its streams.
@@ -534,6 +163,8 @@ class H2Channel(Protocol):
     inEvents = False
     paused = False
     closing = False
+    #: Ended for a flood: what still comes is dropped unread (``_linger``).
+    discarding = False
 
     def __init__(self, site: Any, window: int, maxStreams: int) -> None:
         self.site = site
@@ -555,14 +186,16 @@ class H2Channel(Protocol):
         conn = self.h2 = FastH2Connection(config=config)
         header_bytes = int(getattr(self.site, "totalHeadersSize", 16384))
         codes = h2.settings.SettingCodes
-        conn.local_settings = h2.settings.Settings(
+        conn.local_settings = _Settings(
             client=False,
             initial_values={
                 codes.MAX_CONCURRENT_STREAMS: self.maxStreams,
                 codes.MAX_HEADER_LIST_SIZE: header_bytes,
             },
         )
+        conn.local_settings.ceiling = 2 * self.maxStreams + 16
         conn.decoder.max_header_list_size = header_bytes
+        conn.incoming_buffer = HeaderBlockBuffer(2 * header_bytes)
         conn.initiate_connection()
         # Streams' windows shut at first. Sent as a change, which h2 applies
         # once the client acknowledges it: until then the client may send a
@@ -588,7 +221,7 @@ class H2Channel(Protocol):
             self.transport.writeSequence(data)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
-        if self.closing and not self.streams:
+        if self.discarding or (self.closing and not self.streams):
             return
         self.inEvents = True
         try:
@@ -597,7 +230,7 @@ class H2Channel(Protocol):
             except h2.exceptions.ProtocolError as failure:
                 # h2 has queued its GOAWAY.
                 log.info("HTTP/2 connection ended: {why}", why=failure)
-                self._drop()
+                self._linger()
                 return
             for event in events:
                 self._event(event)
@@ -610,6 +243,8 @@ class H2Channel(Protocol):
                 self.flush()
 
     _calm = False
+    #: The priority that came with the last request's HEADERS.
+    _opened: Optional[h2.events.PriorityUpdated] = None
 
     def _event(self, event: h2.events.Event) -> None:
         stream: Optional[H2Stream]
@@ -622,10 +257,11 @@ class H2Channel(Protocol):
         elif isinstance(event, h2.events.RequestReceived):
             if not self._spend("stream"):
                 return
-            if self.closing:
+            if self.closing or len(self.streams) >= self.maxStreams:
                 self.h2.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
                 return
             self._stopIdle()
+            self._opened = event.priority_updated
             stream = self.streams[event.stream_id] = H2Stream(self, event.stream_id)
             stream.begin(list(event.headers), event.stream_ended is not None)
         elif isinstance(event, h2.events.StreamEnded):
@@ -649,18 +285,26 @@ class H2Channel(Protocol):
             if self._spend("control"):
                 self._drainAll()
         elif isinstance(event, h2.events.ConnectionTerminated):
-            # The client opens no new stream; those open go on.
+            # The client opens no new stream; those open go on (RFC 9113
+            # 6.8). h2 closes its state machine on a GOAWAY it receives and
+            # would send nothing more: it is put back, and new streams are
+            # refused here.
+            self.h2.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
             self.closing = True
             if not self.streams:
                 self._drop()
         elif isinstance(event, h2.events.TrailersReceived):
             pass  # the StreamEnded that follows ends the body
+        elif isinstance(event, h2.events.PriorityUpdated):
+            # A browser sets a priority on each request's HEADERS: only
+            # PRIORITY frames of their own count as control frames.
+            if event is not self._opened:
+                self._spend("control")
         elif isinstance(
             event,
             (
                 h2.events.PingReceived,
                 h2.events.PingAckReceived,
-                h2.events.PriorityUpdated,
                 h2.events.UnknownFrameReceived,
                 h2.events.SettingsAcknowledged,
                 h2.events.AlternativeServiceAvailable,
@@ -676,8 +320,26 @@ class H2Channel(Protocol):
             self._calm = True
             log.info("HTTP/2 flood ({kind}): connection ended", kind=budget)
             self.goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
-            self._drop()
+            self._linger()
         return False
+
+    def _linger(self) -> None:
+        """End the connection so its GOAWAY arrives: closing with the rest
+        of a flood unread would have our kernel answer with a reset, which
+        can destroy the GOAWAY before the client reads it. So our side is
+        shut, what still comes is read and dropped, and the connection is
+        aborted after ``LINGER`` seconds if the client does not close it."""
+        transport: Any = self.transport
+        shut = getattr(transport, "loseWriteConnection", None)
+        if shut is None:
+            self._drop()
+            return
+        self.flush()
+        self.discarding = True
+        shut()
+        self._abortLater = self.clock.callLater(LINGER, self._abort)
+        # Its parties leave now, not when it closes.
+        self._endStreams(Failure(ConnectionAborted("HTTP/2 flood")))
 
     def ack(self, streamID: int, size: int) -> None:
         """Reopen ``streamID``'s window by ``size`` (sent with the others)."""
@@ -800,11 +462,14 @@ class H2Channel(Protocol):
         channels = getattr(self.site, "channels", None)
         if channels is not None:
             channels.discard(self)
+        self._endStreams(reason)
+        self.transport = None
+
+    def _endStreams(self, reason: Failure) -> None:
         streams, self.streams = self.streams, {}
         for stream in streams.values():
             stream.localOpen = stream.remoteOpen = False
             stream._lost(reason)
-        self.transport = None
 
     # ---- IPushProducer: our transport's write buffer
     def pauseProducing(self) -> None:

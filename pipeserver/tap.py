@@ -46,10 +46,11 @@ Endpoints are Twisted endpoint strings, e.g. tcp:8080, tcp:8080:interface=127.0.
 unix:/run/pipe.sock, ssl:8443:privateKey=key.pem:certKey=cert.pem,
 systemd:domain=INET:index=0. --listen may be given several times.
 
-HTTP/2 is on by default: ssl: listeners offer it by ALPN (browsers can
-then stream a fetch() upload), and every listener takes HTTP/2 with prior
-knowledge (curl --http2-prior-knowledge). A sender's stream window opens
-by --h2-window bytes as its receivers take its bytes; --no-h2 turns it off.
+HTTP/2 is on by default: ssl: listeners offer it by ALPN on Twisted 26+
+(browsers can then stream a fetch() upload), and every listener takes
+HTTP/2 with prior knowledge (curl --http2-prior-knowledge). A sender's
+stream window opens by --h2-window bytes as its receivers take its bytes.
+--no-h2 turns HTTP/2 off.
 
 --metrics-listen ENDPOINT serves Prometheus metrics at /metrics on a
 separate endpoint (e.g. tcp:9100:interface=127.0.0.1). --log-format json

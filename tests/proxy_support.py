@@ -49,12 +49,14 @@ def binary(name: str, package: str, what: str) -> str:
     return found
 
 
-def guide_block(language: str) -> str:
-    """The one ```language block of docs/proxies.md."""
+def guide_block(language: str, holding: str = "") -> str:
+    """The one ```language block of docs/proxies.md (the one ``holding``
+    that text, where there are several)."""
     with open(GUIDE, encoding="utf-8") as f:
         text = f.read()
-    blocks = re.findall(rf"```{language}\n(.*?)```", text, re.S)
-    assert len(blocks) == 1, f"docs/proxies.md should hold one {language} block"
+    blocks = [block for block in re.findall(rf"```{language}\n(.*?)```", text, re.S)
+              if holding in block]
+    assert len(blocks) == 1, f"docs/proxies.md should hold one {language} block {holding!r}"
     return blocks[0]
 
 

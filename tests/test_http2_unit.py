@@ -17,7 +17,7 @@ import h2.settings
 from twisted.internet.task import Clock
 
 from pipeserver import __version__
-from pipeserver.http2 import BUDGETS, DEFAULT_WINDOW, Budget, H2Channel
+from pipeserver.http2 import BUDGETS, DEFAULT_WINDOW, LINGER, Budget, H2Channel
 
 from unit_support import chunk, env, make_site, request  # noqa: F401  (fixtures)
 
@@ -219,8 +219,13 @@ def test_rapid_reset_ends_the_connection_with_goaway(env: Any) -> None:
     peer.pump()
     (goaway,) = peer.of(h2.events.ConnectionTerminated)
     assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
-    assert peer.client.transport.disconnecting
+    # Our side is shut at once, and every party of the connection has left;
+    # what the client still sends is read and dropped for a while.
+    assert peer.client.transport.writeClosed
     env.clock.advance(0)
+    assert env.registry.pipes == {}
+    env.clock.advance(LINGER)
+    assert peer.client.transport.aborted
 
 
 def test_a_budget_spends_its_burst_then_refills_with_time() -> None:
@@ -229,3 +234,58 @@ def test_a_budget_spends_its_burst_then_refills_with_time() -> None:
     assert [budget.spend() for _ in range(4)] == [True, True, True, False]
     clock.advance(1.0)  # two more
     assert [budget.spend() for _ in range(3)] == [True, True, False]
+
+
+def test_requests_with_a_priority_each_are_no_flood(env: Any) -> None:
+    """Chromium puts a priority on every request's HEADERS."""
+    peer = H2Peer(env)
+    control = int(BUDGETS["control"][0])
+    for _ in range(control + 20):
+        stream = peer.h2.get_next_available_stream_id()
+        peer.h2.send_headers(
+            stream,
+            [(b":method", b"GET"), (b":path", b"/version"), (b":scheme", b"http"),
+             (b":authority", b"example.com")],
+            end_stream=True, priority_weight=220, priority_depends_on=0,
+        )
+        peer.send()
+        peer.pump()
+    peer.pump()
+    assert peer.of(h2.events.ConnectionTerminated) == []
+    assert len(peer.of(h2.events.StreamEnded)) == control + 20
+
+
+def test_a_ping_flood_ends_the_connection_with_goaway(env: Any) -> None:
+    peer = H2Peer(env)
+    for i in range(int(BUDGETS["control"][0]) + 5):
+        peer.h2.ping(b"%08d" % i)
+        if not peer.client.transport.disconnecting:
+            peer.send()
+    peer.pump()
+    (goaway,) = peer.of(h2.events.ConnectionTerminated)
+    assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    env.clock.advance(0)
+
+
+def test_a_continuation_flood_ends_the_connection_at_a_bounded_size(env: Any) -> None:
+    import hyperframe.frame
+
+    peer = H2Peer(env)
+    headers = hyperframe.frame.HeadersFrame(1)
+    headers.data = peer.h2.encoder.encode(
+        [(b":method", b"GET"), (b":path", b"/x"), (b":scheme", b"http"),
+         (b":authority", b"example.com")]
+    )
+    peer.client.send(headers.serialize())
+    sent = 0
+    limit = 2 * 16384  # twice --max-header-bytes
+    while not peer.client.transport.writeClosed and sent < 64 * 16384:
+        more = hyperframe.frame.ContinuationFrame(1)
+        more.data = b"\x00" * 16000
+        peer.client.send(more.serialize())
+        sent += 16000
+    assert limit < sent <= limit + 16000
+    peer.pump()
+    (goaway,) = peer.of(h2.events.ConnectionTerminated)
+    assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    env.clock.advance(0)
