@@ -217,8 +217,7 @@ class H2Stream:
             if unacked:
                 self.conn.ack(self.streamID, unacked)
             self.openWindow()
-            if not self.conn.inEvents:
-                self.conn.flush()
+            self.conn.wrote()
 
     def openWindow(self) -> None:
         """Open the window (shut at first) by ``--h2-window``, once."""
@@ -249,8 +248,7 @@ class H2Stream:
             self.conn.h2.send_headers(self.streamID, fields)
         except h2.exceptions.ProtocolError:
             return  # reset by the client meanwhile
-        if not self.conn.inEvents:
-            self.conn.flush()
+        self.conn.wrote()
 
     def write(self, data: bytes) -> None:
         self.send([data], len(data))
@@ -275,8 +273,7 @@ class H2Stream:
             self._queue.append(rest)
             self.queued += len(rest)
             self._updateProducer()
-        if not self.conn.inEvents:
-            self.conn.flush()
+        self.conn.wrote()
 
     def _sendNow(self, data: bytes) -> bytes:
         """Send what the window allows of ``data``; return the rest."""
@@ -357,8 +354,7 @@ class H2Stream:
                 conn.reset_stream(self.streamID, h2.errors.ErrorCodes.NO_ERROR)
         except h2.exceptions.ProtocolError:
             self.remoteOpen = False  # the client closed it meanwhile
-        if not self.conn.inEvents:
-            self.conn.flush()
+        self.conn.wrote()
         self._closeIfDone()
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
@@ -403,8 +399,7 @@ class H2Stream:
                 self.conn.h2.reset_stream(self.streamID, code)
             except h2.exceptions.ProtocolError:
                 pass  # closed by the client meanwhile
-            if not self.conn.inEvents:
-                self.conn.flush()
+            self.conn.wrote()
         # Later, as for a connection: the party ending it (a pipe failing
         # all its receivers) must not hear of it while it does.
         self.conn.clock.callLater(0, self._lost, Failure(ConnectionAborted()))

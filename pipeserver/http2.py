@@ -213,6 +213,12 @@ class H2Channel(Protocol):
         """Its open streams (a shutdown waits for them)."""
         return list(self.streams.values())
 
+    def wrote(self) -> None:
+        """A stream wrote: out now, unless we are amid the client's frames
+        (then once they are all handled, with what they caused)."""
+        if not self.inEvents:
+            self.flush()
+
     def flush(self) -> None:
         data = self.h2.data_to_send()
         if data:
