@@ -27,8 +27,8 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
-from pipeserver import errors
-from pipeserver.channel import STREAMED_METHODS, PipeRequest, target_ok
+from pipeserver import _twisted, errors
+from pipeserver.channel import STREAMED_METHODS, PipeRequest, expects_only_continue, target_ok
 from pipeserver.errors import Rejection
 
 if TYPE_CHECKING:
@@ -141,10 +141,9 @@ class H2Stream:
             request.requestReceived(method, path, b"HTTP/2")
         elif method in STREAMED_METHODS:
             request.dispatchEarly(method, path, b"HTTP/2")
-            if request.bodySink is None:
-                # Answered already, or about to be: its body goes nowhere.
-                self.refuseBody()
-            elif self.reading:
+            # Refused (no sink), it was answered and its stream reset
+            # (H2Request.finish): no window for a body that goes nowhere.
+            if request.bodySink is not None and self.reading:
                 self.openWindow()
         else:
             # Rendered once its body (read and dropped) has ended.
@@ -160,10 +159,9 @@ class H2Stream:
         """Expect: only ``100-continue``, answered with a 100 unless the
         head alone refuses the request (as ``PipeChannel`` does)."""
         expect = request.requestHeaders.getRawHeaders(b"expect", [])
-        tokens = {t.strip().lower() for v in expect for t in v.split(b",")} - {b""}
-        if not tokens <= {b"100-continue"}:
+        if not expects_only_continue(expect):
             return errors.expectation_failed()
-        if not tokens or ended:
+        if not expect or ended:
             return None
         check = getattr(self.site.resource, "checkBeforeBody", None)
         if check is not None and method in STREAMED_METHODS:
@@ -225,14 +223,6 @@ class H2Stream:
             return
         self._windowOpened = True
         self.conn.ack(self.streamID, self.conn.window)
-
-    def refuseBody(self) -> None:
-        """The body is not wanted: whatever comes is dropped, and the stream
-        is reset (NO_ERROR) once our answer is out."""
-        self.reading = True
-        self._refused = True
-
-    _refused = False
 
     # ---- what http.Request calls on its channel
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Headers) -> None:
@@ -439,5 +429,5 @@ class H2Stream:
         self.connected = False
         self.conn.streamClosed(self)
         request = self.request
-        if not request.finished and not request._disconnected:
+        if not request.finished and not _twisted.request_disconnected(request):
             request.connectionLost(reason)
