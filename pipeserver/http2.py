@@ -238,8 +238,8 @@ class H2Channel(Protocol):
                 return
             for event in events:
                 self._event(event)
-                if self.closing and self._calm:
-                    return
+                if self.discarding:
+                    return  # a flood: the rest is not looked at
             self._sendAcks()
         finally:
             self.inEvents = False
