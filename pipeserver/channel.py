@@ -208,7 +208,7 @@ def _unsafeFieldValue(line: bytes) -> bool:
     return b"\r" in line or b"\x00" in line
 
 
-def _expectsOnlyContinue(values: Sequence[bytes]) -> bool:
+def expects_only_continue(values: Sequence[bytes]) -> bool:
     """Whether ``Expect`` asks for nothing but ``100-continue``."""
     tokens = {t.strip().lower() for v in values for t in v.split(b",")} - {b""}
     return tokens <= {b"100-continue"}
@@ -453,7 +453,7 @@ class PipeChannel(_twisted.StreamingChannel):
             return True
         rejection: Optional[Rejection] = None
         expect = headers.getRawHeaders(b"expect", [])
-        if not _expectsOnlyContinue(expect):
+        if not expects_only_continue(expect):
             rejection = errors.expectation_failed()
             self._rejected(rejection.reason)
         elif expect and version == b"HTTP/1.1" and self.length != 0:

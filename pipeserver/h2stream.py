@@ -27,8 +27,8 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
-from pipeserver import errors
-from pipeserver.channel import STREAMED_METHODS, PipeRequest, target_ok
+from pipeserver import _twisted, errors
+from pipeserver.channel import STREAMED_METHODS, PipeRequest, expects_only_continue, target_ok
 from pipeserver.errors import Rejection
 
 if TYPE_CHECKING:
@@ -141,10 +141,9 @@ class H2Stream:
             request.requestReceived(method, path, b"HTTP/2")
         elif method in STREAMED_METHODS:
             request.dispatchEarly(method, path, b"HTTP/2")
-            if request.bodySink is None:
-                # Answered already, or about to be: its body goes nowhere.
-                self.refuseBody()
-            elif self.reading:
+            # Refused (no sink), it was answered and its stream reset
+            # (H2Request.finish): no window for a body that goes nowhere.
+            if request.bodySink is not None and self.reading:
                 self.openWindow()
         else:
             # Rendered once its body (read and dropped) has ended.
@@ -160,10 +159,9 @@ class H2Stream:
         """Expect: only ``100-continue``, answered with a 100 unless the
         head alone refuses the request (as ``PipeChannel`` does)."""
         expect = request.requestHeaders.getRawHeaders(b"expect", [])
-        tokens = {t.strip().lower() for v in expect for t in v.split(b",")} - {b""}
-        if not tokens <= {b"100-continue"}:
+        if not expects_only_continue(expect):
             return errors.expectation_failed()
-        if not tokens or ended:
+        if not expect or ended:
             return None
         check = getattr(self.site.resource, "checkBeforeBody", None)
         if check is not None and method in STREAMED_METHODS:
@@ -217,8 +215,7 @@ class H2Stream:
             if unacked:
                 self.conn.ack(self.streamID, unacked)
             self.openWindow()
-            if not self.conn.inEvents:
-                self.conn.flush()
+            self.conn.wrote()
 
     def openWindow(self) -> None:
         """Open the window (shut at first) by ``--h2-window``, once."""
@@ -226,14 +223,6 @@ class H2Stream:
             return
         self._windowOpened = True
         self.conn.ack(self.streamID, self.conn.window)
-
-    def refuseBody(self) -> None:
-        """The body is not wanted: whatever comes is dropped, and the stream
-        is reset (NO_ERROR) once our answer is out."""
-        self.reading = True
-        self._refused = True
-
-    _refused = False
 
     # ---- what http.Request calls on its channel
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Headers) -> None:
@@ -249,8 +238,7 @@ class H2Stream:
             self.conn.h2.send_headers(self.streamID, fields)
         except h2.exceptions.ProtocolError:
             return  # reset by the client meanwhile
-        if not self.conn.inEvents:
-            self.conn.flush()
+        self.conn.wrote()
 
     def write(self, data: bytes) -> None:
         self.send([data], len(data))
@@ -275,8 +263,7 @@ class H2Stream:
             self._queue.append(rest)
             self.queued += len(rest)
             self._updateProducer()
-        if not self.conn.inEvents:
-            self.conn.flush()
+        self.conn.wrote()
 
     def _sendNow(self, data: bytes) -> bytes:
         """Send what the window allows of ``data``; return the rest."""
@@ -357,8 +344,7 @@ class H2Stream:
                 conn.reset_stream(self.streamID, h2.errors.ErrorCodes.NO_ERROR)
         except h2.exceptions.ProtocolError:
             self.remoteOpen = False  # the client closed it meanwhile
-        if not self.conn.inEvents:
-            self.conn.flush()
+        self.conn.wrote()
         self._closeIfDone()
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
@@ -403,8 +389,7 @@ class H2Stream:
                 self.conn.h2.reset_stream(self.streamID, code)
             except h2.exceptions.ProtocolError:
                 pass  # closed by the client meanwhile
-            if not self.conn.inEvents:
-                self.conn.flush()
+            self.conn.wrote()
         # Later, as for a connection: the party ending it (a pipe failing
         # all its receivers) must not hear of it while it does.
         self.conn.clock.callLater(0, self._lost, Failure(ConnectionAborted()))
@@ -444,5 +429,5 @@ class H2Stream:
         self.connected = False
         self.conn.streamClosed(self)
         request = self.request
-        if not request.finished and not request._disconnected:
+        if not request.finished and not _twisted.request_disconnected(request):
             request.connectionLost(reason)

@@ -214,6 +214,12 @@ class H2Channel(Protocol):
         """Its open streams (a shutdown waits for them)."""
         return list(self.streams.values())
 
+    def wrote(self) -> None:
+        """A stream wrote: out now, unless we are amid the client's frames
+        (then once they are all handled, with what they caused)."""
+        if not self.inEvents:
+            self.flush()
+
     def flush(self) -> None:
         # DATA frames as header + payload buffers, unjoined (h2fast.py).
         data = self.h2.pending()
@@ -234,8 +240,8 @@ class H2Channel(Protocol):
                 return
             for event in events:
                 self._event(event)
-                if self.closing and self._calm:
-                    return
+                if self.discarding:
+                    return  # a flood: the rest is not looked at
             self._sendAcks()
         finally:
             self.inEvents = False

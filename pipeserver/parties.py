@@ -332,7 +332,12 @@ class Download(DirectWrites):
             request.responseHeaders.addRawHeader(name, value)
         request.registerProducer(self, True)
         request.write(b"")
-        self.startDirect(_twisted.response_chunked(request))
+        self.headWritten()
+
+    def headWritten(self) -> None:
+        """Its response head is written: body bytes may now go straight to
+        its socket (fastpath.DirectWrites)."""
+        self.startDirect(_twisted.response_chunked(self.request))
 
     def finish(self) -> None:
         self.request.unregisterProducer()
@@ -401,13 +406,7 @@ class H2Download(Download):
     which sends what its peer's window takes and queues the rest, pausing
     the pipe meanwhile. A response cut short ends with RST_STREAM."""
 
-    def start(self, headers: Iterable[Tuple[bytes, bytes]]) -> None:
-        request = self.request
-        request.setResponseCode(200)
-        for name, value in headers:
-            request.responseHeaders.addRawHeader(name, value)
-        request.registerProducer(self, True)
-        request.write(b"")
+    def headWritten(self) -> None:
         self.transport.conn.flush()
 
     def write(self, data: Data) -> None:
