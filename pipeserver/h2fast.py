@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import TYPE_CHECKING, Any, FrozenSet, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 import h2.config
 import h2.connection
@@ -64,11 +64,13 @@ _PADDED = 0x8
 _STREAM_ID = 0x7FFFFFFF
 
 
-def _quiet_states(table: Any, states: Any, input_: Any, func: Any) -> FrozenSet[Any]:
+def _quiet_states(table: Any, states: Any, input_: Any, func: Any) -> Tuple[Any, ...]:
     """The states in which ``input_`` leaves a state machine where it is
     and runs ``func`` (None: nothing). Read from h2's own transition tables,
-    so a new h2 that changes them narrows the fast path, not breaks it."""
-    return frozenset(s for s in states if table.get((s, input_)) == (func, s))
+    so a new h2 that changes them narrows the fast path, not breaks it.
+    A tuple: ``in`` finds an enum member by identity, where a set would
+    call the Python ``Enum.__hash__``."""
+    return tuple(s for s in states if table.get((s, input_)) == (func, s))
 
 
 # The connection states where receiving or sending DATA is a no-op for the
@@ -130,7 +132,7 @@ class FastH2Connection(h2.connection.H2Connection):
         try:
             if buf._data:
                 buf._data += data
-                self._drain_buffer(events)
+                self._drain_buffer(events, True)
             else:
                 # Read straight from the caller's bytes; only what is left
                 # of them (a frame's beginning, a frame for h2) is buffered.
@@ -139,7 +141,7 @@ class FastH2Connection(h2.connection.H2Connection):
                     if used < len(view):
                         buf._data += view[used:]
                 if buf._data:
-                    self._drain_buffer(events)
+                    self._drain_buffer(events, False)
         except hyperframe.exceptions.InvalidPaddingError as e:
             # As H2Connection.receive_data.
             self._terminate_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
@@ -150,38 +152,42 @@ class FastH2Connection(h2.connection.H2Connection):
             raise
         return events
 
-    def _drain_buffer(self, events: List[h2.events.Event]) -> None:
-        """Handle what ``incoming_buffer`` holds: plain DATA frames here,
+    def _drain_buffer(self, events: List[h2.events.Event], fast: bool) -> None:
+        """Handle what ``incoming_buffer`` holds: plain DATA frames here
+        (unless ``fast`` is False: the first frame is known not to be one),
         the next other frame by h2 (one at a time, to keep the order), and
         so on until only a frame's beginning is left."""
         buf = self.incoming_buffer
+        pending = buf._data
         while True:
-            pending = buf._data
-            if len(pending) < 9:
+            size = len(pending)
+            if size < 9:
                 return
-            # A memoryview pins the bytearray's size; release it before
-            # h2's FrameBuffer deletes from its front.
-            with memoryview(pending) as view:
-                used = self._receive_fast(view, events)
-            if used:
-                del pending[:used]
-                if len(pending) < 9:
-                    return
             if (
                 pending[3] == _DATA
-                and len(pending) < 9 + int.from_bytes(pending[:3], "big")
-                and int.from_bytes(pending[5:9], "big") & _STREAM_ID
+                and size < 9 + ((pending[0] << 16) | (pending[1] << 8) | pending[2])
+                and (pending[5] & 0x7F or pending[6] or pending[7] or pending[8])
             ):
                 # A DATA frame's beginning (half a 16 KiB frame is one TLS
                 # record of curl's): h2 would only parse its header, which
                 # is valid (a stream id), and stop. Other headers h2 checks
                 # at once (a SETTINGS on a stream...), so they go to it.
                 return
+            if fast:
+                # A memoryview pins the bytearray's size; release it before
+                # deleting from its front.
+                with memoryview(pending) as view:
+                    used = self._receive_fast(view, events)
+                if used:
+                    del pending[:used]
+                    continue
+            fast = True
             try:
                 frame = next(buf)
             except StopIteration:
                 return
             events.extend(self._receive_frame(frame))
+            pending = buf._data
 
     def _receive_fast(self, view: memoryview, events: List[h2.events.Event]) -> int:
         """Handle the plain DATA frames at the start of ``view``; return how
