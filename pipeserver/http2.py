@@ -240,7 +240,7 @@ class H2Channel(Protocol):
                 return
             for event in events:
                 self._event(event)
-                if self.discarding:
+                if self._calm:
                     return  # a flood: the rest is not looked at
             self._sendAcks()
         finally:
