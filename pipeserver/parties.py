@@ -375,7 +375,7 @@ class Download(DirectWrites):
 
 
 class H2Upload(Upload):
-    """The sender on an HTTP/2 stream (``http2.H2Stream``, its transport).
+    """The sender on an HTTP/2 stream (``h2stream.H2Stream``, its transport).
 
     Its pace is its stream's window, which the stream reopens only while
     the pipe reads (:meth:`setReading`): no read gate, no pacer, no
@@ -402,7 +402,7 @@ class H2Upload(Upload):
 
 @implementer(IPushProducer)
 class H2Download(Download):
-    """A receiver on an HTTP/2 stream (``http2.H2Stream``, its transport),
+    """A receiver on an HTTP/2 stream (``h2stream.H2Stream``, its transport),
     which sends what its peer's window takes and queues the rest, pausing
     the pipe meanwhile. A response cut short ends with RST_STREAM."""
 
