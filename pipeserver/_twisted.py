@@ -29,7 +29,7 @@ What is used, and where:
 * ``Request.chunked`` (:func:`response_chunked`) and ``_disconnected``;
 * what ``http.Request`` calls on its channel (``writeHeaders``, ``write``,
   ``requestDone``: the private ``_IDeprecatedHTTPChannelToRequestInterface``),
-  which ``http2.H2Stream`` implements for a request on an HTTP/2 stream;
+  which ``h2stream.H2Stream`` implements for a request on an HTTP/2 stream;
 * ``TLSMemoryBIOFactory._applyProtocolNegotiation`` (a version switch:
   :data:`ALPN_SET_PER_CONNECTION`) and ``ReactorBase._exitSignal``
   (:func:`set_exit_signal`).
@@ -360,7 +360,7 @@ def _probeRequestChannel() -> None:
         ("write", b"x"),
         ("requestDone", None),
     ]:
-        raise _changed("Request's channel calls", f"what http2.H2Stream implements: {calls}")
+        raise _changed("Request's channel calls", f"what h2stream.H2Stream implements: {calls}")
 
 
 def _check() -> None:
