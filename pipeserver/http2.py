@@ -236,6 +236,10 @@ class H2Channel(Protocol):
             except h2.exceptions.ProtocolError as failure:
                 # h2 has queued its GOAWAY.
                 log.info("HTTP/2 connection ended: {why}", why=failure)
+                if isinstance(failure, h2.exceptions.DenialOfServiceError):
+                    self.rejected("h2_headers_too_large")
+                else:
+                    self.rejected("h2_protocol_error")
                 self._linger()
                 return
             for event in events:
@@ -265,6 +269,7 @@ class H2Channel(Protocol):
                 return
             if self.closing or len(self.streams) >= self.maxStreams:
                 self.h2.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                self.rejected("h2_refused_stream")
                 return
             self._stopIdle()
             self._opened = event.priority_updated
@@ -325,6 +330,7 @@ class H2Channel(Protocol):
         if not self._calm:
             self._calm = True
             log.info("HTTP/2 flood ({kind}): connection ended", kind=budget)
+            self.rejected(f"h2_flood_{budget}")
             self.goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
             self._linger()
         return False
@@ -378,6 +384,8 @@ class H2Channel(Protocol):
             stream.drain()
 
     def rejected(self, reason: str) -> None:
+        """Count a refusal before any project is known (metrics'
+        ``pipeserver_rejections_total``, project "")."""
         registry = getattr(self.site, "registry", None)
         if registry is not None:
             registry.observer.rejected("", reason)

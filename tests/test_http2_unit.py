@@ -289,3 +289,39 @@ def test_a_continuation_flood_ends_the_connection_at_a_bounded_size(env: Any) ->
     (goaway,) = peer.of(h2.events.ConnectionTerminated)
     assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
     env.clock.advance(0)
+
+
+class Rejections:
+    """An Observer that keeps the reasons of rejections."""
+
+    def __init__(self) -> None:
+        self.reasons: List[str] = []
+
+    def transferStarted(self, pipe: Any) -> None:
+        pass
+
+    def pipeEnded(self, pipe: Any, how: Any) -> None:
+        pass
+
+    def rejected(self, project: str, reason: str) -> None:
+        self.reasons.append(reason)
+
+
+def test_floods_and_refused_streams_are_counted_by_reason(make_site: Any) -> None:
+    env = make_site("--h2-max-streams", "1")
+    seen = env.registry.observer = Rejections()
+    peer = H2Peer(env)
+    peer.get(b"/waits")  # a receiver: its stream stays open
+    # A client that does not keep to the limit the server advertised.
+    peer.h2.remote_settings = h2.settings.Settings(
+        client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100}
+    )
+    refused = peer.get(b"/second")
+    (reset,) = peer.of(h2.events.StreamReset, refused)
+    assert reset.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+    assert seen.reasons == ["h2_refused_stream"]
+    for i in range(int(BUDGETS["control"][0]) + 5):
+        peer.h2.ping(b"%08d" % i)
+        peer.send()
+    assert seen.reasons == ["h2_refused_stream", "h2_flood_control"]
+    env.clock.advance(LINGER)
