@@ -301,6 +301,7 @@ class H2Stream:
             return
         if not self._queue and self._endWhenSent:
             self._endWhenSent = False
+            self._cancelDeadline()
             self._end()
         self._updateProducer()
 
@@ -325,9 +326,15 @@ class H2Stream:
         return max(0, self.conn.h2.local_flow_control_window(self.streamID))
 
     def requestDone(self, request: object) -> None:
-        """The response is complete: END_STREAM once its bytes have gone."""
+        """The response is complete: END_STREAM once its bytes have gone.
+        A client that never opens its window again must not keep the stream
+        and what is queued for it: after the idle timeout it is reset, as
+        an HTTP/1.1 connection that takes nothing is cut."""
         if self._queue:
             self._endWhenSent = True
+            self._deadline = self.conn.clock.callLater(
+                self.conn.idleTimeout, self.reset, h2.errors.ErrorCodes.CANCEL
+            )
         else:
             self._end()
 
@@ -394,7 +401,8 @@ class H2Stream:
         # all its receivers) must not hear of it while it does.
         self.conn.clock.callLater(0, self._lost, Failure(ConnectionAborted()))
 
-    _failing: Optional[IDelayedCall] = None
+    #: When a response still queued here is given up (fail, requestDone).
+    _deadline: Optional[IDelayedCall] = None
 
     def fail(self) -> None:
         """End the response short: what is queued still goes (for
@@ -405,7 +413,8 @@ class H2Stream:
             return
         self._endWhenSent = False
         self._failWhenSent = True
-        self._failing = self.conn.clock.callLater(
+        self._cancelDeadline()
+        self._deadline = self.conn.clock.callLater(
             CLOSE_GRACE, self.reset, h2.errors.ErrorCodes.INTERNAL_ERROR
         )
 
@@ -422,10 +431,13 @@ class H2Stream:
         if not self.localOpen and not self.remoteOpen:
             self.conn.streamClosed(self)
 
+    def _cancelDeadline(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
     def _lost(self, reason: Failure) -> None:
-        failing, self._failing = self._failing, None
-        if failing is not None and failing.active():
-            failing.cancel()
+        self._cancelDeadline()
         self.connected = False
         self.conn.streamClosed(self)
         request = self.request

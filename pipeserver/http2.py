@@ -172,6 +172,9 @@ class H2Channel(Protocol):
         self.window = window
         self.maxStreams = maxStreams
         self.clock = site.reactor
+        #: Seconds a connection without streams is kept (the site's idle
+        #: timeout), and a finished response waits for a shut window.
+        self.idleTimeout = float(getattr(site, "timeout", None) or 60.0)
         self.streams: Dict[int, H2Stream] = {}
         self._acks: Dict[int, int] = {}
         self._idle: Optional[IDelayedCall] = None
@@ -401,9 +404,8 @@ class H2Channel(Protocol):
 
     # ---- idle connections
     def _idleFor(self) -> None:
-        timeout = getattr(self.site, "timeout", None)
-        if timeout and self._idle is None and self.transport is not None:
-            self._idle = self.clock.callLater(timeout, self._idleTimeout)
+        if self._idle is None and self.transport is not None:
+            self._idle = self.clock.callLater(self.idleTimeout, self._idleTimeout)
 
     def _stopIdle(self) -> None:
         idle, self._idle = self._idle, None

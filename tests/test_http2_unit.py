@@ -325,3 +325,40 @@ def test_floods_and_refused_streams_are_counted_by_reason(make_site: Any) -> Non
         peer.send()
     assert seen.reasons == ["h2_refused_stream", "h2_flood_control"]
     env.clock.advance(LINGER)
+
+
+def test_a_finished_response_waiting_on_a_shut_window_is_reset_at_the_idle_timeout(
+    env: Any,
+) -> None:
+    peer = H2Peer(env, window=1000)
+    stream = peer.get(b"/p")
+    sender = env.client().send(request(b"PUT", b"/p", body=b"q" * 5000))
+    peer.pump()
+    assert sender.lines()[-1] == "[INFO] All receiver(s) was/were received successfully."
+    assert len(peer.body(stream)) == 1000
+    channel = peer.client.proto
+    env.clock.advance(channel.idleTimeout - 1)
+    peer.pump()
+    assert peer.of(h2.events.StreamReset, stream) == []
+    # The client never opens its window again: the stream is not kept.
+    env.clock.advance(1)
+    peer.pump()
+    (reset,) = peer.of(h2.events.StreamReset, stream)
+    assert reset.error_code == h2.errors.ErrorCodes.CANCEL
+    assert not peer.of(h2.events.StreamEnded, stream)
+    assert channel.streams == {}
+
+
+def test_a_finished_response_drained_in_time_ends_cleanly(env: Any) -> None:
+    peer = H2Peer(env, window=1000)
+    stream = peer.get(b"/p")
+    env.client().send(request(b"PUT", b"/p", body=b"q" * 5000))
+    peer.pump()
+    env.clock.advance(peer.client.proto.idleTimeout - 1)
+    for _ in range(5):
+        peer.ack(stream)
+    env.clock.advance(1)
+    peer.pump()
+    assert peer.body(stream) == b"q" * 5000
+    assert peer.of(h2.events.StreamEnded, stream)
+    assert peer.of(h2.events.StreamReset, stream) == []
