@@ -222,25 +222,7 @@ def fresh_path(tag: str) -> str:
 
 def wait_all(procs: List[subprocess.Popen], timeout: float) -> List[float]:
     """Wait for all processes; the monotonic time each one ended."""
-    ends = [0.0] * len(procs)
-
-    def waiter(i: int) -> None:
-        procs[i].wait()
-        ends[i] = time.monotonic()
-
-    threads = [threading.Thread(target=waiter, args=(i,)) for i in range(len(procs))]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    if any(t.is_alive() for t in threads):
-        for p in procs:
-            p.kill()
-        for t in threads:
-            t.join()
-        raise RuntimeError("transfer timed out")
-    return ends
+    return wait_rusage(procs, timeout)[0]
 
 
 # --------------------------------------------------------------- (1) and (2): curl
@@ -642,7 +624,8 @@ def machine_ticks() -> Tuple[int, int]:
 
 
 def wait_rusage(procs: List[subprocess.Popen], timeout: float) -> Tuple[List[float], List[float]]:
-    """Like wait_all, and also each process's user+system CPU seconds (wait4)."""
+    """Wait for all processes: the monotonic time each one ended, and its
+    user+system CPU seconds (wait4)."""
     ends = [0.0] * len(procs)
     cpus = [0.0] * len(procs)
 

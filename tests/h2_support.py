@@ -250,7 +250,30 @@ class GracefulH2Connection(H2Connection):
 
 
 
-class H2Client(Protocol):
+class _Closing:
+    """Closing a test client's connection, and waiting for it to close."""
+
+    transport: Any
+    closed: defer.Deferred
+    is_closed: bool
+
+    def close(self) -> None:
+        if not self.is_closed:
+            self.transport.loseConnection()
+
+    def abort(self) -> None:
+        if not self.is_closed:
+            self.transport.abortConnection()
+
+    def wait_closed(self, timeout: float = 15.0, what: str = "the connection to close") -> defer.Deferred:
+        if self.is_closed:
+            return defer.succeed(self)
+        d: defer.Deferred = defer.Deferred()
+        self.closed.addBoth(lambda r: (_fire(d, r), r)[1])
+        return with_timeout(d, timeout, what)
+
+
+class H2Client(_Closing, Protocol):
     """An HTTP/2 client connection on ``h2``."""
 
     def __init__(
@@ -447,20 +470,6 @@ class H2Client(Protocol):
                 s.unacked = 0
         self.flush()
 
-    def close(self) -> None:
-        if not self.is_closed:
-            self.transport.loseConnection()
-
-    def abort(self) -> None:
-        if not self.is_closed:
-            self.transport.abortConnection()
-
-    def wait_closed(self, timeout: float = 15.0, what: str = "the connection to close") -> defer.Deferred:
-        if self.is_closed:
-            return defer.succeed(self)
-        d: defer.Deferred = defer.Deferred()
-        self.closed.addBoth(lambda r: (_fire(d, r), r)[1])
-        return with_timeout(d, timeout, what)
 
     def wait_goaway(self, timeout: float = 15.0) -> defer.Deferred:
         return wait_for(lambda: self.goaway is not None, timeout, what="a GOAWAY")
@@ -555,7 +564,7 @@ def data_frame(stream_id: int, data: bytes = b"", end_stream: bool = False) -> D
     return DataFrame(stream_id, data, flags=["END_STREAM"] if end_stream else [])
 
 
-class RawH2(Protocol):
+class RawH2(_Closing, Protocol):
     """Raw frames both ways. Sends the preface and an empty SETTINGS at
     once; ACKs the server's SETTINGS (``ack_settings``) so that its limits
     are in force; records every frame the server sends."""
@@ -692,20 +701,6 @@ class RawH2(Protocol):
 
         return buffered_bytes(self.transport) if not self.is_closed else 0
 
-    def close(self) -> None:
-        if not self.is_closed:
-            self.transport.loseConnection()
-
-    def abort(self) -> None:
-        if not self.is_closed:
-            self.transport.abortConnection()
-
-    def wait_closed(self, timeout: float = 15.0, what: str = "the server to close") -> defer.Deferred:
-        if self.is_closed:
-            return defer.succeed(self)
-        d: defer.Deferred = defer.Deferred()
-        self.closed.addBoth(lambda r: (_fire(d, r), r)[1])
-        return with_timeout(d, timeout, what)
 
 
 def raw_h2c(port: int, ready: bool = True, **kw: Any) -> defer.Deferred:
