@@ -519,6 +519,9 @@ class PipeSite(server.Site):
     h2Enabled = True
     h2Window = 256 * 1024
     h2MaxStreams = 100
+    #: What one client's HTTP/2 connections share (``http2.Peers``: frame
+    #: budgets, waiting senders), made at the first HTTP/2 connection.
+    h2Peers: Any = None
 
     def acceptableProtocols(self) -> List[bytes]:
         """What TLS offers by ALPN: h2 (http2.py, which PipeChannel hands

@@ -110,6 +110,20 @@ class ClientAddresses:
                 address = reported
         return bucket(address)
 
+    def ofConnection(self, peer: object) -> Optional[str]:
+        """The client a connection from ``peer`` belongs to, for what is
+        counted per connection rather than per request (HTTP/2's frame
+        budgets): its address's bucket, or None when the peer is a trusted
+        proxy, whose connections carry many clients."""
+        if not isinstance(peer, (IPv4Address, IPv6Address)):
+            return None if self.trustUnix else LOCAL
+        address = _address(peer.host)
+        if address is None:
+            return str(peer.host)
+        if self.trusted and self._trusted(address):
+            return None
+        return bucket(address)
+
     def _reported(self, request: Request) -> Optional[IPAddress]:
         """The client a trusted proxy reports, or None when it reports
         nothing usable."""

@@ -274,6 +274,14 @@ def client_limit() -> Rejection:
     )
 
 
+def h2_waiting_senders() -> Rejection:
+    return over_limit(
+        "Too many HTTP/2 senders from your address or connection are waiting "
+        "for their receivers.",
+        reason="h2_waiting_senders",
+    )
+
+
 def no_sender(path: str, wait: float) -> str:
     return f"[ERROR] No sender arrived on '{path}' within {seconds(wait)} seconds."
 

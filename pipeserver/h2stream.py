@@ -7,9 +7,14 @@ checked at import in _twisted.py) and what the parties call on their
 transport, so routing, tokens, pages and the parties work unchanged. Its
 connection, with the ``h2`` state machine, is ``http2.H2Channel``.
 
-Outbound, a stream sends what its peer's window allows and queues the rest,
-pausing its producer (a receiver's party) meanwhile; inbound, its window is
-opened only while the pipe reads its body (``setReading``).
+Outbound, a stream sends what its peer's window and its connection's send
+room allow and queues the rest, pausing its producer (a receiver's party)
+meanwhile; inbound, its window is opened only while the pipe reads its body
+(``setReading``).
+
+Its head is checked as ``PipeChannel`` checks an HTTP/1.1 one: the method a
+token, the target visible ASCII, one host, at most ``--max-headers``
+fields (431), ``content-length`` digits only, whatever h2 lets through.
 """
 
 # twisted.web's request is untyped, and this module calls it from typed code.
@@ -18,7 +23,7 @@ opened only while the pipe reads its body (``setReading``).
 from __future__ import annotations
 
 import collections
-from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 import h2.errors
 import h2.exceptions
@@ -36,6 +41,26 @@ if TYPE_CHECKING:
 
 #: Seconds a failed response's queued bytes get before its stream is reset.
 CLOSE_GRACE = 10.0
+
+#: The bytes of a method (an RFC 9110 token).
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def is_token(value: bytes) -> bool:
+    """Whether ``value`` is an RFC 9110 token (what a method must be)."""
+    return bool(value) and not value.translate(None, _TOKEN)
+
+
+def content_length(values: Sequence[bytes]) -> Optional[int]:
+    """The one length ``content-length`` fields give, or -1 if they are
+    not all the same plain digits (``0_10``, `` 10``, ``+10``: a malformed
+    request, on every h2 release), or None without any."""
+    if not values:
+        return None
+    if not all(value.isdigit() for value in values) or len(set(map(int, values))) != 1:
+        return -1
+    return int(values[0])
+
 
 # Outbound headers HTTP/2 forbids (RFC 9113 8.2.2); Twisted adds some.
 _CONNECTION_HEADERS = frozenset(
@@ -81,8 +106,16 @@ class H2Stream:
         self.producer: Optional[IPushProducer] = None
         self._producerPaused = False
         self._queue: Deque[bytes] = collections.deque()
-        #: Body and line bytes waiting for the peer's window.
+        #: Body and line bytes waiting for the peer's window or the
+        #: connection's send room (changed only by :meth:`_queued`).
         self.queued = 0
+        #: Whether DATA went out since the client's last WINDOW_UPDATE on
+        #: this stream (its first is free: clients widen a new stream's).
+        self.sentSinceUpdate = True
+        #: A sender whose pipe does not read it yet (``H2Channel.waiting``).
+        self.waiting = False
+        #: The timer of a request whose body must end before it is served.
+        self._ending: Optional[IDelayedCall] = None
         #: Bytes handed to the connection (the peer's window took them).
         self.written = 0
         self.localOpen = True
@@ -119,19 +152,21 @@ class H2Stream:
         request.requestHeaders = fields
         method = pseudo.get(b":method", b"")
         path = pseudo.get(b":path", b"")
-        length: Optional[int] = None
-        lengths = fields.getRawHeaders(b"content-length")
-        if ended:
-            length = 0
-        elif lengths:
-            try:
-                length = int(lengths[0])
-            except ValueError:
-                length = None
-        request.gotLength(length)
+        length = content_length(fields.getRawHeaders(b"content-length", []))
+        request.gotLength(0 if ended else length)
         rejection: Optional[Rejection] = None
-        if not path or not target_ok(path) or len(set(hosts)) != 1:
+        if len(headers) - len(pseudo) > self.site.maxHeaders:
+            rejection = errors.headers_too_large()
+        elif (
+            not is_token(method)
+            or not path
+            or not target_ok(path)
+            or len(set(hosts)) != 1
+            or length == -1
+        ):
             rejection = errors.malformed()
+        elif method in STREAMED_METHODS and not ended and not self.conn.admitWaiting():
+            rejection = errors.h2_waiting_senders()
         else:
             rejection = self._expect(request, method, path, ended)
         if rejection is not None:
@@ -140,15 +175,33 @@ class H2Stream:
         if ended:
             request.requestReceived(method, path, b"HTTP/2")
         elif method in STREAMED_METHODS:
+            # Until its pipe reads it, it may send the default window.
+            self._setWaiting(True)
             request.dispatchEarly(method, path, b"HTTP/2")
             # Refused (no sink), it was answered and its stream reset
             # (H2Request.finish): no window for a body that goes nowhere.
-            if request.bodySink is not None and self.reading:
+            if request.bodySink is None:
+                self._setWaiting(False)
+            elif self.reading:
                 self.openWindow()
         else:
-            # Rendered once its body (read and dropped) has ended.
+            # Rendered once its body (read and dropped) has ended, which
+            # must come within the idle timeout (as an HTTP/1.1 request's
+            # body must): a request that never ends keeps nothing for ever.
             self._method, self._path = method, path
+            self._ending = self.conn.clock.callLater(self.conn.idleTimeout, self._neverEnded)
             self.openWindow()
+
+    def _neverEnded(self) -> None:
+        self._ending = None
+        if self.remoteOpen:
+            self.conn.rejected("h2_request_timeout")
+            self.reset(h2.errors.ErrorCodes.CANCEL)
+
+    def _setWaiting(self, waiting: bool) -> None:
+        if waiting != self.waiting:
+            self.waiting = waiting
+            self.conn.waitingChanged(1 if waiting else -1)
 
     _method = b""
     _path = b""
@@ -177,7 +230,12 @@ class H2Stream:
         """Answer with ``rejection`` before rendering (a bad head)."""
         request = self.request
         if "method" not in vars(request):
-            request.setRequestLine(method, path, b"HTTP/2")
+            # Logged as the access line: never a byte a terminal acts on.
+            request.setRequestLine(
+                method if is_token(method) else b"-",
+                path if path and target_ok(path) else b"-",
+                b"HTTP/2",
+            )
         self.conn.rejected(rejection.reason)
         request.write(rejection.apply(request))
         request.streamed = True
@@ -196,6 +254,8 @@ class H2Stream:
 
     def remoteEnded(self) -> None:
         self.remoteOpen = False
+        self._setWaiting(False)
+        self._cancelEnding()
         request = self.request
         if self._method:
             request.requestReceived(self._method, self._path, b"HTTP/2")
@@ -222,6 +282,7 @@ class H2Stream:
         if self._windowOpened or not self.remoteOpen:
             return
         self._windowOpened = True
+        self._setWaiting(False)
         self.conn.ack(self.streamID, self.conn.window)
 
     # ---- what http.Request calls on its channel
@@ -256,23 +317,34 @@ class H2Stream:
             data = bytes(data)
         if self._queue:
             self._queue.append(data)
-            self.queued += len(data)
+            self._queued(len(data))
             return
         rest = self._sendNow(data)
         if rest:
             self._queue.append(rest)
-            self.queued += len(rest)
+            self._queued(len(rest))
             self._updateProducer()
         self.conn.wrote()
 
+    def _queued(self, delta: int) -> None:
+        """Every change of what this stream queues (its connection counts
+        them all in one place, ``H2Channel.queue``)."""
+        self.queued += delta
+        self.conn.queue(delta)
+
     def _sendNow(self, data: bytes) -> bytes:
-        """Send what the window allows of ``data``; return the rest."""
-        conn = self.conn.h2
-        room = conn.local_flow_control_window(self.streamID)
+        """Send what the window and the connection's send room allow of
+        ``data``; return the rest (the stream then waits for its window,
+        or, in ``conn.blocked``, for the connection)."""
+        channel = self.conn
+        conn = channel.h2
+        window = conn.local_flow_control_window(self.streamID)
+        room = min(window, channel.sendRoom())
+        size = len(data)
         if room <= 0:
+            self._wait()
             return data
         frame = conn.max_outbound_frame_size
-        size = len(data)
         take = min(room, size)
         view = memoryview(data)
         offset = 0
@@ -281,7 +353,20 @@ class H2Stream:
             conn.send_data(self.streamID, view[offset:end])
             offset = end
         self.written += take
-        return data[take:] if take < size else b""
+        channel.unflushed += take
+        channel.sentSinceUpdate = self.sentSinceUpdate = True
+        if take < size:
+            self._wait()
+            return data[take:]
+        return b""
+
+    def _wait(self) -> None:
+        """Queued bytes wait: for this stream's own window (a WINDOW_UPDATE
+        on it drains them), or, if that is open, for the connection (its
+        window, or room in the transport: ``H2Channel.blocked``)."""
+        stream = self.conn.h2.streams.get(self.streamID)
+        if stream is not None and stream.outbound_flow_control_window > 0:
+            self.conn.blocked[self.streamID] = self
 
     def drain(self) -> None:
         """The window or the connection opened: send what is queued."""
@@ -289,11 +374,11 @@ class H2Stream:
             return
         while self._queue:
             data = self._queue.popleft()
-            self.queued -= len(data)
+            self._queued(-len(data))
             rest = self._sendNow(data)
             if rest:
                 self._queue.appendleft(rest)
-                self.queued += len(rest)
+                self._queued(len(rest))
                 break
         if not self._queue and self._failWhenSent:
             self._failWhenSent = False
@@ -323,7 +408,8 @@ class H2Stream:
         """Bytes the peer's windows take at once."""
         if self._queue or not self.localOpen:
             return 0
-        return max(0, self.conn.h2.local_flow_control_window(self.streamID))
+        window = self.conn.h2.local_flow_control_window(self.streamID)
+        return max(0, min(window, self.conn.sendRoom()))
 
     def requestDone(self, request: object) -> None:
         """The response is complete: END_STREAM once its bytes have gone.
@@ -390,8 +476,7 @@ class H2Stream:
         response cut short must not pass for a whole one."""
         if self.localOpen or self.remoteOpen:
             self.localOpen = self.remoteOpen = False
-            self._queue.clear()
-            self.queued = 0
+            self._dropQueue()
             try:
                 self.conn.h2.reset_stream(self.streamID, code)
             except h2.exceptions.ProtocolError:
@@ -423,9 +508,13 @@ class H2Stream:
     def peerReset(self) -> None:
         """Its client reset the stream: that party has left."""
         self.localOpen = self.remoteOpen = False
-        self._queue.clear()
-        self.queued = 0
+        self._dropQueue()
         self._lost(Failure(ConnectionLost("stream reset by the client")))
+
+    def _dropQueue(self) -> None:
+        self._queue.clear()
+        if self.queued:
+            self._queued(-self.queued)
 
     def _closeIfDone(self) -> None:
         if not self.localOpen and not self.remoteOpen:
@@ -436,8 +525,16 @@ class H2Stream:
         if deadline is not None and deadline.active():
             deadline.cancel()
 
+    def _cancelEnding(self) -> None:
+        ending, self._ending = self._ending, None
+        if ending is not None and ending.active():
+            ending.cancel()
+
     def _lost(self, reason: Failure) -> None:
         self._cancelDeadline()
+        self._cancelEnding()
+        self._setWaiting(False)
+        self._dropQueue()
         self.connected = False
         self.conn.streamClosed(self)
         request = self.request

@@ -3,21 +3,32 @@
 A connection turns to HTTP/2 at its first bytes (``PipeChannel`` hands it
 over, see :func:`handover`): the prior-knowledge preface on a cleartext
 listener, or ALPN ``h2`` on a TLS one. :class:`H2Channel` runs the sans-IO
-``h2`` library on it; each stream is an ``h2stream.H2Stream``, which is to
-its request what ``PipeChannel`` is to an HTTP/1.1 request (and its
-transport too), so routing, tokens, pages and the parties work unchanged.
+``h2`` library on it (through _h2.py, which holds every private name of h2
+it needs); each stream is an ``h2stream.H2Stream``, which is to its request
+what ``PipeChannel`` is to an HTTP/1.1 request (and its transport too), so
+routing, tokens, pages and the parties work unchanged.
 
-Backpressure is flow control. A stream's receive window starts at 0
-(``SETTINGS_INITIAL_WINDOW_SIZE``) and is opened by ``window`` bytes only
-once the pipe reads its body, then by what the pipe has passed on while it
-reads, so a sender's memory here is one window at most; the connection's
-window is kept wide, so a paused stream never holds back its neighbours.
-Outbound, a stream sends what its peer's window allows and queues the rest,
-and its producer (the receiver's party) is paused while anything is queued
-or the connection's own write buffer is full.
+Backpressure is flow control. A stream's receive window is h2's default
+(65,535 bytes: never shrunk by a SETTINGS change, which would drive the
+window of a client that already sent negative, SPEC §11); once the pipe
+reads the body it is opened by ``window`` bytes, then by what the pipe has
+passed on while it reads, so a sender's memory here is about one window.
+What waiting senders may send before their pipe reads them (the default
+window each) is bounded per connection and per client
+(:data:`WAITING_PER_CONNECTION`, :data:`WAITING_PER_CLIENT`). The
+connection's window is kept wide, so a paused stream never holds back its
+neighbours.
+
+Outbound, a stream sends what its peer's window and the connection's send
+room (:data:`SEND_BUFFER`: what the transport may hold unsent) allow, and
+queues the rest; its producer (the receiver's party) is paused meanwhile.
+What a connection queues for its client goes through one method,
+:meth:`H2Channel.queue`; past :data:`QUEUE_LIMIT` its new streams are
+refused.
 
 Floods end the connection with GOAWAY, never the server: see
-:class:`Budget` and ``H2Channel._spend``. Design and measurements:
+:class:`Budget`, :class:`Peers` (the budgets belong to the client address,
+not the connection) and ``H2Channel._spend``. Design and measurements:
 docs/HTTP2.md.
 """
 
@@ -26,14 +37,13 @@ docs/HTTP2.md.
 
 from __future__ import annotations
 
+import collections
 from typing import Any, Dict, List, Optional
 
 import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
-import h2.frame_buffer
 import h2.settings
 import hyperframe.frame
 from twisted.internet.error import ConnectionAborted
@@ -44,7 +54,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pipeserver.channel import PipeChannel
-from pipeserver.h2fast import FastH2Connection
+from pipeserver.clients import ClientAddresses
+from pipeserver.fastpath import buffered_bytes
+from pipeserver._h2 import FastH2Connection
 from pipeserver.h2stream import H2Stream
 
 log = Logger()
@@ -61,64 +73,34 @@ CONNECTION_WINDOW = 1 << 30
 #: Seconds a connection ended for a flood is read (and dropped) so that its
 #: GOAWAY gets through, before it is aborted.
 LINGER = 2.0
-# h2 4.x builds the repr of every frame it receives, even with logging off
-# ("Received frame: %s" in H2Connection._receive_frame), and a DATA frame's
-# repr hexlifies its payload: about a third of the CPU of a transfer. The
-# payload is never logged here, so its repr is its length.
-def _data_repr(self: hyperframe.frame.DataFrame) -> str:
-    return f"<{len(self.data)} bytes>"
-
-
-hyperframe.frame.DataFrame._body_repr = _data_repr  # type: ignore[method-assign,assignment]
-
-
-class HeaderBlockBuffer(h2.frame_buffer.FrameBuffer):
-    """h2's frame buffer, with a cap on the bytes of a header block still
-    waiting for its END_HEADERS. h2 caps only the CONTINUATION frames (64,
-    so up to 1 MiB per connection) and the header list once decoded: a
-    CONTINUATION flood is ended here, at twice ``--max-header-bytes``
-    (HPACK rarely makes a header list bigger than its encoding)."""
-
-    def __init__(self, cap: int) -> None:
-        super().__init__(server=True)
-        self.cap = cap
-
-    def _update_header_buffer(self, f: Any) -> Any:
-        # (h2 4.x's own hook; checked at import below.)
-        frame = super()._update_header_buffer(f)
-        pending = self._headers_buffer
-        if pending and sum(len(part.data) for part in pending) > self.cap:
-            raise h2.exceptions.DenialOfServiceError("Header block too large.")
-        return frame
-
-
-if not hasattr(h2.frame_buffer.FrameBuffer, "_update_header_buffer"):  # pragma: no cover
-    raise ImportError("h2's FrameBuffer changed: see http2.HeaderBlockBuffer")
-
-
-class _Settings(h2.settings.Settings):
-    """Our SETTINGS, which advertise ``MAX_CONCURRENT_STREAMS`` while h2
-    enforces only a ceiling past it (``ceiling``), with GOAWAY, for clients
-    that ignore it: up to that, the extra stream gets RST_STREAM
-    (REFUSED_STREAM) from H2Channel, as RFC 9113 5.1.2 asks."""
-
-    ceiling = 0
-
-    @property
-    def max_concurrent_streams(self) -> int:
-        return self.ceiling
-
-    @max_concurrent_streams.setter
-    def max_concurrent_streams(self, value: int) -> None:
-        self[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = value
+#: A stream's receive window until its pipe reads it: h2's default, which
+#: a client may fill before it has seen our SETTINGS.
+DEFAULT_STREAM_WINDOW = 65535
+#: Bytes a connection may hand its transport that it has not sent yet.
+#: Past it, streams queue (and their producers pause) until the transport
+#: drains: a receiver that reads nothing holds this, not a sender's read.
+#: Above the transport's own 64 KiB, so that a full one always pauses us
+#: and tells us (resumeProducing) when it has drained.
+SEND_BUFFER = 128 * 1024
+#: Bytes a connection may hold for its client (queued for a window or the
+#: transport) before its new streams are refused (RST_STREAM
+#: REFUSED_STREAM): a client that reads nothing cannot make the server hold
+#: a page per stream.
+QUEUE_LIMIT = 1 << 20
+#: Senders (PUT, POST streams) whose pipe does not read them yet, each of
+#: which may send the default window, per connection and per client
+#: address; past either, a new one gets 503 (``h2_waiting_senders``).
+WAITING_PER_CONNECTION = 16
+WAITING_PER_CLIENT = 32
 
 
 class Budget:
     """A token bucket: ``burst`` events at once, then ``rate`` a second.
 
     Each kind of frame a flood is made of (resets, PING/SETTINGS and other
-    control frames, empty DATA, new streams) spends from its connection's
-    budget for it; a connection that overdraws one gets GOAWAY."""
+    control frames, empty DATA, new streams, frames that change nothing)
+    spends from its client's budget for it; a connection that overdraws one
+    gets GOAWAY."""
 
     __slots__ = ("clock", "burst", "rate", "tokens", "at")
 
@@ -129,14 +111,15 @@ class Budget:
         self.tokens = burst
         self.at = clock.seconds()
 
-    def spend(self) -> bool:
-        """Take one token; False once there is none left."""
+    def spend(self, count: int = 1) -> bool:
+        """Take ``count`` tokens; False once there are not enough left."""
         now = self.clock.seconds()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
-        if self.tokens < 1:
+        if self.tokens < count:
+            self.tokens = 0
             return False
-        self.tokens -= 1
+        self.tokens -= count
         return True
 
 
@@ -147,7 +130,69 @@ BUDGETS = {
     "control": (100.0, 20.0),  # PING, SETTINGS, PRIORITY, unknown frames
     "empty": (100.0, 20.0),  # DATA without payload nor END_STREAM
     "stream": (1000.0, 200.0),  # streams opened
+    # Frames that change nothing: those h2 handles without an event (a
+    # WINDOW_UPDATE, RST_STREAM or DATA on a closed stream), and a
+    # WINDOW_UPDATE when nothing was sent since the last one.
+    # (About one a stream is usual: a client's WINDOW_UPDATE for the last
+    # bytes of a response that has ended.)
+    "silent": (1000.0, 200.0),
 }
+#: Seconds after which every budget is full again.
+REFILL = max(burst / rate for burst, rate in BUDGETS.values())
+
+
+class Peer:
+    """What the HTTP/2 connections of one client address share: their
+    budgets, and how many of their senders wait (``waiting``)."""
+
+    __slots__ = ("budgets", "connections", "waiting")
+
+    def __init__(self, clock: Any) -> None:
+        self.budgets = {name: Budget(clock, *spec) for name, spec in BUDGETS.items()}
+        self.connections = 0
+        self.waiting = 0
+
+
+class Peers:
+    """Every client address's :class:`Peer`, so a client that opens a new
+    connection does not get fresh budgets. A peer is forgotten once its
+    last connection has been gone for :data:`REFILL` seconds (by then its
+    budgets would be full again)."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.peers: Dict[str, Peer] = {}
+        #: Peers without a connection, oldest first: when the last left.
+        self._idle: Dict[str, float] = collections.OrderedDict()
+
+    def join(self, key: Optional[str]) -> Peer:
+        """The peer of a new connection from ``key`` (None: a peer of its
+        own, as for a trusted proxy's connections)."""
+        self._prune()
+        if key is None:
+            peer = Peer(self.clock)
+        else:
+            found = self.peers.get(key)
+            if found is None:
+                found = self.peers[key] = Peer(self.clock)
+            self._idle.pop(key, None)
+            peer = found
+        peer.connections += 1
+        return peer
+
+    def leave(self, key: Optional[str], peer: Peer) -> None:
+        peer.connections -= 1
+        if key is not None and peer.connections <= 0 and self.peers.get(key) is peer:
+            self._idle[key] = self.clock.seconds()
+
+    def _prune(self) -> None:
+        now = self.clock.seconds()
+        while self._idle:
+            key, since = next(iter(self._idle.items()))
+            if now - since < REFILL:
+                return
+            del self._idle[key]
+            self.peers.pop(key, None)
 
 
 @implementer(IPushProducer)
@@ -173,21 +218,46 @@ class H2Channel(Protocol):
         self.maxStreams = maxStreams
         self.clock = site.reactor
         #: Seconds a connection without streams is kept (the site's idle
-        #: timeout), and a finished response waits for a shut window.
-        self.idleTimeout = float(getattr(site, "timeout", None) or 60.0)
+        #: timeout, ``--idle-timeout``), a finished response waits for a
+        #: shut window, and a request may take to end.
+        timeout = site.timeOut
+        self.idleTimeout = float(timeout) if timeout else 60.0
+        #: Seconds the client has to acknowledge our SETTINGS.
+        self.settingsTimeout = float(site.headerTimeout or 20.0)
         self.streams: Dict[int, H2Stream] = {}
+        #: Streams whose queue waits for the connection (its window, or
+        #: room in the transport), not for their own window.
+        self.blocked: Dict[int, H2Stream] = {}
+        #: Bytes queued in its streams for the client (see :meth:`queue`).
+        self.queued = 0
+        #: Bytes given to h2 since the last flush.
+        self.unflushed = 0
+        #: Senders of this connection whose pipe does not read them yet.
+        self.waiting = 0
+        #: Whether DATA went out since the client's last WINDOW_UPDATE on
+        #: the connection (one without is a frame that changes nothing; a
+        #: client's first, which widens the window, is free).
+        self.sentSinceUpdate = True
         self._acks: Dict[int, int] = {}
         self._idle: Optional[IDelayedCall] = None
-        self.budgets = {name: Budget(self.clock, *spec) for name, spec in BUDGETS.items()}
+        self._settingsTimer: Optional[IDelayedCall] = None
+        self.peerKey: Optional[str] = None
+        self.peer = Peer(self.clock)
+        self.budgets = self.peer.budgets
         self.secure = False
+        self._wire: Any = None
 
     # ---- the connection
     def connectionMade(self) -> None:
         transport: Any = self.transport
         self.secure = ISSLTransport.providedBy(transport)
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
-        conn = self.h2 = FastH2Connection(config=config)
+        # What holds our bytes until the socket takes them: the TCP
+        # transport (under TLS, the one beneath it).
+        self._wire = getattr(transport, "transport", transport) if self.secure else transport
+        self._joinPeers(transport)
         header_bytes = int(getattr(self.site, "totalHeadersSize", 16384))
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        conn = self.h2 = FastH2Connection(config=config, header_cap=2 * header_bytes)
         codes = h2.settings.SettingCodes
         conn.local_settings = _Settings(
             client=False,
@@ -198,19 +268,31 @@ class H2Channel(Protocol):
         )
         conn.local_settings.ceiling = 2 * self.maxStreams + 16
         conn.decoder.max_header_list_size = header_bytes
-        conn.incoming_buffer = HeaderBlockBuffer(2 * header_bytes)
         conn.initiate_connection()
-        # Streams' windows shut at first. Sent as a change, which h2 applies
-        # once the client acknowledges it: until then the client may send a
-        # stream the default 64 KiB, as about one read of HTTP/1.1.
-        conn.update_settings({codes.INITIAL_WINDOW_SIZE: 0})
+        # No SETTINGS_INITIAL_WINDOW_SIZE: a change would apply to streams
+        # a client already sent on, and drive their windows negative.
         conn.increment_flow_control_window(CONNECTION_WINDOW)
         transport.registerProducer(self, True)
         channels = getattr(self.site, "channels", None)
         if channels is not None:
             channels.add(self)
+        self._settingsTimer = self.clock.callLater(self.settingsTimeout, self._settingsTimedOut)
         self._idleFor()
         self.flush()
+
+    def _joinPeers(self, transport: Any) -> None:
+        """Share the budgets of this client's other connections."""
+        site = self.site
+        if site.h2Peers is None:
+            site.h2Peers = Peers(self.clock)
+        client_of = getattr(site.resource, "client_of", None)
+        peer = transport.getPeer()
+        if isinstance(client_of, ClientAddresses):
+            self.peerKey = client_of.ofConnection(peer)
+        else:
+            self.peerKey = ClientAddresses().ofConnection(peer)
+        self.peer = site.h2Peers.join(self.peerKey)
+        self.budgets = self.peer.budgets
 
     @property
     def requests(self) -> List[H2Stream]:
@@ -224,10 +306,27 @@ class H2Channel(Protocol):
             self.flush()
 
     def flush(self) -> None:
-        # DATA frames as header + payload buffers, unjoined (h2fast.py).
+        # DATA frames as header + payload buffers, unjoined (_h2.py).
         data = self.h2.pending()
+        self.unflushed = 0
         if data:
             self.transport.writeSequence(data)  # type: ignore[union-attr]
+
+    # ---- what it holds for its client
+    def queue(self, delta: int) -> None:
+        """Every change of the bytes its streams queue for the client (body,
+        pages, error texts waiting for a window or for the transport) goes
+        through here: the one place to count them (per client, too)."""
+        self.queued += delta
+
+    def sendRoom(self) -> int:
+        """Bytes that may still be handed to the transport now."""
+        return SEND_BUFFER - self.unflushed - buffered_bytes(self._wire)
+
+    def held(self) -> int:
+        """Bytes this connection holds for its client: queued in its
+        streams, and handed to the transport but not sent."""
+        return self.queued + self.unflushed + buffered_bytes(self._wire)
 
     def dataReceived(self, data: bytes) -> None:
         if self.discarding or (self.closing and not self.streams):
@@ -237,8 +336,9 @@ class H2Channel(Protocol):
             try:
                 events = self.h2.receive_data(data)
             except h2.exceptions.ProtocolError as failure:
-                # h2 has queued its GOAWAY.
-                log.info("HTTP/2 connection ended: {why}", why=failure)
+                # h2 has queued its GOAWAY. Its text may quote what the
+                # client sent (a header, a token): only its kind is logged.
+                log.info("HTTP/2 connection ended: {why}", why=describe(failure))
                 if isinstance(failure, h2.exceptions.DenialOfServiceError):
                     self.rejected("h2_headers_too_large")
                 else:
@@ -249,6 +349,9 @@ class H2Channel(Protocol):
                 self._event(event)
                 if self._calm:
                     return  # a flood: the rest is not looked at
+            silent, self.h2.silent = self.h2.silent, 0
+            if silent and not self._spend("silent", silent):
+                return
             self._sendAcks()
         finally:
             self.inEvents = False
@@ -270,7 +373,11 @@ class H2Channel(Protocol):
         elif isinstance(event, h2.events.RequestReceived):
             if not self._spend("stream"):
                 return
-            if self.closing or len(self.streams) >= self.maxStreams:
+            if (
+                self.closing
+                or len(self.streams) >= self.maxStreams
+                or self.held() >= QUEUE_LIMIT
+            ):
                 self.h2.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
                 self.rejected("h2_refused_stream")
                 return
@@ -289,21 +396,18 @@ class H2Channel(Protocol):
             if stream is not None:
                 stream.peerReset()
         elif isinstance(event, h2.events.WindowUpdated):
-            if event.stream_id:
-                stream = self.streams.get(event.stream_id)
-                if stream is not None:
-                    stream.drain()
-            else:
-                self._drainAll()
+            self._windowUpdated(event.stream_id)
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             if self._spend("control"):
                 self._drainAll()
+        elif isinstance(event, h2.events.SettingsAcknowledged):
+            self._stopSettingsTimer()
+            self._spend("control")
         elif isinstance(event, h2.events.ConnectionTerminated):
             # The client opens no new stream; those open go on (RFC 9113
-            # 6.8). h2 closes its state machine on a GOAWAY it receives and
-            # would send nothing more: it is put back, and new streams are
+            # 6.8): h2's state machine is kept open, and new streams are
             # refused here.
-            self.h2.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
+            self.h2.keep_open()
             self.closing = True
             if not self.streams:
                 self._drop()
@@ -320,15 +424,32 @@ class H2Channel(Protocol):
                 h2.events.PingReceived,
                 h2.events.PingAckReceived,
                 h2.events.UnknownFrameReceived,
-                h2.events.SettingsAcknowledged,
                 h2.events.AlternativeServiceAvailable,
             ),
         ):
             self._spend("control")
 
-    def _spend(self, budget: str) -> bool:
+    def _windowUpdated(self, streamID: int) -> None:
+        """A WINDOW_UPDATE: what waited for it goes. One that comes when
+        nothing was sent since the last (on its stream, or the connection)
+        changes nothing we did, and spends from the silent budget."""
+        if streamID:
+            stream = self.streams.get(streamID)
+            if stream is None or not stream.sentSinceUpdate:
+                if not self._spend("silent"):
+                    return
+            if stream is not None:
+                stream.sentSinceUpdate = False
+                stream.drain()
+            return
+        if not self.sentSinceUpdate and not self._spend("silent"):
+            return
+        self.sentSinceUpdate = False
+        self._drainBlocked()
+
+    def _spend(self, budget: str, count: int = 1) -> bool:
         """Spend from ``budget``; past it the connection is a flood, and ends."""
-        if self.budgets[budget].spend():
+        if self.budgets[budget].spend(count):
             return True
         if not self._calm:
             self._calm = True
@@ -337,6 +458,21 @@ class H2Channel(Protocol):
             self.goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
             self._linger()
         return False
+
+    def _settingsTimedOut(self) -> None:
+        """Our SETTINGS were never acknowledged (RFC 9113 6.5.3)."""
+        self._settingsTimer = None
+        if self.transport is None or self.discarding:
+            return
+        log.info("HTTP/2 connection ended: our SETTINGS were not acknowledged")
+        self.rejected("h2_settings_timeout")
+        self.goAway(h2.errors.ErrorCodes.SETTINGS_TIMEOUT)
+        self._linger()
+
+    def _stopSettingsTimer(self) -> None:
+        timer, self._settingsTimer = self._settingsTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def _linger(self) -> None:
         """End the connection so its GOAWAY arrives: closing with the rest
@@ -386,6 +522,24 @@ class H2Channel(Protocol):
         for stream in list(self.streams.values()):
             stream.drain()
 
+    def _drainBlocked(self) -> None:
+        """The connection's window or its transport opened: the streams
+        that waited for it go on (not every stream: a WINDOW_UPDATE on the
+        connection must not cost a walk of them all)."""
+        blocked, self.blocked = self.blocked, {}
+        for stream in blocked.values():
+            stream.drain()
+
+    # ---- senders that wait
+    def admitWaiting(self) -> bool:
+        """Whether one more sender of this connection may wait for its pipe
+        (each may send the default window before its pipe reads it)."""
+        return self.waiting < WAITING_PER_CONNECTION and self.peer.waiting < WAITING_PER_CLIENT
+
+    def waitingChanged(self, delta: int) -> None:
+        self.waiting += delta
+        self.peer.waiting += delta
+
     def rejected(self, reason: str) -> None:
         """Count a refusal before any project is known (metrics'
         ``pipeserver_rejections_total``, project "")."""
@@ -396,6 +550,7 @@ class H2Channel(Protocol):
     def streamClosed(self, stream: H2Stream) -> None:
         if self.streams.get(stream.streamID) is stream:
             del self.streams[stream.streamID]
+            self.blocked.pop(stream.streamID, None)
             if not self.streams:
                 if self.closing:
                     self.loseConnection()
@@ -472,6 +627,7 @@ class H2Channel(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stopIdle()
+        self._stopSettingsTimer()
         later, self._abortLater = self._abortLater, None
         if later is not None and later.active():
             later.cancel()
@@ -479,10 +635,13 @@ class H2Channel(Protocol):
         if channels is not None:
             channels.discard(self)
         self._endStreams(reason)
+        if self.site.h2Peers is not None:
+            self.site.h2Peers.leave(self.peerKey, self.peer)
         self.transport = None
 
     def _endStreams(self, reason: Failure) -> None:
         streams, self.streams = self.streams, {}
+        self.blocked = {}
         for stream in streams.values():
             stream.localOpen = stream.remoteOpen = False
             stream._lost(reason)
@@ -511,6 +670,31 @@ class H2Channel(Protocol):
         pass
 
 
+class _Settings(h2.settings.Settings):
+    """Our SETTINGS, which advertise ``MAX_CONCURRENT_STREAMS`` while h2
+    enforces only a ceiling past it (``ceiling``), with GOAWAY, for clients
+    that ignore it: up to that, the extra stream gets RST_STREAM
+    (REFUSED_STREAM) from H2Channel, as RFC 9113 5.1.2 asks."""
+
+    ceiling = 0
+
+    @property
+    def max_concurrent_streams(self) -> int:
+        return self.ceiling
+
+    @max_concurrent_streams.setter
+    def max_concurrent_streams(self, value: int) -> None:
+        self[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = value
+
+
+def describe(failure: h2.exceptions.ProtocolError) -> str:
+    """What went wrong, for the log, without h2's text (which may quote a
+    header the client sent: a token in ``Authorization``)."""
+    code = getattr(failure, "error_code", None)
+    name = getattr(code, "name", None) or str(code)
+    return f"{type(failure).__name__} ({name})"
+
+
 def wants_h2(transport: Any, data: bytes) -> Optional[bool]:
     """Whether a connection whose first bytes are ``data`` speaks HTTP/2:
     True (ALPN chose h2, or the preface), False, or None while ``data`` is
@@ -529,11 +713,7 @@ def handover(old: PipeChannel, transport: Any, data: bytes) -> bool:
     to a new :class:`H2Channel`, and feed it ``data``. False if the
     transport cannot change protocols (then HTTP/1.1 goes on)."""
     site = old.site
-    channel = H2Channel(
-        site,
-        int(getattr(site, "h2Window", DEFAULT_WINDOW)),
-        int(getattr(site, "h2MaxStreams", DEFAULT_MAX_STREAMS)),
-    )
+    channel = H2Channel(site, int(site.h2Window), int(site.h2MaxStreams))
     if getattr(transport, "wrappedProtocol", None) is old:  # TLS
         transport.wrappedProtocol = channel
     elif getattr(transport, "protocol", None) is old:  # TCP, Unix

@@ -1,4 +1,4 @@
-"""pipeserver/h2fast.py against h2 itself.
+"""pipeserver/_h2.py's DATA fast path against h2 itself.
 
 Two server connections, h2's own ``H2Connection`` and ``FastH2Connection``,
 are fed the same random frames (HEADERS with and without CONTINUATION, DATA
@@ -10,7 +10,7 @@ both must have raised the same exception or returned the same events, have
 the same bytes to send, and the same windows and stream states.
 
 Also pinned here: the h2 sources the fast path mirrors, and the eager
-``repr`` in ``_receive_frame`` that http2.py patches (docs/HTTP2.md).
+``repr`` in ``_receive_frame`` that _h2.py avoids (docs/HTTP2.md).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import pipeserver.http2  # noqa: F401  (its DataFrame repr patch)
-from pipeserver import h2fast
-from pipeserver.h2fast import FastH2Connection
+
+from pipeserver import _h2 as h2fast
+from pipeserver._h2 import FastH2Connection
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 STREAMS = [1, 3, 5, 7]
@@ -214,11 +214,13 @@ def state(conn: h2.connection.H2Connection) -> Any:
 
 
 def new_servers(like_http2: bool) -> List[h2.connection.H2Connection]:
+    """h2's own path (with _h2.py's hooks: its frame buffer, which refuses
+    an overlong frame at its header) and the fast path."""
     servers = []
-    for cls in (h2.connection.H2Connection, FastH2Connection):
-        conn = cls(h2.config.H2Configuration(client_side=False, header_encoding=None))
-        if isinstance(conn, FastH2Connection):
-            assert conn.fast
+    for fast in (False, True):
+        conn = FastH2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+        assert conn.fast
+        conn.fast = fast
         conn.initiate_connection()
         if like_http2:
             conn.update_settings({Codes.INITIAL_WINDOW_SIZE: 0})
@@ -334,7 +336,8 @@ def test_fast_path_is_taken() -> None:
     real = FastH2Connection._receive_frame
 
     def spy(self: Any, frame: Any) -> Any:
-        calls.append(frame)
+        if self is fast:
+            calls.append(frame)
         return real(self, frame)
 
     FastH2Connection._receive_frame = spy  # type: ignore[method-assign]
@@ -379,19 +382,54 @@ def test_switch_off() -> None:
 
 
 # ---- what of h2 the fast path and http2.py rely on
-def test_eager_repr_is_where_http2_patches_it() -> None:
+def test_eager_repr_is_avoided_per_frame() -> None:
     """h2 4.x builds ``repr(frame)`` for a trace even with logging off, and
-    a DATA frame's repr hexlifies its payload; http2.py patches
-    ``DataFrame._body_repr``. If h2 moves or drops the trace, revisit it."""
+    a DATA frame's repr hexlifies its payload: _h2.FrameBuffer hands DATA
+    frames out as QuietDataFrame, whose repr does not, and each connection
+    dispatches that class to h2's own handler. Nothing of hyperframe is
+    patched for the process. If h2 moves or drops the trace, revisit it."""
     source = inspect.getsource(h2.connection.H2Connection._receive_frame)
     assert 'self.config.logger.trace("Received frame: %s", repr(frame))' in source
     assert "_body_repr" in inspect.getsource(hyperframe.frame.Frame.__repr__)
-    frame = hyperframe.frame.DataFrame(1, data=b"x" * 100000)
-    assert len(repr(frame)) < 200
+    assert hyperframe.frame.DataFrame._body_repr.__module__ == "hyperframe.frame"
+    buf = h2fast.FrameBuffer(1 << 20)
+    buf.max_frame_size = 16384
+    buf.add_data(PREFACE + frame_bytes(0x0, 0, 1, b"x" * 10000))
+    frame = next(buf)
+    assert type(frame) is h2fast.QuietDataFrame
+    assert repr(frame).endswith("<10000 bytes>")
+    conn = FastH2Connection(h2.config.H2Configuration(client_side=False))
+    table = conn._frame_dispatch_table
+    assert table[h2fast.QuietDataFrame] == table[hyperframe.frame.DataFrame]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "stock"])
+def test_an_overlong_frame_is_refused_at_its_header(fast: bool) -> None:
+    """h2 buffers a frame whole before it checks its length (16 MiB for a
+    header that says so); ours is refused when its 9 bytes are in, on the
+    fast path and h2's, however the bytes are split."""
+    for kind in (0x0, 0x1, 0xEE):  # DATA, HEADERS, unknown
+        conn = FastH2Connection(h2.config.H2Configuration(client_side=False))
+        conn.fast = fast
+        conn.initiate_connection()
+        conn.receive_data(PREFACE + frame_bytes(0x4, 0, 0, b""))
+        header = struct.pack(">HBBBL", 0xFFFF, 0xFF, kind, 0, 1)  # 16 MiB
+        conn.receive_data(header[:4])
+        with pytest.raises(h2.exceptions.FrameTooLargeError):
+            conn.receive_data(header[4:] + b"x" * 100)
+        assert len(conn.incoming_buffer._data) <= 9 + 100
+        assert b"\x00\x00\x08\x07" in conn.data_to_send()  # GOAWAY
+    # One byte over SETTINGS_MAX_FRAME_SIZE, with the frame before it whole.
+    conn = FastH2Connection(h2.config.H2Configuration(client_side=False))
+    conn.fast = fast
+    conn.initiate_connection()
+    conn.receive_data(PREFACE + frame_bytes(0x4, 0, 0, b""))
+    with pytest.raises(h2.exceptions.FrameTooLargeError):
+        conn.receive_data(frame_bytes(0x6, 0, 0, b"12345678") + struct.pack(">HBBBL", 0x40, 0x01, 0, 0, 1))
 
 
 # sha256 of the h2 code FastH2Connection mirrors (h2 4.4.1, hyperframe 6.1).
-# When one changes, read the new code against h2fast.py (windows, content
+# When one changes, read the new code against _h2.py (windows, content
 # length, state transitions, events, buffer handling), then update it here.
 MIRRORED = {
     "H2Connection.receive_data": (h2.connection.H2Connection.receive_data, "4470c8fa"),
@@ -426,4 +464,4 @@ def digest(function: Any) -> str:
 @pytest.mark.parametrize("name", sorted(MIRRORED))
 def test_mirrored_h2_code_unchanged(name: str) -> None:
     function, pinned = MIRRORED[name]
-    assert digest(function) == pinned, f"{name} changed in h2: re-read it against h2fast.py"
+    assert digest(function) == pinned, f"{name} changed in h2: re-read it against _h2.py"

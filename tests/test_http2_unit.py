@@ -118,15 +118,19 @@ def test_the_preface_turns_the_connection_to_http2(env: Any) -> None:
     assert peer.of(h2.events.StreamEnded, stream)
 
 
+#: h2's default stream window, which the server never shrinks (SPEC §11).
+INITIAL = 65535
+
+
 def test_a_waiting_sender_gets_a_window_only_once_its_receiver_comes(env: Any) -> None:
     peer = H2Peer(env)
     sender = peer.get(b"/p", method=b"PUT", end=False)
-    # The server's SETTINGS shut every stream's window at first.
-    assert peer.h2.local_flow_control_window(sender) == 0
+    # The default window, no more, and never less: no SETTINGS shrinks it.
+    assert peer.h2.local_flow_control_window(sender) == INITIAL
     assert peer.body(sender) == b"[INFO] Waiting for 1 receiver(s)...\n"
     receiver = env.client().send(request(b"GET", b"/p"))
     peer.pump()
-    assert peer.h2.local_flow_control_window(sender) == DEFAULT_WINDOW
+    assert peer.h2.local_flow_control_window(sender) == INITIAL + DEFAULT_WINDOW
     payload = bytes(range(256)) * 1024
     peer.upload(sender, payload, end=True)
     assert hashlib.sha256(receiver.response().body).hexdigest() == hashlib.sha256(payload).hexdigest()
@@ -145,10 +149,10 @@ def test_a_sender_window_reopens_only_as_its_receiver_takes_bytes(env: Any) -> N
     peer.send()
     peer.pump()
     # What it sent is not given back while the receiver takes nothing.
-    assert peer.h2.local_flow_control_window(sender) == DEFAULT_WINDOW - 16384
+    assert peer.h2.local_flow_control_window(sender) == INITIAL + DEFAULT_WINDOW - 16384
     receiver.resume()
     peer.pump()
-    assert peer.h2.local_flow_control_window(sender) == DEFAULT_WINDOW
+    assert peer.h2.local_flow_control_window(sender) == INITIAL + DEFAULT_WINDOW
     peer.h2.end_stream(sender)
     peer.send()
     peer.pump()

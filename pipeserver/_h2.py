@@ -1,4 +1,36 @@
-"""A fast path for DATA frames on ``h2``'s connection (issue 12, item 7).
+"""Every private name of ``h2`` and ``hyperframe`` that pipeserver uses, in one place.
+
+``http2.py`` runs the sans-IO ``h2`` library; what it needs beyond h2's
+public API is here, named once and checked when this module is imported
+(as ``_twisted.py`` does for Twisted). Two kinds:
+
+- **Hooks the connection always uses** (every h2 that setup.cfg allows,
+  4.1 to 4.4; CI runs the lowest and the newest): :class:`FrameBuffer`
+  refuses a frame longer than our ``SETTINGS_MAX_FRAME_SIZE`` as soon as
+  its 9-byte header is in (h2 buffers the whole frame first), caps a header
+  block still waiting for END_HEADERS, and gives each DATA frame a repr
+  that does not hexlify its payload (h2 builds ``repr(frame)`` for a trace
+  nobody reads: a third of a transfer's CPU); :class:`FastH2Connection`
+  counts the frames h2 handles without an event (``silent``: a
+  WINDOW_UPDATE or RST_STREAM on a closed stream...), so they spend a
+  budget too, and keeps its state machine open after a client's GOAWAY
+  (:meth:`FastH2Connection.keep_open`). If h2 ever lacks one of them,
+  :data:`PROBLEMS` says which, h2's own code runs instead, and one log line
+  says so.
+- **The DATA fast path** (issue 12, item 7), which mirrors h2's code for
+  plain DATA frames each way. It runs only on the h2 and hyperframe
+  releases it was verified against (:data:`VERIFIED`: tests/test_h2fast.py
+  fuzzes it against h2 and pins the sources it mirrors); on any other, the
+  stock h2 path, and one log line.
+
+A DATA frame on h2's path is a DATA frame of a private subclass (its repr);
+h2 dispatches frames by class, so each connection maps that subclass to
+h2's own handler: nothing of h2 or hyperframe is patched for the process.
+
+What would let this module go: docs/HTTP2.md ("Upstream").
+
+The fast path
+-------------
 
 A pipe over HTTP/2 is almost only DATA frames of 16 KiB on streams that are
 open, and ``h2`` spends about 14 us on each: ``receive_data`` parses it with
@@ -38,22 +70,35 @@ import os
 import struct
 from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
+import h2
 import h2.config
 import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.frame_buffer
+import h2.settings
 import h2.stream
 import h2.windows
+import hyperframe
 import hyperframe.exceptions
+import hyperframe.frame
 from h2.connection import ConnectionInputs, H2ConnectionStateMachine
 from h2.stream import H2StreamStateMachine, StreamInputs
+from twisted.logger import Logger
 
 if TYPE_CHECKING:
     from h2._typing import Buffer
 
-#: Whether new connections take the fast path (``PIPESERVER_H2_FAST=0``: no).
-FAST = os.environ.get("PIPESERVER_H2_FAST", "1").strip() != "0"
+log = Logger()
+
+#: The installed releases.
+VERSION = h2.__version__
+HYPERFRAME_VERSION = hyperframe.__version__
+#: (h2, hyperframe) releases the DATA fast path was verified against: the
+#: fuzz test passes and the mirrored sources match their pins
+#: (tests/test_h2fast.py). Add one only after both, on that release.
+VERIFIED = frozenset({("4.4.1", "6.1.0")})
 
 # A frame header (RFC 9113 4.1): 24-bit length (as 16 + 8 bits, as
 # hyperframe reads it), type, flags, reserved bit + 31-bit stream id.
@@ -64,6 +109,122 @@ _PADDED = 0x8
 _STREAM_ID = 0x7FFFFFFF
 
 
+# ---- what this h2 offers
+def _problems() -> List[str]:
+    """The private names the hooks need that this h2 lacks (empty: none)."""
+    missing = []
+    buffer = h2.frame_buffer.FrameBuffer(server=True)
+    if not isinstance(getattr(buffer, "_data", getattr(buffer, "data", None)), (bytes, bytearray)):
+        missing.append("FrameBuffer._data (or .data)")
+    for name in ("_update_header_buffer", "_validate_frame_length"):
+        if not callable(getattr(buffer, name, None)):
+            missing.append(f"FrameBuffer.{name}")
+    if not isinstance(getattr(buffer, "_headers_buffer", None), list):
+        missing.append("FrameBuffer._headers_buffer")
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    table = getattr(conn, "_frame_dispatch_table", None)
+    if not isinstance(table, dict) or hyperframe.frame.DataFrame not in table:
+        missing.append("H2Connection._frame_dispatch_table")
+    for name in ("_receive_frame", "_receive_data_frame"):
+        if not callable(getattr(conn, name, None)):
+            missing.append(f"H2Connection.{name}")
+    state = getattr(getattr(conn, "state_machine", None), "state", None)
+    if not isinstance(state, h2.connection.ConnectionState) or not hasattr(
+        h2.connection.ConnectionState, "SERVER_OPEN"
+    ):
+        missing.append("H2Connection.state_machine.state")
+    if not callable(getattr(hyperframe.frame.Frame, "_body_repr", None)):
+        missing.append("hyperframe Frame._body_repr")
+    return missing
+
+
+#: What of h2's internals the hooks need and this h2 lacks (then h2's own
+#: frame buffer and frame handling run, without the hooks).
+PROBLEMS = _problems()
+HOOKS = not PROBLEMS
+#: Whether the fast path may run on this h2 at all.
+VERIFIED_HERE = HOOKS and (VERSION, HYPERFRAME_VERSION) in VERIFIED
+#: Whether new connections take the fast path (``PIPESERVER_H2_FAST=0``: no).
+FAST = VERIFIED_HERE and os.environ.get("PIPESERVER_H2_FAST", "1").strip() != "0"
+
+if not HOOKS:  # pragma: no cover  (an h2 outside setup.cfg's range)
+    log.warn(
+        "h2 {version} lacks {missing}: HTTP/2 runs on h2's own frame buffer, "
+        "without pipeserver's early frame-size check and header-block cap "
+        "(pipeserver/_h2.py)",
+        version=VERSION,
+        missing=", ".join(PROBLEMS),
+    )
+elif not VERIFIED_HERE:
+    log.info(
+        "h2 {version} (hyperframe {hyperframe}) is not a release the HTTP/2 DATA "
+        "fast path was verified against: h2's own code handles DATA frames "
+        "(pipeserver/_h2.py)",
+        version=VERSION,
+        hyperframe=HYPERFRAME_VERSION,
+    )
+
+
+# ---- frames
+class QuietDataFrame(hyperframe.frame.DataFrame):
+    """A DATA frame whose repr gives its payload's length, not its hex: h2
+    4.x builds ``repr(frame)`` for every frame it receives, for a trace
+    that is off ("Received frame: %s" in ``H2Connection._receive_frame``)."""
+
+    def _body_repr(self) -> str:
+        return f"<{len(self.data)} bytes>"
+
+
+def _buffered(buffer: h2.frame_buffer.FrameBuffer) -> Any:
+    """What ``buffer`` holds of frames not yet parsed (``_data`` since h2
+    4.3, ``data`` before)."""
+    return buffer.__dict__["_data"] if "_data" in buffer.__dict__ else buffer.__dict__["data"]
+
+
+class FrameBuffer(h2.frame_buffer.FrameBuffer):
+    """h2's frame buffer, which also:
+
+    - refuses a frame whose header declares more than our
+      ``SETTINGS_MAX_FRAME_SIZE`` as soon as that header is in, where h2
+      waits for the whole frame (up to 16 MiB held) before refusing it;
+    - caps the bytes of a header block still waiting for its END_HEADERS:
+      h2 caps only the CONTINUATION frames (64, so up to 1 MiB per
+      connection) and the header list once decoded; a CONTINUATION flood
+      is ended at ``cap`` (twice ``--max-header-bytes``: HPACK rarely
+      makes a header list bigger than its encoding);
+    - hands DATA frames out as :class:`QuietDataFrame`."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(server=True)
+        self.cap = cap
+
+    def check_header(self) -> None:
+        """Raise ``FrameTooLargeError`` if the frame the buffer starts with
+        is declared longer than the most we take."""
+        data = _buffered(self)
+        if len(data) >= 9:
+            length = (data[0] << 16) | (data[1] << 8) | data[2]
+            if length > self.max_frame_size:
+                raise h2.exceptions.FrameTooLargeError(
+                    f"Received overlong frame: length {length}, max {self.max_frame_size}"
+                )
+
+    def __next__(self) -> hyperframe.frame.Frame:
+        self.check_header()
+        frame = super().__next__()
+        if type(frame) is hyperframe.frame.DataFrame:
+            frame.__class__ = QuietDataFrame
+        return frame
+
+    def _update_header_buffer(self, f: Any) -> Any:
+        frame = super()._update_header_buffer(f)
+        pending = self._headers_buffer
+        if pending and sum(len(part.data) for part in pending) > self.cap:
+            raise h2.exceptions.DenialOfServiceError("Header block too large.")
+        return frame
+
+
+# ---- the fast path's view of h2's state machines
 def _quiet_states(table: Any, states: Any, input_: Any, func: Any) -> Tuple[Any, ...]:
     """The states in which ``input_`` leaves a state machine where it is
     and runs ``func`` (None: nothing). Read from h2's own transition tables,
@@ -109,17 +270,39 @@ _INCREMENT = struct.Struct(">L")
 
 
 class FastH2Connection(h2.connection.H2Connection):
-    """``H2Connection`` with a short path for plain DATA frames each way.
+    """h2's server connection with the hooks above, and a short path for
+    plain DATA frames each way (where :data:`FAST`).
 
     Use :meth:`pending` (a list of buffers) rather than ``data_to_send``
     (which still works, at the cost of a join)."""
 
-    def __init__(self, config: Optional[h2.config.H2Configuration] = None) -> None:
+    def __init__(
+        self, config: Optional[h2.config.H2Configuration] = None, header_cap: int = 1 << 20
+    ) -> None:
         super().__init__(config=config)
         #: Whether this connection takes the fast path (fixed at birth).
         self.fast = FAST
         # What is to be sent, in order, before h2's own ``_data_to_send``.
         self._out: List[bytes] = []
+        #: Frames h2 handled without an event (on a closed stream...), so
+        #: far: http2.py spends a budget on each.
+        self.silent = 0
+        if HOOKS:
+            self.incoming_buffer = FrameBuffer(header_cap)
+            table = self._frame_dispatch_table
+            table[QuietDataFrame] = table[hyperframe.frame.DataFrame]
+
+    def _receive_frame(self, frame: Any) -> List[h2.events.Event]:
+        events: List[h2.events.Event] = super()._receive_frame(frame)
+        if not events:
+            self.silent += 1
+        return events
+
+    def keep_open(self) -> None:
+        """Back to open after a client's GOAWAY: h2 closes its state
+        machine on any GOAWAY and would send nothing more, where the
+        streams already open may finish (RFC 9113 6.8)."""
+        self.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
 
     # ---- inbound
     def receive_data(self, data: "Buffer") -> List[h2.events.Event]:
@@ -158,11 +341,15 @@ class FastH2Connection(h2.connection.H2Connection):
         the next other frame by h2 (one at a time, to keep the order), and
         so on until only a frame's beginning is left."""
         buf = self.incoming_buffer
+        assert isinstance(buf, FrameBuffer)  # the fast path runs with the hooks
         pending = buf._data
         while True:
             size = len(pending)
             if size < 9:
                 return
+            # A frame longer than we take is refused at its header, not
+            # once whole (FrameBuffer.check_header).
+            buf.check_header()
             if (
                 pending[3] == _DATA
                 and size < 9 + ((pending[0] << 16) | (pending[1] << 8) | pending[2])
@@ -334,4 +521,14 @@ def _payload(data: bytes | memoryview) -> bytes:
     return bytes(data)
 
 
-__all__ = ["FAST", "FastH2Connection"]
+__all__ = [
+    "FAST",
+    "HOOKS",
+    "PROBLEMS",
+    "VERIFIED",
+    "VERIFIED_HERE",
+    "VERSION",
+    "FastH2Connection",
+    "FrameBuffer",
+    "QuietDataFrame",
+]
