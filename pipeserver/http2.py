@@ -665,6 +665,8 @@ class H2Channel(Protocol):
         if transport is not None:
             transport.resumeProducing()
         self._drainAll()
+        # What the streams handed h2 goes out now, not with the next write.
+        self.wrote()
 
     def stopProducing(self) -> None:
         pass
