@@ -488,10 +488,17 @@ def _connect(endpoint: Any, protocol: Protocol, ready: bool = True) -> defer.Def
     return d
 
 
-def h2c(port: int, ready: bool = True, **kw: Any) -> defer.Deferred:
+def _tcp(port: int, source: Optional[str] = None) -> TCP4ClientEndpoint:
+    """127.0.0.1:``port``, from the loopback address ``source`` (another
+    client, e.g. 127.0.0.2) if given."""
+    bind = (source, 0) if source is not None else None
+    return TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10, bindAddress=bind)
+
+
+def h2c(port: int, ready: bool = True, source: Optional[str] = None, **kw: Any) -> defer.Deferred:
     """An :class:`H2Client` on 127.0.0.1:``port`` with prior knowledge."""
     client = H2Client(authority=f"127.0.0.1:{port}", **kw)
-    return _connect(TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10), client, ready)
+    return _connect(_tcp(port, source), client, ready)
 
 
 def h2unix(path: str, ready: bool = True, **kw: Any) -> defer.Deferred:
@@ -703,10 +710,16 @@ class RawH2(_Closing, Protocol):
 
 
 
-def raw_h2c(port: int, ready: bool = True, **kw: Any) -> defer.Deferred:
+def raw_h2c(port: int, ready: bool = True, source: Optional[str] = None, **kw: Any) -> defer.Deferred:
     """A :class:`RawH2` on 127.0.0.1:``port``; fires once the server's
     SETTINGS came (and were ACKed), unless ``ready`` is False."""
-    return _connect(TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10), RawH2(**kw), ready)
+    return _connect(_tcp(port, source), RawH2(**kw), ready)
+
+
+def raw_h2tls(port: int, cert_path: str, ready: bool = True, **kw: Any) -> defer.Deferred:
+    """A :class:`RawH2` over TLS (ALPN h2) to 127.0.0.1:``port``."""
+    endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port, tls_options(cert_path), timeout=10)
+    return _connect(endpoint, RawH2(**kw), ready)
 
 
 @defer.inlineCallbacks
@@ -765,6 +778,11 @@ class Clients:
     @defer.inlineCallbacks
     def raw(self, port: int, **kw: Any):
         client = yield raw_h2c(port, **kw)
+        return self.add(client)
+
+    @defer.inlineCallbacks
+    def raw_tls(self, port: int, cert: str, **kw: Any):
+        client = yield raw_h2tls(port, cert, **kw)
         return self.add(client)
 
     @defer.inlineCallbacks
