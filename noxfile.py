@@ -6,13 +6,14 @@
     nox -s typecheck     # mypy --strict (setup.cfg [mypy]) on the newest Twisted
     nox -l               # the list of sessions
 
-``core`` runs on every Python that setup.cfg claims, with the newest Twisted,
-and on the lowest Python with the lowest and a middle Twisted. The core suite
+``core`` runs on every Python that setup.cfg claims, with the newest Twisted
+and h2, and on the lowest Python with the lowest Twisted and h2, and a
+middle Twisted. The core suite
 is everything but the tests that drive Debian programs other than curl
 (chromium, nginx, caddy, haproxy, podman): those run once, in the whole suite
 (``make test``), which CI (.ci/run) also runs. tests/test_twisted_internals.py
 checks that this file, setup.cfg's ``python_requires``, its classifiers and
-its Twisted range agree.
+its Twisted and h2 ranges agree.
 
 A Python that is missing fails the run: nothing is skipped in silence.
 Interpreters are looked up on PATH and under pyenv (``$PYENV_ROOT/versions``).
@@ -31,6 +32,12 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 TWISTED_LOWEST = "25.5.0"
 TWISTED_MIDDLE = "26.4.0"
 TWISTED_NEWEST = "26.10.0"
+#: setup.cfg's h2 range: its lower bound, and the newest release. The DATA
+#: fast path runs only on the releases pipeserver/_h2.py verified (the
+#: newest); on the lowest, h2's own code (tests/test_h2_integration.py
+#: moves bytes over h2c on whichever is installed).
+H2_LOWEST = "4.1.0"
+H2_NEWEST = "4.4.1"
 
 #: Each needs a Debian program besides curl; they run in the whole suite.
 NEEDS_DEBIAN_PROGRAMS = [
@@ -43,9 +50,9 @@ NEEDS_DEBIAN_PROGRAMS = [
     "tests/test_container.py",  # podman, runc, mmdebstrap (builds an image)
 ]
 
-CORE = [(python, TWISTED_NEWEST) for python in PYTHONS] + [
-    (PYTHONS[0], TWISTED_LOWEST),
-    (PYTHONS[0], TWISTED_MIDDLE),
+CORE = [(python, TWISTED_NEWEST, H2_NEWEST) for python in PYTHONS] + [
+    (PYTHONS[0], TWISTED_LOWEST, H2_LOWEST),
+    (PYTHONS[0], TWISTED_MIDDLE, H2_NEWEST),
 ]
 
 nox.options.sessions = ["core", "typecheck"]
@@ -72,22 +79,23 @@ def _find_pyenv_pythons() -> None:
 _find_pyenv_pythons()
 
 
-def _install(session: nox.Session, twisted: str) -> None:
+def _install(session: nox.Session, twisted: str, h2: str = H2_NEWEST) -> None:
     """This checkout (built and installed, not editable) with its test extras,
-    and exactly this Twisted."""
+    and exactly this Twisted and this h2."""
     reinstall = (
         ["--reinstall-package", "pipeserver"]
         if session.venv_backend == "uv"
         else ["--force-reinstall", "--no-deps"]
     )
     if session.venv_backend == "uv":
-        session.install(*reinstall, ".[test]", f"Twisted[tls]=={twisted}")
+        session.install(*reinstall, ".[test]", f"Twisted[tls]=={twisted}", f"h2=={h2}")
     else:
-        session.install(".[test]", f"Twisted[tls]=={twisted}")
+        session.install(".[test]", f"Twisted[tls]=={twisted}", f"h2=={h2}")
         session.install(*reinstall, ".")
     session.run(
         "python", "-c",
-        "import sys, twisted; print('Python', sys.version.split()[0], '/ Twisted', twisted.__version__)",
+        "import sys, twisted, h2; print('Python', sys.version.split()[0], "
+        "'/ Twisted', twisted.__version__, '/ h2', h2.__version__)",
     )
 
 
@@ -99,11 +107,13 @@ def _pytest(session: nox.Session, *args: str) -> None:
 
 @nox.session
 @nox.parametrize(
-    "python,twisted", CORE, ids=[f"{python}-twisted{twisted}" for python, twisted in CORE]
+    "python,twisted,h2",
+    CORE,
+    ids=[f"{python}-twisted{twisted}-h2{h2}" for python, twisted, h2 in CORE],
 )
-def core(session: nox.Session, twisted: str) -> None:
+def core(session: nox.Session, twisted: str, h2: str) -> None:
     """The core suite: all but the tests that need chromium, nginx, caddy, haproxy or podman."""
-    _install(session, twisted)
+    _install(session, twisted, h2)
     _pytest(session, *[f"--ignore={path}" for path in NEEDS_DEBIAN_PROGRAMS])
 
 

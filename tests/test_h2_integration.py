@@ -350,3 +350,63 @@ def test_curl_parallel_multiplexes_a_receiver_and_its_sender_over_tls(procs, ser
     assert log.count("* Connected to ") == 1, log
     assert "* Multiplexed connection found" in log, log
     yield server.wait_empty()
+
+
+# ---------------------------------------------------------------- the h2 release
+
+
+@pytest_twisted.inlineCallbacks
+def test_one_mib_over_h2c_on_this_h2(server, procs, tmp_path):
+    """Whatever h2 setup.cfg allows is installed (CI: the lowest and the
+    newest), HTTP/2 moves bytes intact: by the fast path where it was
+    verified (_h2.VERIFIED), by h2's own code elsewhere."""
+    from pipeserver import _h2
+
+    print(f"h2 {_h2.VERSION}: fast path {'on' if _h2.FAST else 'off'}, hooks {_h2.HOOKS}")
+    assert _h2.HOOKS, _h2.PROBLEMS
+    receiver, sender, expected, got, said = yield curl_transfer(
+        procs, tmp_path, server.url("/mib"), 1 * MiB, [H2C], [H2C]
+    )
+    assert receiver.exit_code == 0 and sender.exit_code == 0, (receiver.describe(), sender.describe())
+    assert version_of(receiver) == "2" and version_of(sender) == "2"
+    assert file_sha256(got) == expected
+    assert lines_of(said)[-1] == SUCCESS
+
+
+#: twistd, with h2 claiming a release the fast path was not verified against.
+UNVERIFIED_TWISTD = """
+import sys
+import h2
+h2.__version__ = "4.0.99"
+from twisted.scripts.twistd import run
+sys.argv = ["twistd", "--nodaemon", "--pidfile=", "--logfile=-", "pipe",
+            "--listen", "tcp:0:interface=127.0.0.1"]
+run()
+"""
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_unverified_h2_runs_the_stock_path_and_says_so(procs, tmp_path):
+    """Fail closed: on an h2 the fast path was not verified against, the
+    server says so in one line and serves HTTP/2 with h2's own code."""
+    import re
+    import sys
+
+    twistd = procs.spawn([sys.executable, "-c", UNVERIFIED_TWISTD], name="twistd (h2 4.0.99)")
+    found = yield helpers.wait_for(
+        lambda: re.search(rb"PipeSite starting on (\d+)", bytes(twistd.out)),
+        timeout=20,
+        what="twistd to listen",
+    )
+    url = f"http://127.0.0.1:{int(found.group(1))}/stock"
+    receiver, sender, expected, got, said = yield curl_transfer(
+        procs, tmp_path, url, 1 * MiB, [H2C], [H2C]
+    )
+    assert receiver.exit_code == 0 and sender.exit_code == 0, (receiver.describe(), sender.describe())
+    assert version_of(receiver) == "2" and file_sha256(got) == expected
+    assert lines_of(said)[-1] == SUCCESS
+    out = bytes(twistd.out)
+    assert out.count(b"is not a release the HTTP/2 DATA fast path was verified against") == 1, out
+    assert b"Traceback" not in out, out
+    twistd.kill()
+    yield twistd.wait()

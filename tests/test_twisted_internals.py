@@ -467,6 +467,35 @@ def test_ci_tests_what_setup_cfg_claims() -> None:
         assert _within(_version_tuple(nox[name]), specs), (name, nox[name], specs)
 
 
+def _h2_range() -> List[Tuple[str, str]]:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    for line in config["options"]["install_requires"].splitlines():
+        match = re.match(r"\s*h2\s*([<>=!].*)$", line)
+        if match:
+            specs = [s.strip() for s in match.group(1).split(",") if s.strip()]
+            return [re.match(r"(>=|<=|==|!=|>|<)\s*(\S+)", s).groups() for s in specs]
+    raise AssertionError("h2 is not in install_requires")
+
+
+def test_ci_tests_the_h2_range_setup_cfg_claims() -> None:
+    """setup.cfg's h2 range starts at the lowest h2 CI (noxfile.py) runs,
+    and holds the newest it runs, which is one the fast path was verified
+    against (pipeserver/_h2.py); the installed h2 is inside it."""
+    from pipeserver import _h2
+
+    nox = _noxfile()
+    specs = _h2_range()
+    lower = [bound for op, bound in specs if op == ">="]
+    assert len(lower) == 1, specs
+    padded = _version_tuple(lower[0]) + (0,) * 3
+    assert padded[:3] == _version_tuple(nox["H2_LOWEST"])[:3], (lower, nox["H2_LOWEST"])
+    for name in ("H2_LOWEST", "H2_NEWEST"):
+        assert _within(_version_tuple(nox[name]), specs), (name, nox[name], specs)
+    assert nox["H2_NEWEST"] in {h2 for h2, _ in _h2.VERIFIED}, _h2.VERIFIED
+    assert _within(_version_tuple(importlib.metadata.version("h2")), specs)
+
+
 # ------------------------------------------------------------ the body fast path
 def test_body_fast_path_mirrors_the_stock_chain() -> None:
     """PipeChannel.dataReceived hands a body straight to the transfer
