@@ -7,9 +7,10 @@ checked at import in _twisted.py) and what the parties call on their
 transport, so routing, tokens, pages and the parties work unchanged. Its
 connection, with the ``h2`` state machine, is ``http2.H2Channel``.
 
-Outbound, a stream sends what its peer's window and its connection's send
-room allow and queues the rest, pausing its producer (a receiver's party)
-meanwhile; inbound, its window is opened only while the pipe reads its body
+Outbound, a stream sends what its peer's windows allow and queues the
+rest, pausing its producer (a receiver's party) meanwhile; what it says it
+can take (``room``) also counts what its connection's transport holds
+unsent; inbound, its window is opened only while the pipe reads its body
 (``setReading``).
 
 Its head is checked as ``PipeChannel`` checks an HTTP/1.1 one: the method a
@@ -333,13 +334,13 @@ class H2Stream:
         self.conn.queue(delta)
 
     def _sendNow(self, data: bytes) -> bytes:
-        """Send what the window and the connection's send room allow of
-        ``data``; return the rest (the stream then waits for its window,
-        or, in ``conn.blocked``, for the connection)."""
+        """Send what the windows allow of ``data``; return the rest (the
+        stream then waits for its window, or, in ``conn.blocked``, for the
+        connection's). What the pipe writes is sized by :meth:`room`, which
+        counts the transport's unsent bytes too."""
         channel = self.conn
         conn = channel.h2
-        window = conn.local_flow_control_window(self.streamID)
-        room = min(window, channel.sendRoom())
+        room = conn.local_flow_control_window(self.streamID)
         size = len(data)
         if room <= 0:
             self._wait()
@@ -362,8 +363,8 @@ class H2Stream:
 
     def _wait(self) -> None:
         """Queued bytes wait: for this stream's own window (a WINDOW_UPDATE
-        on it drains them), or, if that is open, for the connection (its
-        window, or room in the transport: ``H2Channel.blocked``)."""
+        on it drains them), or, if that is open, for the connection's
+        (``H2Channel.blocked``)."""
         stream = self.conn.h2.streams.get(self.streamID)
         if stream is not None and stream.outbound_flow_control_window > 0:
             self.conn.blocked[self.streamID] = self

@@ -19,9 +19,10 @@ window each) is bounded per connection and per client
 connection's window is kept wide, so a paused stream never holds back its
 neighbours.
 
-Outbound, a stream sends what its peer's window and the connection's send
-room (:data:`SEND_BUFFER`: what the transport may hold unsent) allow, and
-queues the rest; its producer (the receiver's party) is paused meanwhile.
+Outbound, a stream sends what its peer's windows allow and queues the rest;
+its producer (the receiver's party) is paused meanwhile, and while the
+transport's buffer is full. What the pipe may write to it at once counts
+the transport's unsent bytes (:data:`SEND_BUFFER`).
 What a connection queues for its client goes through one method,
 :meth:`H2Channel.queue`; past :data:`QUEUE_LIMIT` its new streams are
 refused.
@@ -76,11 +77,10 @@ LINGER = 2.0
 #: A stream's receive window until its pipe reads it: h2's default, which
 #: a client may fill before it has seen our SETTINGS.
 DEFAULT_STREAM_WINDOW = 65535
-#: Bytes a connection may hand its transport that it has not sent yet.
-#: Past it, streams queue (and their producers pause) until the transport
-#: drains: a receiver that reads nothing holds this, not a sender's read.
-#: Above the transport's own 64 KiB, so that a full one always pauses us
-#: and tells us (resumeProducing) when it has drained.
+#: Bytes a connection's transport may hold unsent for the pipe to write
+#: more to its streams (``H2Stream.room``, which sizes an HTTP/1.1 sender's
+#: reads): a receiver that opens a huge window and reads nothing holds
+#: about this and a read, not a sender's 1 MiB read.
 SEND_BUFFER = 128 * 1024
 #: Bytes a connection may hold for its client (queued for a window or the
 #: transport) before its new streams are refused (RST_STREAM
@@ -225,8 +225,8 @@ class H2Channel(Protocol):
         #: Seconds the client has to acknowledge our SETTINGS.
         self.settingsTimeout = float(site.headerTimeout or 20.0)
         self.streams: Dict[int, H2Stream] = {}
-        #: Streams whose queue waits for the connection (its window, or
-        #: room in the transport), not for their own window.
+        #: Streams whose queue waits for the connection's window, not for
+        #: their own.
         self.blocked: Dict[int, H2Stream] = {}
         #: Bytes queued in its streams for the client (see :meth:`queue`).
         self.queued = 0
@@ -320,7 +320,7 @@ class H2Channel(Protocol):
         self.queued += delta
 
     def sendRoom(self) -> int:
-        """Bytes that may still be handed to the transport now."""
+        """Bytes the pipe may still write to this connection's streams now."""
         return SEND_BUFFER - self.unflushed - buffered_bytes(self._wire)
 
     def held(self) -> int:
@@ -408,6 +408,8 @@ class H2Channel(Protocol):
             # 6.8): h2's state machine is kept open, and new streams are
             # refused here.
             self.h2.keep_open()
+            if not self._spend("control"):
+                return
             self.closing = True
             if not self.streams:
                 self._drop()
@@ -523,9 +525,9 @@ class H2Channel(Protocol):
             stream.drain()
 
     def _drainBlocked(self) -> None:
-        """The connection's window or its transport opened: the streams
-        that waited for it go on (not every stream: a WINDOW_UPDATE on the
-        connection must not cost a walk of them all)."""
+        """The connection's window opened: the streams that waited for it
+        go on (not every stream: a WINDOW_UPDATE on the connection must not
+        cost a walk of them all)."""
         blocked, self.blocked = self.blocked, {}
         for stream in blocked.values():
             stream.drain()

@@ -50,6 +50,8 @@ HTTP/2 is on by default: ssl: listeners offer it by ALPN on Twisted 26+
 (browsers can then stream a fetch() upload), and every listener takes
 HTTP/2 with prior knowledge (curl --http2-prior-knowledge). A sender's
 stream window opens by --h2-window bytes as its receivers take its bytes.
+Frame budgets (resets, control frames, empty DATA, new streams, frames
+that change nothing) belong to the client address, not the connection.
 --no-h2 turns HTTP/2 off.
 
 --metrics-listen ENDPOINT serves Prometheus metrics at /metrics on a
@@ -129,17 +131,21 @@ class Options(usage.Options):
          "the pipe holds bytes for it before it is cut, so the others go on; "
          "0 = never. A lone receiver is never cut.", _non_negative_float],
         ["idle-timeout", None, 60.0,
-         "Seconds an idle connection is kept between requests. "
+         "Seconds an idle connection (HTTP/1.1 or HTTP/2) is kept between requests; "
+         "over HTTP/2 also the most a request body without a pipe may take to end. "
          "Waiting and streaming parties are never cut by it.", _positive_float],
         ["header-timeout", None, 20.0,
-         "Seconds a client has to send its request line and headers.", _positive_float],
-        ["max-headers", None, 100, "Most header lines in a request.", _positive_int],
+         "Seconds a client has to send its request line and headers "
+         "(HTTP/2: to acknowledge our SETTINGS).", _positive_float],
+        ["max-headers", None, 100, "Most header lines (HTTP/2: fields) in a request.",
+         _positive_int],
         ["max-header-bytes", None, 16384,
          "Most bytes in a request line plus headers.", _positive_int],
         ["max-path-bytes", None, 1024, "Longest pipe path, in bytes.", _positive_int],
         ["h2-window", None, 262144,
          "HTTP/2: bytes a sender's stream window is opened by as its receivers "
-         "take its bytes (what the server holds per HTTP/2 sender at most).",
+         "take its bytes, beyond h2's default 64 KiB (about what the server holds "
+         "per HTTP/2 sender).",
          _positive_int],
         ["h2-max-streams", None, 100,
          "HTTP/2: streams one connection may have open at once "
