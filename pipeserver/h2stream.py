@@ -519,6 +519,10 @@ class H2Stream:
 
     def _closeIfDone(self) -> None:
         if not self.localOpen and not self.remoteOpen:
+            # Whatever ended it (an answer before the body ended: a refusal,
+            # a wait that timed out), it neither waits nor sends any more.
+            self._setWaiting(False)
+            self._cancelEnding()
             self.conn.streamClosed(self)
 
     def _cancelDeadline(self) -> None:

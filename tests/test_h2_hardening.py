@@ -457,3 +457,18 @@ def test_a_content_length_of_other_than_digits_is_refused(server, h2clients, len
     assert receiver.status is None and receiver.nbytes == 0, receiver.describe()
     receiver_conn.abort()
     client.abort()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_waiting_sender_that_times_out_frees_its_place(make_server, h2clients):
+    server = make_server("--wait-timeout", "1")
+    conn = yield h2clients.h2c(server.portnum)
+    first = [conn.put(f"/t{i}", b"x", end=False) for i in range(http2.WAITING_PER_CONNECTION)]
+    for sender in first:
+        yield sender.wait(timeout=10)
+        assert sender.lines()[-1].startswith("[ERROR] Not all receivers arrived"), sender.describe()
+    again = [conn.put(f"/u{i}", b"x", end=False) for i in range(http2.WAITING_PER_CONNECTION)]
+    yield wait_for(lambda: all(s.status is not None for s in again), what="the second round")
+    assert [s.status for s in again] == [200] * len(again), [s.describe() for s in again if s.status != 200]
+    conn.abort()
+    yield server.wait_empty()
