@@ -16,7 +16,7 @@ and could otherwise take a new bucket per address.
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 from twisted.internet.address import IPv4Address, IPv6Address
 
@@ -109,6 +109,17 @@ class ClientAddresses:
             if reported is not None:
                 address = reported
         return bucket(address)
+
+    def peer(self, peer: object) -> Tuple[str, bool]:
+        """The client a connection from ``peer`` counts against before any
+        request is read (``connections.Connections``), and whether ``peer``
+        is a trusted proxy, whose connections carry many clients."""
+        if not isinstance(peer, (IPv4Address, IPv6Address)):
+            return LOCAL, self.trustUnix
+        address = _address(peer.host)
+        if address is None:
+            return str(peer.host), False
+        return bucket(address), bool(self.trusted) and self._trusted(address)
 
     def _reported(self, request: Request) -> Optional[IPAddress]:
         """The client a trusted proxy reports, or None when it reports
