@@ -19,13 +19,19 @@ What is used, and where:
   (``_receivedHeaderSize``/``_receivedHeaderCount``), its idle-timeout
   stash (``_savedTimeOut``), its abort timer (``_abortingCall``), its two
   private hooks (``_maybeChooseTransferDecoder``,
-  ``_respondToBadRequestAndDisconnect``) and its read owner
-  (``_networkProducer``, see :meth:`StreamingChannel.readGate`);
+  ``_respondToBadRequestAndDisconnect``), its read owner
+  (``_networkProducer``, see :meth:`StreamingChannel.readGate`), its
+  pipelined bytes (``_dataBuffer``, ``_optimisticEagerReadSize``), whether
+  the transport paused it (``_waitingForTransport``), and its two timeout
+  methods, overridden so that no client address is logged;
 * :data:`ChunkedTransferDecoder` and :data:`MalformedChunkedData`
   (``chunked.ViewChunkedDecoder`` subclasses the one and raises the other),
   and the decoder's ``_buffer`` (:func:`chunked_body_ends`);
 * a TCP transport's ``_tempDataBuffer``/``_tempDataLen`` (what ``write``
-  queued since the last send; fastpath.py sends it itself);
+  queued since the last send; fastpath.py sends it itself), its
+  ``producerPaused`` (:func:`resume_when_drained`, checked on a stub, off
+  if unverified) and its log prefix (``logstr``, ``hostname``:
+  :func:`hide_peer_in_log_prefix`);
 * ``Request.chunked`` (:func:`response_chunked`) and ``_disconnected``;
 * what ``http.Request`` calls on its channel (``writeHeaders``, ``write``,
   ``requestDone``: the private ``_IDeprecatedHTTPChannelToRequestInterface``),
