@@ -11,6 +11,9 @@ import tempfile
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
+from twisted.internet.ssl import CertificateOptions
 
 from abuse_support import (
     FailureLog,
@@ -21,14 +24,18 @@ from abuse_support import (
     connect,
     exchange,
     get_request,
+    RawClient,
     normal_pair,
     put_request,
     raise_nofile,
+    server_channel,
 )
 from h2_support import h2c, h2clients  # noqa: F401  (fixture)
-from helpers import curl, sha256, wait_for
-from test_abuse import assert_over_limit, wait_many
-from test_endpoints import run_service, services  # noqa: F401  (fixture)
+from helpers import Server, curl, sha256, wait_for
+from test_abuse import BIG_PAGE, assert_over_limit, settled, wait_answers, wait_many
+from test_endpoints import run_service, self_signed, services  # noqa: F401  (fixture)
+
+from pipeserver.fastpath import buffered_bytes
 
 CLIENT_LIMIT = "[ERROR] Too many parties from your address are waiting or transferring."
 
@@ -313,3 +320,45 @@ def test_a_trusted_proxys_connections_are_not_capped(make_server, failures):
     yield direct[2].wait_closed(5, "the third direct connection to be closed")
     assert direct[2].data == b"" and not direct[0].is_closed and not direct[1].is_closed
     yield close_all(server, proxied + direct[:2])
+
+
+# ---------------------------------------------------------------- over TLS
+
+
+@pytest_twisted.inlineCallbacks
+def test_over_tls_the_cap_holds_and_a_deaf_pipeliner_is_bounded(procs, services, tmp_path):
+    """Under TLS the connection past the cap is closed before its handshake,
+    and a client that pipelines and reads nothing stalls once Twisted's
+    buffer is full (64 KiB): the server holds one answer and one read."""
+    key, cert = self_signed(str(tmp_path))
+    svc, (tls,) = yield run_service(
+        services, "--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+        "--max-connections-per-client", "2",
+    )
+    server = Server(svc.site, tls, svc.server)
+    endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", server.portnum,
+                                  CertificateOptions(verify=False), timeout=10)
+    reference = yield connectProtocol(endpoint, RawClient())
+    reference.send(get_request(BIG_PAGE, close=False))
+    yield wait_answers(reference, 1)
+    page = reference.responses()[0]
+    deaf = yield connectProtocol(endpoint, RawClient())
+    deaf.transport.pauseProducing()
+    deaf.send(get_request(BIG_PAGE, close=False) * 100)
+    # A third connection of this address: closed unread, its handshake unfinished.
+    third = yield connectProtocol(endpoint, RawClient())
+    yield third.wait_closed(5, "the third TLS connection to be closed")
+    assert third.data == b""
+    channel = server_channel(server, deaf)
+    yield settled(lambda: buffered_bytes(channel.transport.transport) + channel.unparsedBytes())
+    held = buffered_bytes(channel.transport.transport) + channel.unparsedBytes()
+    assert held < len(page.body) + 64 * 1024 + 256 * 1024, held
+    deaf.transport.resumeProducing()
+    yield wait_answers(deaf, 100)
+    answers = deaf.responses()
+    assert len(answers) == 100 and {sha256(r.body) for r in answers} == {sha256(page.body)}
+    for client in (reference, deaf):
+        client.close()
+        yield client.wait_closed()
+    yield wait_for(lambda: svc.site.channels.accounts == {}, what="every connection to go")
+    yield svc.stopService()
