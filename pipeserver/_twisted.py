@@ -19,13 +19,19 @@ What is used, and where:
   (``_receivedHeaderSize``/``_receivedHeaderCount``), its idle-timeout
   stash (``_savedTimeOut``), its abort timer (``_abortingCall``), its two
   private hooks (``_maybeChooseTransferDecoder``,
-  ``_respondToBadRequestAndDisconnect``) and its read owner
-  (``_networkProducer``, see :meth:`StreamingChannel.readGate`);
+  ``_respondToBadRequestAndDisconnect``), its read owner
+  (``_networkProducer``, see :meth:`StreamingChannel.readGate`), its
+  pipelined bytes (``_dataBuffer``, ``_optimisticEagerReadSize``), whether
+  the transport paused it (``_waitingForTransport``), and its two timeout
+  methods, overridden so that no client address is logged;
 * :data:`ChunkedTransferDecoder` and :data:`MalformedChunkedData`
   (``chunked.ViewChunkedDecoder`` subclasses the one and raises the other),
   and the decoder's ``_buffer`` (:func:`chunked_body_ends`);
 * a TCP transport's ``_tempDataBuffer``/``_tempDataLen`` (what ``write``
-  queued since the last send; fastpath.py sends it itself);
+  queued since the last send; fastpath.py sends it itself), its
+  ``producerPaused`` (:func:`resume_when_drained`, checked on a stub, off
+  if unverified) and its log prefix (``logstr``, ``hostname``:
+  :func:`hide_peer_in_log_prefix`);
 * ``Request.chunked`` (:func:`response_chunked`) and ``_disconnected``;
 * what ``http.Request`` calls on its channel (``writeHeaders``, ``write``,
   ``requestDone``: the private ``_IDeprecatedHTTPChannelToRequestInterface``),
@@ -46,8 +52,11 @@ import inspect
 from typing import cast, Any, Callable, List, Optional, Tuple
 
 import twisted
-from twisted.internet import abstract, base
+from twisted.internet import abstract, base, tcp
+from twisted.internet.interfaces import IPushProducer
 from twisted.protocols import basic
+from twisted.protocols.policies import ProtocolWrapper
+from zope.interface import implementer
 from twisted.web import http
 
 VERSION = twisted.__version__
@@ -91,13 +100,16 @@ except ImportError:
 __all__ = [
     "ALPN_SET_PER_CONNECTION",
     "ChunkedTransferDecoder",
+    "DRAIN_NOTICE",
     "MalformedChunkedData",
     "StreamingChannel",
     "TwistedChanged",
     "VERSION",
     "chunked_body_ends",
+    "hide_peer_in_log_prefix",
     "request_disconnected",
     "response_chunked",
+    "resume_when_drained",
     "set_exit_signal",
     "set_temp_data",
     "temp_data",
@@ -179,10 +191,43 @@ class StreamingChannel(http.HTTPChannel):
 
     def unfinishedHeadLine(self) -> bytes:
         """What LineReceiver holds of a head line with no CRLF yet, once its
-        loop is done (b"" while it runs, or for a request being handled)."""
-        if not self.line_mode or self._busyReceiving or self._handlingRequest:
+        loop is done (b"" while it runs, for a request being handled, or
+        while it is ``paused``: then it holds whole requests not read yet)."""
+        if not self.line_mode or self._busyReceiving or self._handlingRequest or self.paused:
             return b""
         return bytes(self._buffer)
+
+    def parseBuffered(self) -> None:
+        """Go on with the bytes LineReceiver holds unparsed, its loop having
+        stopped at ``paused`` (set by a subclass to start no next request)."""
+        if self._buffer and not self._busyReceiving:
+            self.dataReceived(b"")
+
+    # -- pipelined requests
+    def unparsedBytes(self) -> int:
+        """Bytes read from the client and not yet parsed: LineReceiver's
+        buffer and the requests held while one is handled."""
+        return len(self._buffer) + sum(map(len, self._dataBuffer))
+
+    def pipelinedBytes(self) -> int:
+        """Bytes of the requests a client sent after the one being handled
+        (held until it is done)."""
+        return sum(map(len, self._dataBuffer)) if self._handlingRequest else 0
+
+    def pipelinedMax(self) -> int:
+        """How many of those Twisted reads before it pauses the transport
+        (``_optimisticEagerReadSize``), unless it waits for the transport."""
+        size: int = self._optimisticEagerReadSize
+        return size
+
+    def handlingRequest(self) -> bool:
+        """Whether a request is being answered (its head and body are in)."""
+        return bool(self._handlingRequest)
+
+    def waitingForTransport(self) -> bool:
+        """Whether the transport has paused the channel (its write buffer
+        is full) and not resumed it yet."""
+        return bool(self._waitingForTransport)
 
     def bufferedBody(self) -> bytes:
         """Body bytes read from the socket but not yet given to the decoder."""
@@ -211,6 +256,19 @@ class StreamingChannel(http.HTTPChannel):
         """Abort the connection in ``seconds`` unless it closes first (the
         timer Twisted cancels when it does)."""
         self._abortingCall = self.callLater(seconds, self.forceAbortClient)
+
+    # Twisted's two log "Timing out client: IPv4Address(...)" and "Forcibly
+    # timing out client: ...": the same, without a word (no client address
+    # is ever logged; an idle keep-alive connection closing is routine).
+    def timeoutConnection(self) -> None:
+        if self.abortTimeout is not None:
+            self.forceAbortLater(self.abortTimeout)
+        self.loseConnection()
+
+    def forceAbortClient(self) -> None:
+        self._abortingCall = None
+        transport: Any = self.transport
+        transport.abortConnection()
 
     # -- reading the transport
     def readGate(self) -> Any:
@@ -271,6 +329,83 @@ def set_temp_data(transport: Any, rest: bytes) -> None:
     transport._tempDataLen = len(rest)
 
 
+def _drainNoticeWorks() -> bool:
+    """Whether a FileDescriptor transport calls its streaming producer's
+    ``resumeProducing`` once its write buffer has drained whenever
+    ``producerPaused`` is set, as it does after pausing the producer
+    itself (``abstract.FileDescriptor.doWrite``): tried on one, with a
+    reactor that records nothing."""
+
+    class Reactor:
+        def addWriter(self, descriptor: object) -> None:
+            pass
+
+        def removeWriter(self, descriptor: object) -> None:
+            pass
+
+    class Descriptor(abstract.FileDescriptor):
+        def writeSomeData(self, data: bytes) -> int:
+            return len(data)
+
+    @implementer(IPushProducer)
+    class Producer:
+        resumed = 0
+
+        def pauseProducing(self) -> None:
+            pass
+
+        def resumeProducing(self) -> None:
+            self.resumed += 1
+
+        def stopProducing(self) -> None:
+            pass
+
+    try:
+        descriptor = Descriptor(reactor=Reactor())  # type: ignore[arg-type]  # a stub
+        descriptor.connected = True
+        producer = Producer()
+        descriptor.registerProducer(producer, True)
+        descriptor.write(b"x")
+        if descriptor.producerPaused:
+            return False
+        descriptor.producerPaused = True
+        descriptor.doWrite()
+        return producer.resumed == 1 and not descriptor.producerPaused
+    except Exception:
+        return False
+
+
+#: ``resume_when_drained`` can be had (else it does nothing: the public path).
+DRAIN_NOTICE = _drainNoticeWorks()
+
+
+def resume_when_drained(transport: object) -> bool:
+    """Have a TCP (or Unix) transport that holds unsent bytes call its
+    producer's ``resumeProducing`` once it has sent them all, as it does
+    after it paused the producer (its ``producerPaused``). False where that
+    cannot be had (TLS, a test's fake, a Twisted where it was not checked):
+    then only the transport's own pause (past its ``bufferSize``) says so."""
+    if not DRAIN_NOTICE or not isinstance(transport, abstract.FileDescriptor):
+        return False
+    if transport.producer is None or not transport.streamingProducer:
+        return False
+    transport.producerPaused = True
+    return True
+
+
+def hide_peer_in_log_prefix(transport: object) -> None:
+    """Drop the client's address from a TCP (or Unix) server transport's
+    log prefix (``logstr``, "Protocol,session,host"), which Twisted puts on
+    every event logged while it handles the connection (an unhandled error's
+    traceback, for one). Under TLS, the TCP transport below is the one."""
+    below = getattr(transport, "transport", None) if isinstance(transport, ProtocolWrapper) else transport
+    if not isinstance(below, tcp.Server):
+        return
+    suffix = f",{below.hostname}"
+    if below.logstr.endswith(suffix):
+        below.logstr = below.logstr[: -len(suffix)]
+
+
 # ---- TLS and the reactor
 def _alpnSetPerConnection() -> bool:
     """Whether this Twisted sets a site's ALPN callback on the endpoint's one
@@ -308,7 +443,7 @@ def _probeChannel() -> None:
     channel.timeOut = None  # no timer on the reactor
     transport = StringTransport()
     channel.makeConnection(transport)
-    for name in ("_handlingRequest", "_transferDecoder", "_networkProducer"):
+    for name in ("_handlingRequest", "_transferDecoder", "_networkProducer", "_dataBuffer"):
         if name not in vars(channel):
             raise _changed(f"HTTPChannel.{name}", "the channel's state")
     if channel._networkProducer is not transport:
@@ -372,6 +507,8 @@ def _check() -> None:
         ("_receivedHeaderSize", "the size of the head so far"),
         ("_receivedHeaderCount", "the number of headers so far"),
         ("_abortingCall", "the timer that aborts a closing connection"),
+        ("timeoutConnection", "overridden so that no client address is logged"),
+        ("forceAbortClient", "overridden so that no client address is logged"),
     ]:
         _need(channel, name, why)
     _needParameters(
@@ -384,6 +521,8 @@ def _check() -> None:
     )
     for name in ("_buffer", "_busyReceiving", "paused"):
         _need(basic.LineReceiver, name, "LineReceiver's state, read on the body fast path")
+    _need(channel, "_optimisticEagerReadSize", "pipelined bytes read while a request is handled")
+    _need(channel, "_waitingForTransport", "whether the transport paused the channel")
     _probeChannel()
     got: List[bytes] = []
     decoder = ChunkedTransferDecoder(got.append, got.append)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import socket
 import time
-from typing import Any, List, Optional, Protocol, Sequence, Set
+from typing import Any, List, Optional, Protocol, Sequence
 
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -28,7 +28,9 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
 )
 from twisted.logger import Logger
+from twisted.internet import protocol
 from twisted.internet.protocol import connectionDone
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
@@ -36,13 +38,19 @@ from zope.interface import classImplementsOnly, implementer
 
 from pipeserver import _twisted, errors
 from pipeserver.chunked import ViewChunkedDecoder
-from pipeserver.fastpath import PEEK_MAX, kernel_unread, peek
-from pipeserver.gate import ReadGate
+from pipeserver.connections import Connections, Tab, uncounted_tab
+from pipeserver.fastpath import PEEK_MAX, buffered_bytes, kernel_unread, peek
+from pipeserver.gate import BACKLOG, CHANNEL, ReadGate
 from pipeserver.errors import Rejection
 from pipeserver.headers import HardenedRequest
 from pipeserver.logs import access_line
 
 STREAMED_METHODS = (b"PUT", b"POST")
+
+#: Why a PipeChannel starts no next request (``PipeChannel._stalls``): its
+#: own responses are not taken; its client's are not (over its budget).
+_OWN = 1
+_CLIENT = 2
 
 log = Logger()
 
@@ -228,12 +236,29 @@ class PipeChannel(_twisted.StreamingChannel):
     a waiting sender is probed (``parties.Upload.halfClosed``) to tell the two
     apart. Any other FIN ends the connection, as it did before: a party
     without a complete upload in flight that sends one has left.
+
+    It answers pipelined requests only as fast as its client takes the
+    answers: once a response has ended, if the server still holds some of
+    its bytes (the client does not read), no next request is parsed and the
+    connection is not read (:data:`gate.BACKLOG`) until they are gone; the
+    bytes are written on its client's tab meanwhile (connections.py), and
+    while its client is over its budget no new request starts either. What
+    arrives after the request being handled is read up to Twisted's 16 KiB,
+    and no more, even while the transport is full.
     """
 
     #: A TCP or TLS transport (a test's fake in unit tests).
     transport: Any
     #: The PipeSite that built it (Site.buildProtocol sets it).
     site: Any
+    #: Its line in its client's account (``PipeSite.buildProtocol``; one that
+    #: counts nothing for a channel built otherwise).
+    tab: Optional[Tab] = None
+    #: Why no next request starts: its own responses, or its client's, are
+    #: not taken (``_OWN``, ``_CLIENT`` bits).
+    _stalls = 0
+    #: Bytes of its finished responses it has written on its tab.
+    _heldCounted = 0
     _readClosed = False
 
     def _uploadWhole(self) -> bool:
@@ -305,7 +330,7 @@ class PipeChannel(_twisted.StreamingChannel):
     def headDataReceived(self, data: bytes) -> None:
         # What is not a streamed body (StreamingChannel.dataReceived takes
         # those): request heads, and bodies of other requests.
-        if self._headerTimer is None and self.line_mode and self.headerTimeout:
+        if self._headerTimer is None and self.line_mode and self.headerTimeout and not self._stalls:
             self._headerTimer = self.callLater(self.headerTimeout, self._headersTooSlow)
         if self._sniffed is not None:
             # The connection's first bytes: HTTP/2 (ALPN, or its preface) is
@@ -313,6 +338,10 @@ class PipeChannel(_twisted.StreamingChannel):
             data = self._sniffed + data
             if self._turnsToHTTP2(data):
                 return
+        if not self.requests and not self._stalls and self.tab is not None and self.tab.over:
+            # A new request, from a client that leaves too much untaken:
+            # it waits (unparsed, unread) until its client is back under.
+            self._stall(_CLIENT)
         super().headDataReceived(data)
         if b"\n" in self.unfinishedHeadLine() and not self.transport.disconnecting:
             # Once LineReceiver's loop is done (this call may come from inside
@@ -341,13 +370,93 @@ class PipeChannel(_twisted.StreamingChannel):
 
     def leave(self) -> None:
         """Give up the connection to another protocol (http2.handover):
-        its timers, its place as the transport's producer and in the site."""
+        its timers, its place as the transport's producer and in the site
+        (its tab goes with the connection, to the protocol that takes it)."""
         self._cancelHeaderTimer()
         self.setTimeout(None)
         self.transport.unregisterProducer()
         channels = getattr(self.factory, "channels", None)
         if channels is not None:
-            channels.discard(self)
+            channels.handOver(self)
+
+    # -- a client that does not take its responses
+    def rawDataReceived(self, data: bytes) -> None:
+        super().rawDataReceived(data)
+        if self.handlingRequest() and self.pipelinedBytes() > self.pipelinedMax():
+            # Twisted pauses here only if the transport has not paused it
+            # already, and resumes reading when the transport drains: a
+            # client that neither reads nor stops sending was read forever.
+            self.gate.hold(CHANNEL)
+
+    def requestDone(self, request: Any) -> None:
+        # Before Twisted parses the next pipelined request (requestDone does,
+        # at once): it waits while this one's bytes are not all taken, or
+        # while its client's are not.
+        full = self.waitingForTransport()
+        held = self._responsesHeld()
+        if held != self._heldCounted:
+            assert self.tab is not None
+            self.tab.queued(held - self._heldCounted)
+            self._heldCounted = held
+        if self.persistent:
+            if held or full:
+                # resumeProducing ends it, once they are gone.
+                self._stall(_OWN)
+            assert self.tab is not None
+            if self.tab.over:
+                self._stall(_CLIENT)
+        super().requestDone(request)
+
+    def _responsesHeld(self) -> int:
+        """Bytes of the responses written so far that the server still
+        holds, if it will be told when they are gone (``resumeProducing``);
+        else 0."""
+        transport = self.transport
+        if self.waitingForTransport():
+            if isinstance(transport, ProtocolWrapper):
+                # TLS: the bytes wait in the TCP transport below it.
+                return buffered_bytes(transport.transport)
+            return buffered_bytes(transport)
+        held = buffered_bytes(transport)
+        if held and _twisted.resume_when_drained(transport):
+            return held
+        return 0
+
+    def resumeProducing(self) -> None:
+        # The transport has sent all it held (the TLS one below, under TLS).
+        super().resumeProducing()
+        if self._heldCounted:
+            assert self.tab is not None
+            self.tab.queued(-self._heldCounted)
+            self._heldCounted = 0
+        if self._stalls & _OWN:
+            self._unstall(_OWN)
+
+    def _stall(self, why: int) -> None:
+        """Parse no next request and read nothing until ``why`` is over."""
+        if not self._stalls:
+            self.paused = True  # LineReceiver's loop stops; its buffer waits
+            self.gate.hold(BACKLOG)
+            self._cancelHeaderTimer()
+        self._stalls |= why
+        if why == _CLIENT:
+            assert self.tab is not None
+            self.tab.whenUnder(self._clientUnder)
+
+    def _clientUnder(self) -> None:
+        self._unstall(_CLIENT)
+
+    def _unstall(self, why: int) -> None:
+        if not self._stalls & why:
+            return
+        self._stalls &= ~why
+        if self._stalls or self.transport is None or self.transport.disconnecting:
+            return
+        self.paused = False
+        self.gate.release(BACKLOG)
+        if not self.handlingRequest():
+            # What it sent meanwhile, read before the stall: the next requests.
+            self.parseBuffered()
 
     def _cancelHeaderTimer(self) -> None:
         timer, self._headerTimer = self._headerTimer, None
@@ -356,9 +465,17 @@ class PipeChannel(_twisted.StreamingChannel):
 
     def _headersTooSlow(self) -> None:
         self._headerTimer = None
-        if not self.line_mode:
+        if self.line_mode:
+            rejection = errors.header_timeout()
+        elif self.requests and self.requests[-1].startedWriting:
+            # A refused upload whose body goes nowhere, already answered.
+            self.loseConnection()
+            self.forceAbortLater(self.abortTimeout or 15)
             return
-        rejection = errors.header_timeout()
+        else:
+            # The body of a request that has none for us (a GET's), or of
+            # one not yet answered: it does not trickle in for ever.
+            rejection = errors.body_timeout()
         self.transport.write(rejection.wire())
         self._rejected(rejection.reason)
         self.loseConnection()
@@ -423,9 +540,14 @@ class PipeChannel(_twisted.StreamingChannel):
         # HTTPChannel pauses and resumes from now on, and what the pipe holds.
         self.gate = ReadGate(self.readGate())
         self.setReadGate(self.gate)
+        if self.tab is None:
+            self.tab = uncounted_tab()
         channels = getattr(self.factory, "channels", None)
         if channels is not None:
-            channels.add(self)
+            channels.opened(self, self.tab)
+        # No client address in the log, not even in what Twisted logs for
+        # this connection (its HTTP/2 successor's too: the same transport).
+        _twisted.hide_peer_in_log_prefix(self.transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelHeaderTimer()
@@ -477,13 +599,14 @@ class PipeChannel(_twisted.StreamingChannel):
         return True
 
     def allContentReceived(self) -> None:
+        # The body is in: the header timer, if a body kept it running, stops.
+        self._cancelHeaderTimer()
         # lineReceived calls this right after allHeadersReceived for a
         # request without a body: a refused one must not be rendered.
         if not self._headRefused:
             super().allContentReceived()
 
     def allHeadersReceived(self) -> None:
-        self._cancelHeaderTimer()
         request = self.requests[-1]
         if self._refuseHead(request):
             self._headRefused = True
@@ -501,6 +624,21 @@ class PipeChannel(_twisted.StreamingChannel):
                 # Rejected: it neither waits nor streams, so an upload that
                 # stalls is cut like any idle connection.
                 self.setTimeout(saved)
+        if self.length == 0 or request.bodySink is not None:
+            self._cancelHeaderTimer()
+        # Otherwise its body goes nowhere (a GET's, a refused upload's): the
+        # header timer runs on until it has all come (allContentReceived),
+        # as the idle timer, reset by every byte, would not end a trickle.
+
+
+class RefusedConnection(protocol.Protocol):
+    """A connection past its client's cap (``Connections.admit``): closed at
+    once, before a byte is read or written, whatever protocol it would
+    speak (under TLS, before the handshake)."""
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        transport.abortConnection()
 
 
 class PipeSite(server.Site):
@@ -530,16 +668,28 @@ class PipeSite(server.Site):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: Open connections, so a shutdown can wait for their last bytes.
-        self.channels: Set[PipeChannel] = set()
+        #: Open connections, so a shutdown can wait for their last bytes, and
+        #: what each client holds through them (its cap, its queued bytes).
+        self.channels = Connections()
 
     def buildProtocol(self, addr: Any) -> Any:
+        tab = self.channels.admit(addr)
+        if tab is None:
+            # Its client holds as many connections as it may: closed before
+            # a byte is read or written, HTTP/1.1 and HTTP/2 alike.
+            registry = getattr(self, "registry", None)
+            if registry is not None:
+                registry.observer.rejected("", "connection_limit")
+            return RefusedConnection()
         channel = super().buildProtocol(addr)
-        if channel is not None:
-            channel.headerTimeout = self.headerTimeout
-            channel.maxHeaders = self.maxHeaders
-            channel.totalHeadersSize = self.totalHeadersSize
-            channel.MAX_LENGTH = self.totalHeadersSize
+        if channel is None:
+            tab.close()
+            return None
+        channel.tab = tab
+        channel.headerTimeout = self.headerTimeout
+        channel.maxHeaders = self.maxHeaders
+        channel.totalHeadersSize = self.totalHeadersSize
+        channel.MAX_LENGTH = self.totalHeadersSize
         return channel
 
     def log(self, request: Any) -> None:

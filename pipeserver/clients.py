@@ -16,7 +16,7 @@ and could otherwise take a new bucket per address.
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 from twisted.internet.address import IPv4Address, IPv6Address
 
@@ -110,19 +110,24 @@ class ClientAddresses:
                 address = reported
         return bucket(address)
 
+    def peer(self, peer: object) -> Tuple[str, bool]:
+        """The client a connection from ``peer`` counts against before any
+        request is read (``connections.Connections``), and whether ``peer``
+        is a trusted proxy, whose connections carry many clients."""
+        if not isinstance(peer, (IPv4Address, IPv6Address)):
+            return LOCAL, self.trustUnix
+        address = _address(peer.host)
+        if address is None:
+            return str(peer.host), False
+        return bucket(address), bool(self.trusted) and self._trusted(address)
+
     def ofConnection(self, peer: object) -> Optional[str]:
         """The client a connection from ``peer`` belongs to, for what is
         counted per connection rather than per request (HTTP/2's frame
         budgets): its address's bucket, or None when the peer is a trusted
         proxy, whose connections carry many clients."""
-        if not isinstance(peer, (IPv4Address, IPv6Address)):
-            return None if self.trustUnix else LOCAL
-        address = _address(peer.host)
-        if address is None:
-            return str(peer.host)
-        if self.trusted and self._trusted(address):
-            return None
-        return bucket(address)
+        client, trusted = self.peer(peer)
+        return None if trusted else client
 
     def _reported(self, request: Request) -> Optional[IPAddress]:
         """The client a trusted proxy reports, or None when it reports

@@ -252,6 +252,11 @@ def header_timeout() -> Rejection:
 
 
 @_reason
+def body_timeout() -> Rejection:
+    return Rejection(408, "[ERROR] Request body took too long.")
+
+
+@_reason
 def headers_too_large() -> Rejection:
     return Rejection(431, "[ERROR] Request headers are too large.")
 

@@ -1,12 +1,13 @@
 """One owner of whether a connection reads: its :class:`ReadGate`.
 
-Two parties want to stop reading a sender's connection, for their own
-reasons: Twisted's ``HTTPChannel`` (its write buffer is full, or it holds a
-pipelined request it cannot handle yet) and the pipe (it waits for its
-parties, or a receiver cannot take more). Each used to pause and resume the
-transport itself, so one could undo the other's pause. Now each holds the
-gate under its own reason, and releases only that: the transport reads iff
-no hold is held.
+Three parties want to stop reading a connection, for their own reasons:
+Twisted's ``HTTPChannel`` (its write buffer is full, or it holds a
+pipelined request it cannot handle yet), the pipe (it waits for its
+parties, or a receiver cannot take more) and ``PipeChannel`` (its client
+does not take the responses already written: :data:`BACKLOG`). Each used
+to pause and resume the transport itself, so one could undo the other's
+pause. Now each holds the gate under its own reason, and releases only
+that: the transport reads iff no hold is held.
 
 The gate stands in for the transport as the channel's network producer
 (``_twisted.StreamingChannel.setReadGate``), so Twisted's own pauses and
@@ -24,8 +25,11 @@ from zope.interface import implementer
 CHANNEL = "channel"
 #: The pipe's: it waits for its parties, or a receiver cannot take more.
 PIPE = "pipe"
+#: PipeChannel's: responses written on this connection (or for its client)
+#: are not taken, so no next request is read.
+BACKLOG = "backlog"
 
-_BITS = {CHANNEL: 1, PIPE: 2}
+_BITS = {CHANNEL: 1, PIPE: 2, BACKLOG: 4}
 
 
 @implementer(IPushProducer)

@@ -219,6 +219,9 @@ class Limits:
     waiting or transferring) one client address holds at once;
     ``max_waiting_per_project`` applies only when tokens are configured
     (None: not at all), since without them everybody is one project.
+    The site's, per client (connections.py): ``max_connections_per_client``
+    open connections, ``max_queued_per_client`` bytes of responses it has
+    not taken before its connections start nothing new (None: no limit).
     """
 
     def __init__(
@@ -228,6 +231,8 @@ class Limits:
         max_waiting_per_project: Optional[int] = 1024,
         max_parties_per_client: Optional[int] = None,
         stall_timeout: float = 60.0,
+        max_connections_per_client: Optional[int] = None,
+        max_queued_per_client: Optional[int] = None,
     ) -> None:
         self.max_receivers = max_receivers
         self.max_waiting = max_waiting
@@ -235,6 +240,8 @@ class Limits:
         self.max_parties_per_client = max_parties_per_client
         #: Seconds a receiver of a fan-out pipe may take no byte (0: never cut).
         self.stall_timeout = stall_timeout
+        self.max_connections_per_client = max_connections_per_client
+        self.max_queued_per_client = max_queued_per_client
 
 
 # ---- outside the heart: the request and the reactor, typed

@@ -21,8 +21,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from pipeserver import _twisted
+from pipeserver.errors import TEXT_PLAIN, Rejection
 from pipeserver.headers import HardenedRequest
-from pipeserver.errors import TEXT_PLAIN
 from pipeserver.interfaces import Request
 from pipeserver.pipe import Outcome, Pipe, PipeRegistry, State
 
@@ -174,6 +175,36 @@ class MetricsResource(Resource):
     render_HEAD = render_GET
 
 
+class MetricsChannel(_twisted.StreamingChannel):
+    """Reads a request's head and never its body: stock twisted.web would
+    spool any body, of any size, to a temporary file before answering. A
+    method other than GET or HEAD gets 405, a request with a body 413, each
+    at once, the body unread, and the connection closes."""
+
+    _refused = False
+
+    def allHeadersReceived(self) -> None:
+        method = self.requestLine()[0]
+        if method not in (b"GET", b"HEAD"):
+            text = "[ERROR] Unsupported method: " + method.decode("latin-1", "replace") + "."
+            self._refuse(Rejection(405, text, [("Allow", "GET, HEAD")]))
+        elif self.length != 0:
+            self._refuse(Rejection(413, "[ERROR] The metrics endpoint takes no request body."))
+        else:
+            super().allHeadersReceived()
+
+    def _refuse(self, rejection: Rejection) -> None:
+        self._refused = True
+        self.transport.write(rejection.wire())  # type: ignore[union-attr]  # connected
+        self.loseConnection()
+
+    def allContentReceived(self) -> None:
+        # lineReceived calls this right after the head of a request without
+        # a body: a refused one is not rendered.
+        if not self._refused:
+            super().allContentReceived()
+
+
 class _QuietSite(Site):
     """Scrapes come every few seconds: they get no access line."""
 
@@ -183,6 +214,7 @@ class _QuietSite(Site):
 
 def makeMetricsSite(metrics: PipeMetrics, reactor: Optional[IReactorTime] = None) -> Site:
     site = _QuietSite(MetricsResource(metrics), reactor=reactor)
+    site.protocol = MetricsChannel  # type: ignore[assignment]  # Twisted types it as its h2 switch
     site.requestFactory = HardenedRequest  # no version in Server here either
     site.noisy = False
     site.displayTracebacks = False

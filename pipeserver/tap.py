@@ -19,6 +19,7 @@ from pipeserver import __version__, _twisted, clients
 from pipeserver.channel import PipeSite
 from pipeserver.fastpath import HangupWatcher, buffered_bytes
 from pipeserver.clients import ClientAddresses
+from pipeserver.connections import Connections
 from pipeserver.interfaces import IServerReactor
 from pipeserver.logs import FORMATS, LoggingService, observer_factory
 from pipeserver.pipe import Limits, PipeRegistry
@@ -126,6 +127,13 @@ class Options(usage.Options):
          "Parties (senders and receivers, waiting or transferring) one client "
          "address may hold at once; an IPv6 client is its /64. Default: "
          "1/16 of --max-waiting, at least 8.", _positive_int],
+        ["max-connections-per-client", None, None,
+         "Connections (HTTP/1.1 or HTTP/2) one client address may hold open; "
+         "past it a new one is closed at once, unread. A --trusted-proxy's are "
+         "not capped. Default: twice the parties a client may hold.", _positive_int],
+        ["max-queued-per-client", None, 16 * 1024 * 1024,
+         "Bytes of responses one client address may leave untaken (it does not "
+         "read them) before its connections start no new request.", _positive_int],
         ["stall-timeout", None, 60.0,
          "Seconds a receiver of a fan-out pipe (n >= 2) may take no byte while "
          "the pipe holds bytes for it before it is cut, so the others go on; "
@@ -238,12 +246,17 @@ def makeLimits(options: OptionsLike, fds: int) -> Limits:
     waiting = options["max-waiting"] or max(16, usable // 2)
     per_project = options["max-waiting-per-project"] or max(1, waiting // 4)
     per_client = options["max-waiting-per-client"] or max(8, waiting // 16)
+    # A party holds a connection over HTTP/1.1: as many again for pages,
+    # keep-alive and parties' connections not yet in their pipe.
+    connections = options.get("max-connections-per-client") or 2 * per_client
     return Limits(
         max_receivers=int(options["max-receivers"]),
         max_waiting=int(waiting),
         max_waiting_per_project=int(per_project) if options["tokens"] else None,
         max_parties_per_client=int(per_client),
         stall_timeout=float(options.get("stall-timeout", 60.0)),
+        max_connections_per_client=int(connections),
+        max_queued_per_client=int(options.get("max-queued-per-client", 16 * 1024 * 1024)),
     )
 
 
@@ -310,11 +323,12 @@ def makeServer(options: OptionsLike, reactor: IServerReactor, fds: Optional[int]
         registry.observer = metrics
         metrics.watch(registry)
     tokens = Tokens(options["tokens"], reactor) if options["tokens"] else None
+    client_of = ClientAddresses(options.get("trusted-proxy", []))
     resource = PipeResource(
         registry,
         authorize=tokens if tokens is not None else open_project,
         max_path_bytes=int(options["max-path-bytes"]),
-        client_of=ClientAddresses(options.get("trusted-proxy", [])),
+        client_of=client_of,
     )
     site = ServerSite(
         resource,
@@ -323,6 +337,10 @@ def makeServer(options: OptionsLike, reactor: IServerReactor, fds: Optional[int]
         timeout=float(options["idle-timeout"]),
         tokens=tokens,
         metrics=metrics,
+    )
+    limits = registry.limits
+    site.channels = Connections(
+        limits.max_connections_per_client, limits.max_queued_per_client, client_of.peer
     )
     site.headerTimeout = float(options["header-timeout"])
     site.maxHeaders = int(options["max-headers"])
@@ -364,10 +382,11 @@ class PipeService(service.Service):
         limits = self.server.registry.limits
         log.info(
             "Capacity: {fds:,} file descriptors; up to {waiting:,} waiting parties, "
-            "{per_client:,} per client",
+            "{per_client:,} per client; {connections:,} connections per client",
             fds=max(1, self.server.fds - FD_RESERVE),
             waiting=limits.max_waiting,
             per_client=limits.max_parties_per_client,
+            connections=limits.max_connections_per_client,
         )
         tokens = self.server.tokens
         if tokens is not None:

@@ -323,6 +323,23 @@ def normal_pair(
     yield server.wait_gone(path, timeout=5)
 
 
+def server_channel(server: Any, client: RawClient) -> Any:
+    """The server's channel of the raw ``client``'s connection."""
+    port = client.transport.getHost().port
+    for channel in server.site.channels:
+        if channel.transport.getPeer().port == port:
+            return channel
+    raise AssertionError("no server channel for this client")
+
+
+def held_for(channel: Any) -> int:
+    """Bytes the server holds for ``channel``'s connection: what its transport
+    has not sent yet, and what it read from its client and not parsed."""
+    from pipeserver.fastpath import buffered_bytes
+
+    return buffered_bytes(channel.transport) + channel.unparsedBytes()
+
+
 # ---------------------------------------------------------------- logging
 
 

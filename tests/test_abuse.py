@@ -29,9 +29,12 @@ from abuse_support import (
     connect,
     exchange,
     get_request,
+    held_for,
     normal_pair,
     put_request,
     raise_nofile,
+    server_channel,
+    sha256,
 )
 from helpers import sleep, wait_for
 from unit_support import make_site  # noqa: F401  (fixture)
@@ -666,4 +669,208 @@ def test_abuse_during_a_transfer(server, failures):
     yield sender.wait_closed()
     assert_received(receiver, first + rest, chunked=True)
     assert_sent(sender)
+    yield normal_pair(server)
+
+
+# ---------------------------------------------------------------- unread responses
+
+#: A request of 4 KB whose answer is ~120 KB (the path is echoed, escaped).
+BIG_PAGE = "/noscript?path=" + "'" * 4000
+
+
+class Answered:
+    """Counts the access lines of ``path`` while installed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.count = 0
+
+    def __call__(self, event) -> None:
+        if event.get("log_namespace") == "pipeserver.access" and event.get("path") == self.path:
+            self.count += 1
+
+    def __enter__(self) -> "Answered":
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.addObserver(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.removeObserver(self)
+
+
+@defer.inlineCallbacks
+def settled(read, quiet: float = 0.5, timeout: float = 20.0):
+    """Fires once ``read()`` has not changed for ``quiet`` seconds."""
+    last, since = read(), reactor.seconds()
+    deadline = since + timeout
+    while reactor.seconds() < deadline:
+        yield sleep(0.05)
+        now = read()
+        if now != last:
+            last, since = now, reactor.seconds()
+        elif reactor.seconds() - since >= quiet:
+            return now
+    raise AssertionError("never settled")
+
+
+@defer.inlineCallbacks
+def wait_answers(client, count: int, timeout: float = 30.0):
+    """Fires once ``client`` got ``count`` answers, the last one whole."""
+    yield wait_for(lambda: client.data.count(b"HTTP/1.1 200 OK\r\n") >= count, timeout,
+                   what=f"{count} answers")
+    yield wait_for(lambda: client.responses()[-1].complete, timeout, what="the last answer")
+
+
+@defer.inlineCallbacks
+def deaf_pipeliner(server, count: int, source: str = "127.0.0.2", path: str = BIG_PAGE):
+    """A connection that stops reading, then sends ``count`` pipelined GETs."""
+    client = yield connect(server.portnum, source=source)
+    client.transport.pauseProducing()  # reads nothing from now on
+    client.send(get_request(path, close=False) * count)
+    return client
+
+
+@pytest_twisted.inlineCallbacks
+def test_pipelined_requests_are_answered_as_fast_as_they_are_taken(server, failures):
+    """Issue 22 item 8: three connections pipeline 150 requests each for a
+    120 KB page and read nothing. The server answers only what the kernels
+    take, then reads and parses nothing more on them (it held 41.6 MiB per
+    connection): it holds one answer and one read each, and counts what it
+    holds on their client's tab. Another client is served meanwhile; once
+    they read, every answer comes, whole and in order."""
+    reference = yield exchange(server.portnum, get_request(BIG_PAGE))
+    page = reference.response()
+    assert page.status == 200 and len(page.body) > 100_000
+    with Answered("/noscript") as answered:
+        deaf = []
+        for _ in range(3):
+            client = yield deaf_pipeliner(server, 150)
+            deaf.append(client)
+        yield settled(lambda: answered.count)
+        assert answered.count < 3 * 150 // 2, answered.count
+        channels = [server_channel(server, c) for c in deaf]
+        held = [held_for(channel) for channel in channels]
+        assert all(h < len(page.body) + 256 * 1024 for h in held), held
+        ledger = server.site.channels
+        # On the tab: what each held when its last answer ended (one answer
+        # at most), until all of it has gone.
+        assert 0 < ledger.queuedFor("127.0.0.2") <= 3 * (len(page.body) + 1024)
+        yield normal_pair(server, source="127.0.0.3")
+        for client in deaf:
+            client.transport.resumeProducing()
+        for client in deaf:
+            yield wait_answers(client, 150)
+        for client in deaf:
+            bodies = {sha256(r.body) for r in client.responses()}
+            assert bodies == {sha256(page.body)}
+            assert all(r.status == 200 and r.complete for r in client.responses())
+        assert answered.count == 450
+    yield wait_for(lambda: ledger.queuedFor("127.0.0.2") == 0, what="the tab to be clear")
+    for client in deaf:
+        client.close()
+        yield client.wait_closed()
+    yield wait_for(lambda: ledger.accounts == {}, what="every connection to go")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_receiver_that_reads_nothing_and_sends_on_is_not_read(server, failures):
+    """A receiver that takes nothing of its pipe and sends bytes after its
+    GET: past 16 KiB the server stops reading it, even while its transport
+    is full (it read 890 MB in 6 s). The pipe goes on at its pace."""
+    receiver = yield connect(server.portnum)
+    receiver.transport.pauseProducing()
+    receiver.send(get_request("/deaf"))
+    yield server.wait_receivers("/deaf", 1)
+    sender = yield connect(server.portnum)
+    size = 64 * 1024 * 1024
+    sender.send(b"PUT /deaf HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+    sender.send(b"s" * (8 * 1024 * 1024))
+    channel = server_channel(server, receiver)
+    yield wait_for(lambda: channel.waitingForTransport(), what="the receiver's transport to fill")
+    for _ in range(64):
+        receiver.send(b"J" * 65536)
+    yield sleep(0.5)
+    yield settled(lambda: channel.unparsedBytes())
+    assert channel.unparsedBytes() < 16 * 1024 + 2 * 65536, channel.unparsedBytes()
+    receiver.reset()
+    sender.reset()
+    yield server.wait_empty()
+    yield normal_pair(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_client_over_its_queued_budget_starts_nothing_new(make_server, failures):
+    """--max-queued-per-client: while what one address leaves untaken is past
+    it, a new request of that address on another connection waits, unread;
+    another address is served at once. Once it reads, both go on."""
+    server = make_server("--max-queued-per-client", "1")
+    ledger = server.site.channels
+    deaf = yield deaf_pipeliner(server, 60)
+    # Once the kernels are full, its answers wait in the server: past 1 byte.
+    queued = yield settled(lambda: ledger.queuedFor("127.0.0.2"))
+    assert queued > 1
+    same = yield connect(server.portnum, source="127.0.0.2")
+    same.send(get_request("/version"))
+    other = yield exchange(server.portnum, get_request("/version"), source="127.0.0.3")
+    assert other.response().status == 200
+    yield sleep(0.5)
+    assert same.data == b""
+    deaf.transport.resumeProducing()
+    yield same.wait_closed(10, "the waiting request to be answered")
+    assert same.response().status == 200
+    yield wait_answers(deaf, 60)
+    answers = deaf.responses()
+    assert len(answers) == 60 and all(r.status == 200 and r.complete for r in answers)
+    deaf.close()
+    yield deaf.wait_closed()
+    yield wait_for(lambda: ledger.accounts == {}, what="every connection to go")
+
+
+# ---------------------------------------------------------------- bodies that go nowhere
+
+
+@pytest.mark.parametrize("method", ["GET", "OPTIONS", "PUT /version"])
+@pytest_twisted.inlineCallbacks
+def test_a_body_that_goes_nowhere_must_come_within_the_header_timeout(
+        make_server, failures, method):
+    """Issue 22 item 16: a request whose body is no pipe's (a GET's, or a
+    refused upload's) trickling a byte at a time under the idle timeout is
+    cut at --header-timeout (it was kept for ever); a pipe's upload that
+    trickles longer is not, and arrives whole."""
+    server = make_server("--header-timeout", "1", "--idle-timeout", "30")
+    body = body_bytes(3000, 31)
+    receiver = yield connect(server.portnum)
+    receiver.send(get_request("/slow"))
+    yield server.wait_receivers("/slow", 1)
+    uploader = yield connect(server.portnum)
+    uploader.send(b"PUT /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+    verb, _, target = method.partition(" ")
+    trickler = yield connect(server.portnum)
+    trickler.send(f"{verb} {target or '/version'} HTTP/1.1\r\nHost: x\r\n"
+                  "Content-Length: 1000\r\n\r\n".encode())
+    started = reactor.seconds()
+    for i in range(30):  # 3 s of a byte (and a chunk) every 0.1 s
+        trickler.send(b"x")
+        uploader.send(chunk(body[i * 100:(i + 1) * 100]))
+        yield sleep(0.1)
+        if trickler.is_closed and i >= 20:
+            break
+    yield trickler.wait_closed(5, "the trickler to be cut")
+    assert reactor.seconds() - started < 2.5
+    if verb == "PUT":
+        # Refused at its head already: its answer stands, then the close.
+        response = trickler.response()
+        assert response.status == 400 and response.complete
+    else:
+        assert_closed_with(trickler, "HTTP/1.1 408 Request Timeout",
+                           "[ERROR] Request body took too long.")
+    uploader.send(chunk(body[(i + 1) * 100:]) + chunk(b""))
+    yield receiver.wait_closed()
+    yield uploader.wait_closed()
+    assert_received(receiver, body, chunked=True)
+    assert_sent(uploader)
     yield normal_pair(server)

@@ -10,7 +10,9 @@ from typing import Any, Dict, List
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.error import ConnectionDone
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 
 from abuse_support import (
     SENDER_DONE,
@@ -474,3 +476,82 @@ def test_half_closed_waiting_sender_gets_the_next_lines_first_byte_early(env: En
     assert s.response().lines == _lines_for("sender-first")
     # Nothing more can come from it: the response ends the connection.
     assert not s.open
+
+
+# ---------------------------------------------------------------- issue 22 item 13: no addresses
+
+
+class EveryLine:
+    """Every event logged while installed, as the text and JSON observers
+    write it (the log system included)."""
+
+    def __init__(self) -> None:
+        self.events: List[Dict[str, Any]] = []
+
+    def __call__(self, event: Dict[str, Any]) -> None:
+        self.events.append(event)
+
+    def text(self) -> str:
+        from pipeserver.logs import _json_line, _text_line
+
+        return "".join((_text_line(e) or "") + (_json_line(e) or "") for e in self.events)
+
+
+@pytest_twisted.inlineCallbacks
+def test_no_client_address_in_any_log_line(make_server, failures):
+    """Twisted logged "Timing out client: IPv4Address(... host='127.0.0.9' ...)"
+    for every idle connection, and puts the peer's address on every event it
+    logs in a connection's context (an unhandled error's): the README says
+    no client address is ever logged."""
+    from twisted.python import log as legacy
+
+    server = make_server("--idle-timeout", "0.5")
+    lines = EveryLine()
+    globalLogPublisher.addObserver(lines)
+    try:
+        idle = yield connect(server.portnum, source="127.0.0.9")
+        served = yield connect(server.portnum, source="127.0.0.9")
+        served.send(get_request("/version", close=False))
+        yield wait_for(lambda: served.data, what="the answer")
+        # What the reactor does around each of a connection's callbacks,
+        # where Twisted logs its errors.
+        legacy.callWithLogger(_server_side(server, served).transport, legacy.msg,
+                              "an event in the connection's context")
+        for client in (idle, served):
+            yield client.wait_closed(5, "the idle timeout")
+    finally:
+        globalLogPublisher.removeObserver(lines)
+    text = lines.text()
+    assert "an event in the connection's context" in text and "GET /version" in text
+    assert "127.0.0.9" not in text, text
+    assert "Timing out" not in text
+
+
+def test_no_client_address_when_an_idle_connection_is_forced_shut(make_site) -> None:
+    """A client that does not close once timed out is aborted after 15 s:
+    Twisted logged "Forcibly timing out client: <address>" then."""
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    class Stubborn(StringTransport):
+        aborted = False
+
+        def abortConnection(self) -> None:
+            self.aborted = True
+
+    env = make_site("--idle-timeout", "1")
+    lines = EveryLine()
+    peer = IPv4Address("TCP", "192.0.2.9", 5555)
+    globalLogPublisher.addObserver(lines)
+    try:
+        channel = env.site.buildProtocol(peer)
+        transport = Stubborn(peerAddress=peer)
+        channel.makeConnection(transport)
+        env.clock.advance(1)
+        assert transport.disconnecting and not transport.aborted  # timed out: closing
+        env.clock.advance(15)
+        assert transport.aborted
+    finally:
+        globalLogPublisher.removeObserver(lines)
+    assert "192.0.2.9" not in lines.text(), lines.text()
+    channel.connectionLost(Failure(ConnectionDone()))

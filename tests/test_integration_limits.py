@@ -11,6 +11,9 @@ import tempfile
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
+from twisted.internet.ssl import CertificateOptions
 
 from abuse_support import (
     FailureLog,
@@ -21,13 +24,18 @@ from abuse_support import (
     connect,
     exchange,
     get_request,
+    RawClient,
     normal_pair,
     put_request,
     raise_nofile,
+    server_channel,
 )
-from helpers import curl, wait_for
-from test_abuse import assert_over_limit, wait_many
-from test_endpoints import run_service, services  # noqa: F401  (fixture)
+from h2_support import h2c, h2clients  # noqa: F401  (fixture)
+from helpers import Server, curl, sha256, wait_for
+from test_abuse import BIG_PAGE, assert_over_limit, settled, wait_answers, wait_many
+from test_endpoints import run_service, self_signed, services  # noqa: F401  (fixture)
+
+from pipeserver.fastpath import buffered_bytes
 
 CLIENT_LIMIT = "[ERROR] Too many parties from your address are waiting or transferring."
 
@@ -49,24 +57,46 @@ def close_all(server, clients):
 
 
 @pytest_twisted.inlineCallbacks
-def test_one_address_with_1500_waiting_cannot_lock_out_another(make_server, failures):
+def test_one_address_with_1500_connections_cannot_lock_out_another(make_server, failures):
+    """At the defaults (derived from the fd limit), one address opening 1,500
+    connections, each asking to wait: 2 x 621 are kept, 621 of them wait and
+    621 get the per-client 503; the other 258 are closed at once, unanswered,
+    and counted. Another address still waits and pairs."""
     raise_nofile(1500 * 2 + 500)
-    server = make_server()  # the defaults, derived from the fd limit
-    waiting, rejected = yield wait_many(
-        server, [f"/idle{i}" for i in range(1500)], source="127.0.0.2"
-    )
+    server = make_server("--metrics-listen", "tcp:0")
+    limits = server.registry.limits
+    per_client = limits.max_parties_per_client
+    connections = limits.max_connections_per_client
+    assert per_client < connections == 2 * per_client < 1500 < limits.max_waiting
+    clients = []
+    for start in range(0, 1500, 200):
+        for i in range(start, min(start + 200, 1500)):
+            c = yield connect(server.portnum, source="127.0.0.2")
+            c.path = f"/idle{i}"
+            c.send(get_request(c.path, close=False))
+            clients.append(c)
+        yield wait_for(
+            lambda: all(c.data or c.is_closed or server.pipe(c.path) for c in clients),
+            timeout=20, what="the server to take or refuse every connection",
+        )
+    refused = [c for c in clients if c.is_closed]
+    rejected = [c for c in clients if c.data]
+    waiting = [c for c in clients if server.pipe(c.path)]
+    assert len(refused) == 1500 - connections and all(c.data == b"" for c in refused)
+    assert len(waiting) == per_client and len(rejected) == connections - per_client
+    for c in rejected:
+        assert_over_limit(c, CLIENT_LIMIT)
+    assert server.site.channels.connectionsOf("127.0.0.2") == connections
     # Another address still waits, and pairs.
     yield normal_pair(server, path="/other", source="127.0.0.3")
     yield normal_pair(server, path="/other", source="127.0.0.3", chunked=True)
-    limits = server.registry.limits
-    per_client = limits.max_parties_per_client
-    assert per_client < 1500 < limits.max_waiting
-    assert len(waiting) == per_client and len(rejected) == 1500 - per_client
-    for c in rejected:
-        assert_over_limit(c, CLIENT_LIMIT)
     assert server.registry.partiesByClient == {"127.0.0.2": per_client}
+    assert server.site.metrics.prometheus.get_sample_value(
+        "pipeserver_rejections_total", {"project": "", "reason": "connection_limit"}
+    ) == 1500 - connections
     yield close_all(server, waiting + rejected)
     assert server.registry.partiesByClient == {}
+    yield wait_for(lambda: server.site.channels.accounts == {}, what="every connection to go")
 
 
 @pytest_twisted.inlineCallbacks
@@ -211,3 +241,124 @@ def test_a_proxy_on_a_unix_socket_names_its_clients(procs, services, tmp_path):
         yield svc.stopService()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- connections
+
+
+@pytest_twisted.inlineCallbacks
+def test_connections_per_client_are_capped_over_http1_and_h2_alike(
+        make_server, failures, h2clients):
+    """One address holds at most --max-connections-per-client connections,
+    counted as they are accepted, HTTP/1.1 and HTTP/2 alike; past it a new
+    one is closed at once, unanswered, and counted. Its four work on, another
+    address is not held back, and a closed one frees its place."""
+    server = make_server("--max-connections-per-client", "4", "--metrics-listen", "tcp:0")
+    channels = server.site.channels
+    h1 = []
+    for _ in range(2):
+        c = yield connect(server.portnum)
+        h1.append(c)
+    h2 = []
+    for _ in range(2):
+        c = yield h2clients.h2c(server.portnum)
+        h2.append(c)
+    yield wait_for(lambda: channels.connectionsOf("127.0.0.1") == 4, what="four connections")
+    # A fifth, either way, is closed unanswered: no HTTP/1.1 reply, no SETTINGS.
+    fifth = yield connect(server.portnum)
+    fifth.send(get_request("/version"))
+    yield fifth.wait_closed(5, "the fifth connection to be closed")
+    assert fifth.data == b""
+    h2fifth = yield h2c(server.portnum, ready=False)
+    h2clients.add(h2fifth)
+    yield h2fifth.wait_closed(5, "the fifth h2 connection to be closed")
+    assert h2fifth.remote_settings == {} and h2fifth.streams == {}
+    assert channels.connectionsOf("127.0.0.1") == 4
+    # The four work on: an h2 receiver and an HTTP/1.1 sender pair.
+    body = body_bytes(300_000, 21)
+    stream = h2[0].get("/cap")
+    yield server.wait_receivers("/cap", 1)
+    h1[0].send(put_request("/cap", body))
+    yield stream.wait()
+    yield h1[0].wait_closed()
+    assert stream.status == 200 and stream.ended and stream.sha256 == sha256(body)
+    assert_sent(h1[0])
+    # Another address is not held back.
+    yield normal_pair(server, path="/other", source="127.0.0.3")
+    # A closed connection (an h2 one) frees its place.
+    h2[1].close()
+    yield h2[1].wait_closed()
+    yield wait_for(lambda: channels.connectionsOf("127.0.0.1") == 2, what="two connections")
+    again = yield exchange(server.portnum, get_request("/version"))
+    assert again.response().status == 200
+    assert server.site.metrics.prometheus.get_sample_value(
+        "pipeserver_rejections_total", {"project": "", "reason": "connection_limit"}
+    ) == 2
+    for c in h1[1:] + h2[:1]:
+        c.close()
+        yield c.wait_closed()
+    yield wait_for(lambda: channels.accounts == {}, what="every connection to go")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_trusted_proxys_connections_are_not_capped(make_server, failures):
+    """A --trusted-proxy carries many clients: its connections are counted
+    but not capped; any other address is."""
+    server = make_server("--max-connections-per-client", "2", "--trusted-proxy", "127.0.0.5")
+    channels = server.site.channels
+    proxied = []
+    for i in range(6):
+        c = yield connect(server.portnum, source="127.0.0.5")
+        c.send(get_request(f"/via{i}", close=False, extra=f"X-Forwarded-For: 10.0.0.{i}\r\n".encode()))
+        proxied.append(c)
+    yield wait_for(lambda: all(server.pipe(f"/via{i}") for i in range(6)), what="six waiting")
+    assert channels.connectionsOf("127.0.0.5") == 6
+    direct = []
+    for _ in range(3):
+        c = yield connect(server.portnum, source="127.0.0.6")
+        direct.append(c)
+    yield direct[2].wait_closed(5, "the third direct connection to be closed")
+    assert direct[2].data == b"" and not direct[0].is_closed and not direct[1].is_closed
+    yield close_all(server, proxied + direct[:2])
+
+
+# ---------------------------------------------------------------- over TLS
+
+
+@pytest_twisted.inlineCallbacks
+def test_over_tls_the_cap_holds_and_a_deaf_pipeliner_is_bounded(procs, services, tmp_path):
+    """Under TLS the connection past the cap is closed before its handshake,
+    and a client that pipelines and reads nothing stalls once Twisted's
+    buffer is full (64 KiB): the server holds one answer and one read."""
+    key, cert = self_signed(str(tmp_path))
+    svc, (tls,) = yield run_service(
+        services, "--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+        "--max-connections-per-client", "2",
+    )
+    server = Server(svc.site, tls, svc.server)
+    endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", server.portnum,
+                                  CertificateOptions(verify=False), timeout=10)
+    reference = yield connectProtocol(endpoint, RawClient())
+    reference.send(get_request(BIG_PAGE, close=False))
+    yield wait_answers(reference, 1)
+    page = reference.responses()[0]
+    deaf = yield connectProtocol(endpoint, RawClient())
+    deaf.transport.pauseProducing()
+    deaf.send(get_request(BIG_PAGE, close=False) * 100)
+    # A third connection of this address: closed unread, its handshake unfinished.
+    third = yield connectProtocol(endpoint, RawClient())
+    yield third.wait_closed(5, "the third TLS connection to be closed")
+    assert third.data == b""
+    channel = server_channel(server, deaf)
+    yield settled(lambda: buffered_bytes(channel.transport.transport) + channel.unparsedBytes())
+    held = buffered_bytes(channel.transport.transport) + channel.unparsedBytes()
+    assert held < len(page.body) + 64 * 1024 + 256 * 1024, held
+    deaf.transport.resumeProducing()
+    yield wait_answers(deaf, 100)
+    answers = deaf.responses()
+    assert len(answers) == 100 and {sha256(r.body) for r in answers} == {sha256(page.body)}
+    for client in (reference, deaf):
+        client.close()
+        yield client.wait_closed()
+    yield wait_for(lambda: svc.site.channels.accounts == {}, what="every connection to go")
+    yield svc.stopService()

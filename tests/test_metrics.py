@@ -277,3 +277,44 @@ def test_metrics_responses_name_no_version(make_server, metrics_of):
     assert reply.code == 200
     assert reply.one("Server") == "pipeserver"
     assert reply.one("X-Content-Type-Options") == "nosniff"
+
+
+@pytest.mark.parametrize(
+    "head,status,text",
+    [
+        (b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 209715200\r\n\r\n",
+         "405 Method Not Allowed", "[ERROR] Unsupported method: POST."),
+        (b"PUT /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+         "405 Method Not Allowed", "[ERROR] Unsupported method: PUT."),
+        (b"DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+         "405 Method Not Allowed", "[ERROR] Unsupported method: DELETE."),
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n",
+         "413 Request Entity Too Large", "[ERROR] The metrics endpoint takes no request body."),
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+         "413 Request Entity Too Large", "[ERROR] The metrics endpoint takes no request body."),
+    ],
+    ids=["post-200MiB", "put-chunked", "delete", "get-with-length", "get-chunked"],
+)
+@pytest_twisted.inlineCallbacks
+def test_the_metrics_listener_reads_no_body(make_server, metrics_of, head, status, text):
+    """Issue 22 item 14: stock twisted.web spooled any body, any size, to a
+    temporary file before its 405. Now a method other than GET/HEAD, or a
+    request with a body, is answered at its head, the body unread (it never
+    comes here), no file is opened, and the connection closes."""
+    from abuse_support import connect
+
+    server = make_server("--metrics-listen", "tcp:0")
+    url = metrics_of(server)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    files = helpers.open_files_for_writing()
+    client = yield connect(port)
+    client.send(head)
+    yield client.wait_closed(5, "the metrics listener to answer the head and close")
+    response = client.response()
+    assert response.status_line == "HTTP/1.1 " + status
+    assert response.complete and response.body == (text + "\n").encode()
+    assert response.one("Connection") == "close"
+    if response.status == 405:
+        assert response.one("Allow") == "GET, HEAD"
+    assert helpers.open_files_for_writing() == files
+    yield scrape(url)  # a scrape still works (200, the exposition)

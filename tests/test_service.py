@@ -381,7 +381,7 @@ def test_twistd_raises_the_soft_fd_limit_and_logs_its_capacity(procs, tmp_path):
     fds = hard - 100
     waiting = fds // 2
     line = (f"Capacity: {fds:,} file descriptors; up to {waiting:,} waiting parties, "
-            f"{waiting // 16:,} per client")
+            f"{waiting // 16:,} per client; {waiting // 16 * 2:,} connections per client")
     yield helpers.wait_for(lambda: line.encode() in bytes(server.out), timeout=10,
                            what=f"the line {line!r}")
     with open(f"/proc/{server.pid}/limits") as limits:

@@ -284,8 +284,16 @@ def test_default_limits_follow_the_file_descriptors() -> None:
     # Without tokens everybody is one project: no per-project cap.
     assert limits.max_waiting_per_project is None
     assert limits.stall_timeout == 60.0
-    small = tap.makeSite(parse(), MemoryReactorClock(), fds=1024).registry.limits
+    # Connections: a party's each, and as many again.
+    assert limits.max_connections_per_client == 1_242
+    assert limits.max_queued_per_client == 16 * 1024 * 1024
+    small_site = tap.makeSite(parse(), MemoryReactorClock(), fds=1024)
+    small = small_site.registry.limits
     assert (small.max_waiting, small.max_parties_per_client) == (462, 28)
+    assert small.max_connections_per_client == 56
+    # The site's connections are capped and budgeted by them.
+    assert (small_site.channels.maxPerClient, small_site.channels.maxQueuedPerClient) == (
+        56, 16 * 1024 * 1024)
 
 
 def test_explicit_limits_override_the_derived_ones(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -300,11 +308,22 @@ def test_explicit_limits_override_the_derived_ones(tmp_path) -> None:  # type: i
     ).registry.limits
     assert (limits.max_waiting, limits.max_waiting_per_project,
             limits.max_parties_per_client, limits.stall_timeout) == (300, 70, 9, 0.0)
+    # The connection cap follows the party cap given...
+    assert limits.max_connections_per_client == 18
+    # ...unless it is given too.
+    site = tap.makeSite(
+        parse("--max-connections-per-client", "5", "--max-queued-per-client", "65536"),
+        MemoryReactorClock(), fds=20_000,
+    )
+    assert (site.registry.limits.max_connections_per_client,
+            site.registry.limits.max_queued_per_client) == (5, 65536)
+    assert (site.channels.maxPerClient, site.channels.maxQueuedPerClient) == (5, 65536)
 
 
 @pytest.mark.parametrize(
     "argv",
-    [["--max-waiting-per-client", "0"], ["--stall-timeout", "-1"], ["--stall-timeout", "x"],
+    [["--max-waiting-per-client", "0"], ["--max-connections-per-client", "0"],
+     ["--max-queued-per-client", "-1"], ["--stall-timeout", "-1"], ["--stall-timeout", "x"],
      ["--stall-timeout", "inf"], ["--trusted-proxy", "10.0.0.0/33"], ["--trusted-proxy", "proxy"]],
 )
 def test_bad_limit_values_rejected(argv: List[str]) -> None:
@@ -343,12 +362,14 @@ def test_makeService_raises_the_soft_fd_limit_and_logs_the_capacity(monkeypatch)
     finally:
         globalLogPublisher.removeObserver(events.append)
     texts = [formatEvent(event) for event in events]
-    assert "Capacity: 19,900 file descriptors; up to 9,950 waiting parties, 621 per client" in texts
+    assert ("Capacity: 19,900 file descriptors; up to 9,950 waiting parties, 621 per client; "
+            "1,242 connections per client") in texts
     service.stopService()
 
 
 def test_help_names_the_limit_options() -> None:
     text = " ".join(str(tap.Options()).split())
     for name in ("--max-waiting-per-client", "--trusted-proxy", "--stall-timeout",
-                 "half the file descriptors"):
+                 "half the file descriptors", "--max-connections-per-client",
+                 "twice the parties a client may hold", "--max-queued-per-client"):
         assert name in text
