@@ -111,7 +111,7 @@ class Pipe:
         if self.sender is not None:
             raise errors.second_sender(self.path)
         if n != self.n:
-            raise errors.n_mismatch(self.n, n)
+            raise errors.n_mismatch(self.path, self.n, n)
         upload = self.sender = self.registry.parties.sender(self, request)
         self._pacer = upload.pacer(self.clock, self._receiverRoom)
         self._join(upload, client)
@@ -129,7 +129,7 @@ class Pipe:
         if self.state is not State.WAITING:
             raise errors.established(self.path)
         if n != self.n:
-            raise errors.n_mismatch(self.n, n)
+            raise errors.n_mismatch(self.path, self.n, n)
         if len(self.receivers) >= self.n:
             raise errors.receivers_full()
         download = self.registry.parties.receiver(self, request)

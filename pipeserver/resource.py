@@ -140,13 +140,13 @@ class PipeResource(Resource):
         self.registry.receive((project, path), n, request, self.client_of(request))
         return NOT_DONE_YET
 
-    def _n(self, request: Request, invalid: Callable[[], Rejection]) -> int:
+    def _n(self, request: Request, invalid: Callable[[int], Rejection]) -> int:
         values = request.args.get(b"n")
         if not values:
             return 1
         match = _INTEGER.match(values[0])
         if match is None:
-            raise invalid()
+            raise invalid(self.registry.max_receivers)
         sign, digits = match.groups()
         digits = digits.lstrip(b"0") or b"0"
         text = ("-" if sign == b"-" and digits != b"0" else "") + digits.decode("ascii")

@@ -156,7 +156,7 @@ def test_wrong_token_is_shown_to_the_user(make_server, tmp_path):
         return page.inner_text("#recv-status")
 
     shown = yield browse(script)
-    assert shown == "[ERROR] Missing or invalid token.\n(HTTP 401)"
+    assert shown == "[ERROR] Missing or invalid token.\nPass your project's token: curl -H 'Authorization: Bearer TOKEN' URL (or curl -u x:TOKEN URL).\n(HTTP 401)"
 
 
 @pytest_twisted.inlineCallbacks

@@ -294,7 +294,7 @@ def test_sender_refused_before_its_body_gets_no_100_continue(make_server, tmp_pa
     # Headers only, as curl sends them: it waits for our word before the body.
     for extra in (b"", b"Authorization: Bearer wrong\r\n"):
         client = yield exchange(server.portnum, _continue_put("/secret", extra))
-        assert_refused(client, "HTTP/1.1 401 Unauthorized", "[ERROR] Missing or invalid token.")
+        assert_refused(client, "HTTP/1.1 401 Unauthorized", "[ERROR] Missing or invalid token.\nPass your project's token: curl -H 'Authorization: Bearer TOKEN' URL (or curl -u x:TOKEN URL).")
         assert client.response().one("WWW-Authenticate") == 'Bearer realm="pipe"'
     assert not server.registry.pipes
 
@@ -320,7 +320,7 @@ def test_sender_refused_before_its_body_gets_no_100_continue(make_server, tmp_pa
     "path, extra, text",
     [
         ("/help", b"", "[ERROR] Cannot send to the reserved path '/help'. (e.g. '/mypath123')"),
-        ("/p?n=x", b"", '[ERROR] Invalid "n" query parameter'),
+        ("/p?n=x", b"", '[ERROR] Invalid "n" query parameter\nn is the number of receivers, a whole number from 1 to 256: e.g. ?n=2'),
         ("/p?n=0", b"", "[ERROR] n should > 0, but n = 0."),
         ("/p", b"Content-Range: bytes 0-4/5\r\n", None),
     ],

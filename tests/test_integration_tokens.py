@@ -15,7 +15,7 @@ TOKEN_A = "alpha-token-0123456789abcdef"
 TOKEN_A2 = "alpha-second-token-fedcba987654"
 TOKEN_B = "beta-token-0123456789abcdef"
 
-UNAUTHORIZED = b"[ERROR] Missing or invalid token.\n"
+UNAUTHORIZED = b"[ERROR] Missing or invalid token.\nPass your project's token: curl -H 'Authorization: Bearer TOKEN' URL (or curl -u x:TOKEN URL).\n"
 
 
 def line(project: str, token: str) -> str:

@@ -350,7 +350,7 @@ def test_joining_rules(clock: Clock, observer: Recorder) -> None:
     assert caught.value.text == "[ERROR] Another sender has been connected on '/p'."
     with pytest.raises(errors.Rejection) as caught:
         registry.receive(KEY, 3, FakeReceiver())
-    assert caught.value.text == "[ERROR] The number of receivers should be 2 but 3."
+    assert caught.value.text == "[ERROR] The number of receivers should be 2 but 3.\nThe pipe on '/p' is for 2 receiver(s): use ?n=2 in your URL."
     registry.receive(KEY, 2, FakeReceiver())
     registry.receive(KEY, 2, FakeReceiver())
     with pytest.raises(errors.Rejection) as caught:
