@@ -296,14 +296,17 @@ def makeServer(options: OptionsLike, reactor: IServerReactor, fds: Optional[int]
         watcher=HangupWatcher(reactor),
         limits=makeLimits(options, fds),
     )
+    tokens = Tokens(options["tokens"], reactor) if options["tokens"] else None
     metrics: Optional[PipeMetrics] = None
     if options.get("metrics-listen"):
         from pipeserver.metrics import PipeMetrics
 
         metrics = PipeMetrics(reactor)
         registry.observer = metrics
-        metrics.watch(registry)
-    tokens = Tokens(options["tokens"], reactor) if options["tokens"] else None
+        if tokens is not None:
+            metrics.watch(registry, lambda: tokens.projects)
+        else:
+            metrics.watch(registry)
     resource = PipeResource(
         registry,
         authorize=tokens if tokens is not None else open_project,

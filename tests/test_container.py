@@ -402,7 +402,7 @@ def test_stop_drains_the_transfer_and_exits_0(podman, images):
     # Half the body, a pause in which the server is stopped, the other half.
     producer(podman, images, "drain-producer", "http://drain:8080/jobs",
              body=f"{{ seq 1 {SEQ // 2}; sleep 3; seq {SEQ // 2 + 1} {SEQ}; }}", host="drain")
-    wait_for(lambda: metric(port, "pipeserver_transfers_active") == 1, 20, "the transfer")
+    wait_for(lambda: metric(port, "pipeserver_pipes_streaming") == 1, 20, "the transfer")
     started = time.monotonic()
     podman("stop", "--time", str(GRACE + 20), "drain", timeout=GRACE + 60)
     took = time.monotonic() - started
