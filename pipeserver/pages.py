@@ -46,43 +46,57 @@ def version(request: Request) -> bytes:
     return _text(request, __version__ + "\n")
 
 
-def help_page(request: Request) -> bytes:
+#: How every recipe of /help passes the token, on a server that asks for one.
+_TOKEN_ARG = """-H "Authorization: Bearer $TOKEN" """
+
+
+def help_page(request: Request, tokens: bool = False) -> bytes:
+    """curl recipes for this host; on a server with ``--tokens`` each one
+    passes ``$TOKEN``, which the page says to set first."""
     url = base_url(request)
+    auth = _TOKEN_ARG if tokens else ""
+    if tokens:
+        intro = """This server asks for a token: your project's. Set it once in your shell,
+    TOKEN=your-token
+and every recipe below passes it (or: curl -u x:$TOKEN URL).
+"""
+    else:
+        intro = ""
     return _text(
         request,
         f"""Help for pipeserver {__version__}
 A pipe is any path: a sender PUTs or POSTs to it, receivers GET it.
-
+{intro}
 ======= Get  =======
-curl {url}/mypath
+curl {auth}{url}/mypath
 
 ======= Send =======
 # Send asdf
-echo 'asdf' | curl -T - {url}/mypath
+echo 'asdf' | curl {auth}-T - {url}/mypath
 
 # Send a file
-curl -T myfile {url}/mypath
+curl {auth}-T myfile {url}/mypath
 
 # Send a directory (zip)
-zip -q -r - ./mydir | curl -T - {url}/mypath
+zip -q -r - ./mydir | curl {auth}-T - {url}/mypath
 
 # Send a directory (tar.gz)
-tar zfcp - ./mydir | curl -T - {url}/mypath
+tar zfcp - ./mydir | curl {auth}-T - {url}/mypath
 
-# Encryption
+# Encryption (openssl asks each side for the same password)
 ## Send
-cat myfile | openssl aes-256-cbc | curl -T - {url}/mypath
+cat myfile | openssl aes-256-cbc -pbkdf2 | curl {auth}-T - {url}/mypath
 ## Get
-curl {url}/mypath | openssl aes-256-cbc -d
+curl {auth}{url}/mypath | openssl aes-256-cbc -pbkdf2 -d
 
 ======= Many receivers =======
-seq 1000 | curl -T - '{url}/mypath?n=3'
-curl '{url}/mypath?n=3'   # three times: every receiver gets every byte
-
+seq 1000 | curl {auth}-T - '{url}/mypath?n=3'
+curl {auth}'{url}/mypath?n=3'   # three times: every receiver gets every byte
+""" + ("" if tokens else f"""
 ======= Tokens =======
 # When the server asks for a token
 curl -H 'Authorization: Bearer TOKEN' {url}/mypath
-""",
+"""),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Callable, Dict, Optional, Tuple, Union
 
@@ -50,7 +51,7 @@ class PipeResource(Resource):
         self.reserved: Dict[bytes, Callable[[Request], bytes]] = {
             b"/": pages.index,
             b"/noscript": pages.noscript,
-            b"/help": pages.help_page,
+            b"/help": functools.partial(pages.help_page, tokens=authorize is not open_project),
             b"/version": pages.version,
             b"/favicon.ico": pages.favicon,
             b"/robots.txt": pages.robots,
