@@ -100,7 +100,17 @@ curl -H 'Authorization: Bearer TOKEN' {url}/mypath
     )
 
 
-_STYLE = "body{font-family:sans-serif;max-width:40em;margin:2em auto;padding:0 1em}"
+# A phone's screen: nothing wider than it, controls of at least 44 px.
+_STYLE = (
+    "body{font-family:sans-serif;max-width:40em;margin:2em auto;padding:0 1em}"
+    "h2{font-size:1.1em;margin-top:1.5em}"
+    "label{display:inline-flex;align-items:center;gap:.4em;min-height:44px;"
+    "margin-right:1em;max-width:100%}"
+    "input,select,button{min-height:44px;font-size:1rem;box-sizing:border-box;max-width:100%}"
+    "input[name=path]{min-width:0;width:14em;max-width:60vw}"
+    "textarea{width:100%;box-sizing:border-box;font-size:1rem}"
+    "code,a{overflow-wrap:anywhere}"
+)
 
 
 def _load_index() -> Tuple[bytes, bytes]:
@@ -164,14 +174,23 @@ def noscript(request: Request) -> bytes:
         request,
         f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>pipeserver: send</title><style>{_STYLE}</style></head>
 <body>
 <h1>Send to {html.escape(path)}</h1>
+<p>This page sends without JavaScript, in two steps.</p>
+<h2>1. Where to, and what</h2>
+<p>The path to send to, and whether you send a file or typed text:
+<b>Change</b> shows this page again for them.</p>
 <form method="GET" action="/noscript">
 <label>Path <input name="path" value="{action}"></label>
-<select name="mode"><option value="file">file</option>
-<option value="text"{' selected' if mode == b'text' else ''}>text</option></select>
+<label>Send a <select name="mode"><option value="file">file</option>
+<option value="text"{' selected' if mode == b'text' else ''}>text</option></select></label>
 <button type="submit">Change</button></form>
+<h2>2. Send</h2>
+<p>{'Type the text' if mode == b'text' else 'Choose the file'} and press <b>Send</b>. Either side may
+start first: the browser waits for a receiver of {html.escape(path)}, then shows how the
+transfer went.</p>
 <form method="POST" action="{action}" enctype="multipart/form-data">
 {field}
 <button type="submit">Send</button></form>

@@ -44,6 +44,9 @@ def test_index(server):
     assert reply.code == 200
     assert b"<html" in reply.body.lower()
     assert b"/mypath" in reply.body
+    # No order between the sides is suggested: either may come first.
+    assert b"must be there" not in reply.body
+    assert b"Either side may start first: it waits\nfor the other" in reply.body
     assert not server.registry.pipes
 
 
@@ -54,6 +57,9 @@ def test_noscript(server):
     body = reply.body.lower()
     assert b"<form" in body and b"multipart/form-data" in body
     assert b"<script" not in body
+    # A phone lays it out at its own width, and each form says what it is for.
+    assert b'<meta name="viewport" content="width=device-width, initial-scale=1">' in body
+    assert b"<h2>1. where to, and what</h2>" in body and b"<h2>2. send</h2>" in body
     assert not server.registry.pipes
 
 
