@@ -1,22 +1,33 @@
 # Quick start: `make serve` serves on 127.0.0.1:8080; `make test` runs the tests.
+# `make serve LISTEN=tcp:9000:interface=127.0.0.1` serves on another port
+# (any `twistd pipe --listen` endpoint; tcp:9000 alone binds every interface).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 LISTEN ?= tcp:8080:interface=127.0.0.1
 
-.PHONY: install serve test matrix bench cluster clean image wheels
+.PHONY: install runtime serve test matrix bench cluster clean image wheels
 
-install: $(VENV)/.installed
+# Everything for development: the server and the test extras.
+install: $(VENV)/.installed-test
 
-# "compat" editable mode puts the checkout on sys.path, so twistd finds
-# twisted/plugins/pipe_plugin.py without a reinstall after each edit.
+# The server alone (what `make serve` needs): no test extras. Editable: the
+# checkout itself is on sys.path (setup.cfg's package_dir makes it a plain
+# .pth), so twistd finds twisted/plugins/pipe_plugin.py and every edit is
+# served without a reinstall.
+runtime: $(VENV)/.installed
+
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/pip install -q -e .
 	touch $@
 
-serve: install
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+serve: runtime
 	$(BIN)/twistd --nodaemon --pidfile= pipe --listen $(LISTEN)
 
 test: install
@@ -39,7 +50,7 @@ $(NOX_VENV)/.installed:
 # foreground; Ctrl-C stops them all. See docs/scaling.md.
 N ?= 3
 CLUSTER_PORT ?= 8080
-cluster: install
+cluster: runtime
 	$(BIN)/python deploy/cluster.py -n $(N) --port $(CLUSTER_PORT)
 
 bench: install
@@ -59,7 +70,7 @@ WHEELS := build/wheels
 ARCH := $(shell uname -m)
 VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' pipeserver/__init__.py)
 
-wheels: install
+wheels: runtime
 	rm -rf $(WHEELS)
 	$(BIN)/pip wheel -q --no-deps -w $(WHEELS) .
 	$(BIN)/pip download -q -d $(WHEELS) --only-binary=:all: \

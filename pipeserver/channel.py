@@ -43,6 +43,7 @@ from pipeserver.fastpath import PEEK_MAX, buffered_bytes, kernel_unread, peek
 from pipeserver.gate import BACKLOG, CHANNEL, ReadGate
 from pipeserver.errors import Rejection
 from pipeserver.headers import HardenedRequest
+from pipeserver.interfaces import Outcome
 from pipeserver.logs import access_line
 
 STREAMED_METHODS = (b"PUT", b"POST")
@@ -85,6 +86,10 @@ class PipeRequest(HardenedRequest):
     _bodyEnded = False
     _finishPending = False
     _logged = False
+    #: Its connection went before its response ended.
+    cutShort = False
+    #: Why its pipe ended it early, if it did (the access line's result).
+    endedBy: Optional[Outcome] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -593,6 +598,7 @@ class PipeChannel(_twisted.StreamingChannel):
         if "method" not in vars(request):
             request.setRequestLine(command, path, version)
         request.code = rejection.status
+        request.sentLength = len(rejection.body)
         request._logged = True
         self.site.log(request)
         self.loseConnection()

@@ -6,7 +6,10 @@ variable ``PIPE_NAME`` (upper case, ``_`` for ``-``): ``PIPE_WAIT_TIMEOUT=60``,
 ``PIPE_TOKENS=/etc/pipeserver/tokens``, ``PIPE_LOG_FORMAT=json``, ...
 ``PIPE_LISTEN``, ``PIPE_METRICS_LISTEN`` and ``PIPE_TRUSTED_PROXY`` take
 space-separated lists.
-An unset or empty variable leaves the option's default. Arguments given to
+An unset or empty variable leaves the option's default. A ``PIPE_*``
+variable that names no option (a typo: ``PIPE_WAIT_TIMOUT``) is refused,
+in one line naming the closest option's variable: a setting the operator
+believes in force must not be silently ignored. Arguments given to
 ``python -m pipeserver.environ`` are passed on to ``twistd pipe`` after them.
 
 ``python -m pipeserver.environ healthcheck`` GETs ``/version`` on the first
@@ -16,10 +19,14 @@ the image's HEALTHCHECK.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
-from typing import List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, List, Mapping, Optional, Tuple
+
+if TYPE_CHECKING:
+    from pipeserver.tap import Options
 
 PREFIX = "PIPE_"
 #: Options that may be given several times: a space-separated list each.
@@ -62,6 +69,61 @@ def unknown_variables(environ: Mapping[str, str]) -> List[str]:
     parameters, flags = _options()
     known = {variable(name) for name in (*REPEATABLE, *parameters, *flags)}
     return sorted(key for key in environ if key.startswith(PREFIX) and key not in known)
+
+
+def refusal(environ: Mapping[str, str]) -> Optional[str]:
+    """The one-line complaint about unknown ``PIPE_*`` variables, or None."""
+    unknown = unknown_variables(environ)
+    if not unknown:
+        return None
+    parameters, flags = _options()
+    known = [variable(name) for name in (*REPEATABLE, *parameters, *flags)]
+    named = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        named.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return (
+        f"pipeserver: {', '.join(named)}: no option of `twistd pipe` has this "
+        "variable; refusing to start without a setting you meant to give "
+        "(PIPE_NAME is --NAME: twistd pipe --help lists them)"
+    )
+
+
+def options(environ: Mapping[str, str]) -> "Options":
+    """``twistd pipe``'s options from ``environ`` (what tap/pipe.tac
+    serves): unknown ``PIPE_*`` variables and bad values are refused, in
+    one line (``tap.StartError``)."""
+    from twisted.python import usage
+
+    from pipeserver.tap import Options, StartError
+
+    complaint = refusal(environ)
+    if complaint is not None:
+        raise StartError(complaint)
+    parsed = Options()
+    try:
+        parsed.parseOptions(option_args(environ))
+    except usage.UsageError as error:
+        raise StartError(f"pipeserver: {_culprit(environ) or 'PIPE_* variables'}: {error}") from None
+    return parsed
+
+
+def _culprit(environ: Mapping[str, str]) -> Optional[str]:
+    """``PIPE_NAME=value`` of the first variable whose value alone is
+    refused (Twisted's message does not name the option)."""
+    from twisted.python import usage
+
+    from pipeserver.tap import Options
+
+    for name in environ:
+        if not name.startswith(PREFIX):
+            continue
+        alone = option_args({name: environ[name]})
+        try:
+            Options().parseOptions(alone)
+        except usage.UsageError:
+            return f"{name}={environ[name]}"
+    return None
 
 
 def health_url(environ: Mapping[str, str]) -> Optional[str]:
@@ -113,8 +175,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["healthcheck"]:
         raise SystemExit(healthcheck(os.environ))
-    for name in unknown_variables(os.environ):
-        print(f"pipeserver: {name} names no option of `twistd pipe`; ignored", file=sys.stderr)
+    complaint = refusal(os.environ)
+    if complaint is not None:
+        raise SystemExit(complaint)
     from twisted.scripts import twistd
 
     sys.argv = ["twistd", "--nodaemon", "--pidfile=", "pipe", *option_args(os.environ), *argv]

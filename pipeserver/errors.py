@@ -82,7 +82,9 @@ def seconds(value: float) -> str:
 class Rejection(Exception):
     """A request that is answered with an error instead of joining a pipe.
 
-    ``text`` is the body without its final newline; ``headers`` are extra
+    ``text`` is the body without its final newline: SPEC §6's exact
+    sentence, then, for some, a line saying what to do (:func:`hinted`);
+    ``headers`` are extra
     response headers (``Allow``, ``Retry-After``, ``WWW-Authenticate``);
     ``reason`` is a short name for metrics (the constructor's name below).
     """
@@ -134,6 +136,16 @@ def bad(text: str) -> Rejection:
     return Rejection(400, text)
 
 
+def hinted(text: str, hint: str) -> str:
+    """SPEC §6's exact ``text`` (clients match its start), then ``hint``, what
+    to do instead, on a line of its own."""
+    return f"{text}\n{hint}"
+
+
+def _n_hint(limit: int) -> str:
+    return f"n is the number of receivers, a whole number from 1 to {limit}: e.g. ?n=2"
+
+
 @_reason
 def reserved_path(path: str) -> Rejection:
     return bad(f"[ERROR] Cannot send to the reserved path '{path}'. (e.g. '/mypath123')")
@@ -145,13 +157,13 @@ def content_range(method: str) -> Rejection:
 
 
 @_reason
-def sender_n_invalid() -> Rejection:
-    return bad('[ERROR] Invalid "n" query parameter')
+def sender_n_invalid(limit: int) -> Rejection:
+    return bad(hinted('[ERROR] Invalid "n" query parameter', _n_hint(limit)))
 
 
 @_reason
-def receiver_n_invalid() -> Rejection:
-    return bad('[ERROR] Invalid query parameter "n"')
+def receiver_n_invalid(limit: int) -> Rejection:
+    return bad(hinted('[ERROR] Invalid query parameter "n"', _n_hint(limit)))
 
 
 #: Digits of ``n`` an error text shows; a longer one is shortened.
@@ -190,8 +202,17 @@ def second_sender(path: str) -> Rejection:
 
 
 @_reason
-def n_mismatch(expected: int, got: int) -> Rejection:
-    return bad(f"[ERROR] The number of receivers should be {expected} but {got}.")
+def n_mismatch(path: str, expected: int, got: int) -> Rejection:
+    # Most often a party that gave no n (so 1) meets a fan-out pipe.
+    what = (
+        f"add ?n={expected} to your URL (without ?n, n is 1)."
+        if got == 1
+        else f"use ?n={expected} in your URL."
+    )
+    return bad(hinted(
+        f"[ERROR] The number of receivers should be {expected} but {got}.",
+        f"The pipe on '{path}' is for {expected} receiver(s): {what}",
+    ))
 
 
 @_reason
@@ -223,7 +244,11 @@ def method_not_allowed(method: str) -> Rejection:
 def unauthorized() -> Rejection:
     return Rejection(
         401,
-        "[ERROR] Missing or invalid token.",
+        hinted(
+            "[ERROR] Missing or invalid token.",
+            "Pass your project's token: curl -H 'Authorization: Bearer TOKEN' URL"
+            " (or curl -u x:TOKEN URL).",
+        ),
         [("WWW-Authenticate", 'Bearer realm="pipe"')],
     )
 

@@ -116,8 +116,9 @@ class SenderParty(Protocol):
     def finish(self) -> None:
         """End its response: the transfer succeeded."""
 
-    def close(self, clock: IReactorTime) -> None:
-        """End its connection so its client sees a failure."""
+    def close(self, clock: IReactorTime, how: Outcome) -> None:
+        """End its connection so its client sees a failure; ``how`` says why
+        (``ABORTED``, ``TIMED_OUT``, ``SHUT_DOWN``), for its access line."""
 
     def setReading(self, reading: bool) -> None:
         """Read its body (True) or leave it in the kernel (False)."""
@@ -147,14 +148,16 @@ class ReceiverParty(Protocol):
     def finish(self) -> None:
         """End its response: it got every byte."""
 
-    def close(self, clock: IReactorTime) -> None:
-        """End its response short, so its client sees it truncated."""
+    def close(self, clock: IReactorTime, how: Outcome) -> None:
+        """End its response short, so its client sees it truncated; ``how``
+        says why, for its access line."""
 
     def cut(self) -> None:
         """End its connection at once (it stalled, or a shutdown cut it)."""
 
-    def reject(self, status: int, text: str) -> None:
-        """Answer it (still waiting) with an error."""
+    def reject(self, status: int, text: str, how: Outcome) -> None:
+        """Answer it (still waiting) with an error; ``how`` says why
+        (``TIMED_OUT``, ``SHUT_DOWN``)."""
 
     def taken(self) -> int:
         """Bytes of its response its client has taken so far."""

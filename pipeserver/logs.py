@@ -6,13 +6,12 @@ with ``str.format`` and the timestamp once a second: Twisted's generic
 formatter costs ~25 µs an event, which was a tenth of the server's CPU per
 request (one access line each). Anything unusual takes Twisted's code.
 
-``--log-format json``: one JSON object per line instead of text.
-
-Each line is ``twisted.logger.eventAsJSON`` of the event (so
-``eventFromJSON`` reads it back) plus ``"text"``, the formatted message,
-and ``"level"`` (``info``, ...). The
-access line (namespace ``pipeserver.access``) carries its fields: ``method``,
-``path``, ``status``, ``received``, ``sent``, ``duration``, ``project``.
+``--log-format json``: one compact JSON object per line instead of text
+(:func:`json_event`): ``time`` (ISO 8601, UTC), ``level``, ``namespace``,
+``text``; an access line (namespace ``pipeserver.access``) adds its fields,
+each always of one type: ``method``, ``path``, ``result`` (:data:`RESULTS`),
+``project`` (strings), ``status`` (a number, 0 if no response head went
+out), ``received``, ``sent`` (bytes), ``duration`` (seconds).
 
 ``twistd pipe --log-format json`` works by setting the observer on the
 twistd application (see :class:`LoggingService`), which twistd uses in place
@@ -22,10 +21,12 @@ of its own text observer; ``--logfile`` and ``--nodaemon`` keep their meaning.
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
+from datetime import datetime, timezone
 from types import FrameType
-from typing import IO, Any, Callable, List, Mapping, Optional, Tuple, cast
+from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple, cast
 
 from twisted.application import service
 from twisted.internet.interfaces import IReactorFromThreads
@@ -34,7 +35,6 @@ from twisted.logger import (
     ILogObserver,
     LogEvent,
     Logger,
-    eventAsJSON,
     formatEvent,
     formatEventAsClassicLogText,
     formatTime,
@@ -43,37 +43,106 @@ from twisted.logger import (
 from twisted.python import logfile
 from twisted.python.components import Componentized
 
+from pipeserver.interfaces import Outcome
+
 FORMATS = ("text", "json")
 
 
 _access = Logger(namespace="pipeserver.access")
 
+#: Why a request ended, as its access line says (``result``): it got its
+#: whole answer (``ok``), an error answer instead of a pipe (``refused``),
+#: its pipe's deadline passed (``timed_out``), the server ended it before
+#: its response ended (``cut``: its counterpart failed or left, it stalled,
+#: or the shutdown), or its client went away first (``left``).
+RESULTS = ("ok", "refused", "timed_out", "cut", "left")
 
-def access_line(request: Any, now: float) -> None:
+
+class AccessRecord(Protocol):
+    """What an access line reads of a request (``channel.PipeRequest``)."""
+
+    method: bytes
+    path: bytes
+    code: int
+    startedWriting: int
+    #: Its connection went before its response ended.
+    cutShort: bool
+    #: Why the server ended it early (a pipe's ``Outcome``), if it did.
+    endedBy: Optional[Outcome]
+    bodyBytes: int
+    sentLength: int
+    startedAt: float
+    project: str
+
+
+def result(request: AccessRecord) -> str:
+    """One word of :data:`RESULTS` for how ``request`` ended."""
+    if request.endedBy is Outcome.TIMED_OUT:
+        return "timed_out"
+    if request.endedBy is not None:
+        return "cut"
+    if request.code >= 400:
+        # Even when the client went before the end: a sender refused after
+        # "100 Continue" may close as soon as it reads the refusal.
+        return "refused"
+    return "left" if request.cutShort else "ok"
+
+
+def access_line(request: AccessRecord, now: float) -> None:
     """Log one access line for ``request`` (``PipeSite.log``), ``now`` on
-    the site's clock: never a header, query or body."""
-    code = "aborted" if getattr(request, "cutShort", False) else request.code
-    path = getattr(request, "path", None)
-    method = getattr(request, "method", None)
+    the site's clock: never a header, query or body. ``status`` is always a
+    number: the response's status, 0 when no response head was sent."""
+    method, path = request.method, request.path
+    sent_head = request.startedWriting or request.code >= 400
     _access.info(
-        "{method} {path} {status} in={received} out={sent} {duration:.3f}s project={project}",
+        "{method} {path} {status} {result} in={received} out={sent} {duration:.3f}s "
+        "project={project}",
         method=method.decode("latin-1", "replace") if isinstance(method, bytes) else "-",
         path=path.decode("utf-8", "replace") if isinstance(path, bytes) else "-",
-        status=code,
+        status=request.code if sent_head else 0,
+        result=result(request),
         received=request.bodyBytes,
         sent=request.sentLength,
-        duration=max(0.0, now - request.startedAt),
+        duration=round(max(0.0, now - request.startedAt), 6),
         project=request.project or "-",
     )
 
 
-def _json_line(event: LogEvent) -> Optional[str]:
-    event = dict(event)
-    event["text"] = formatEvent(event)
+#: The fields of an access line, as its JSON carries them (one type each).
+ACCESS_FIELDS = ("method", "path", "status", "result", "received", "sent", "duration", "project")
+
+
+def _iso(when: Optional[float]) -> str:
+    """An event's time as ISO 8601 in UTC, to the millisecond."""
+    if when is None:
+        return ""
+    stamp = datetime.fromtimestamp(when, timezone.utc)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_event(event: LogEvent) -> Dict[str, Any]:
+    """The JSON object of one event: ``time`` (ISO 8601, UTC), ``level``,
+    ``namespace``, ``text`` (the formatted message), the access line's own
+    fields for an access line, and ``traceback`` for a failure. Every other
+    field of the event is in ``text`` only, so each key has one type."""
     level = event.get("log_level")
-    if level is not None:
-        event["level"] = getattr(level, "name", str(level))
-    return eventAsJSON(event) + "\n"
+    line: Dict[str, Any] = {
+        "time": _iso(event.get("log_time")),
+        "level": str(getattr(level, "name", "info")),
+        "namespace": str(event.get("log_namespace", "-")),
+        "text": formatEvent(event),
+    }
+    if event.get("log_namespace") == _access.namespace:
+        for name in ACCESS_FIELDS:
+            line[name] = event.get(name)
+    failure = event.get("log_failure")
+    if failure is not None:
+        line["traceback"] = failure.getTraceback()
+    return line
+
+
+def _json_line(event: LogEvent) -> Optional[str]:
+    return json.dumps(json_event(event), separators=(",", ":"), default=str) + "\n"
 
 
 def _classic_line(event: LogEvent) -> Optional[str]:

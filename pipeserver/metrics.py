@@ -1,21 +1,34 @@
 """Prometheus metrics, served on their own endpoint (``--metrics-listen``).
 
 :class:`PipeMetrics` is the registry's observer (``pipe.Observer``): it hears
-of a pipe only when it is established and when it ends, never per byte, and
-reads the gauges (parties waiting, transfers active) from the registry at
-scrape time. Each server has its own ``CollectorRegistry``, so several
-servers in one process do not share numbers.
+of a pipe only when it is established and when it ends, never per byte.
+What changes while pipes run (parties waiting, pipes streaming, the bytes
+they have moved so far) is read from the registry and the pipes under way
+at scrape time. Each server has its own ``CollectorRegistry``, so several
+servers in one process do not share numbers; prometheus_client's own
+collectors add ``process_*`` (memory, CPU, open file descriptors against
+their limit) and ``python_info``.
 
-Every series carries a ``project`` label: the token's project, or ``""``
-(which Prometheus treats as no label) on an open server.
+One word for one thing: a **pipe** is a path's rendezvous and, once
+established, its transfer (SPEC §1); every name says ``pipes``. Every series
+carries a ``project`` label: the token's project, or ``""`` (which
+Prometheus treats as no label) on an open server. The gauges have a sample
+for every project the server knows (each project of the tokens file, or
+``""``), zero included, so a dashboard shows 0 rather than no data.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
@@ -30,6 +43,13 @@ from pipeserver.pipe import Outcome, Pipe, PipeRegistry, State
 #: Seconds a party waited for its pipe to be established.
 WAIT_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
+#: The projects a server knows, for the gauges' zero samples.
+Projects = Callable[[], Iterable[str]]
+
+
+def _open_server() -> List[str]:
+    return [""]
+
 
 class PipeMetrics:
     """Counts what the registry tells it; one ``CollectorRegistry`` per server."""
@@ -37,8 +57,10 @@ class PipeMetrics:
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self.prometheus = CollectorRegistry(auto_describe=True)
-        self.started = Counter(
-            "pipeserver_transfers_started",
+        ProcessCollector(registry=self.prometheus)
+        PlatformCollector(registry=self.prometheus)
+        self.established = Counter(
+            "pipeserver_pipes_established",
             "Pipes established (the sender and all receivers met).",
             ["project"],
             registry=self.prometheus,
@@ -48,19 +70,6 @@ class PipeMetrics:
             "Pipes gone, by outcome: completed, aborted (a side failed mid-transfer), "
             "timed_out, left (every party left while waiting), shut_down.",
             ["project", "outcome"],
-            registry=self.prometheus,
-        )
-        self.bytesIn = Counter(
-            "pipeserver_bytes_in",
-            "Body bytes read from senders (a form's first part only), "
-            "counted when the pipe ends.",
-            ["project"],
-            registry=self.prometheus,
-        )
-        self.bytesOut = Counter(
-            "pipeserver_bytes_out",
-            "Body bytes written to receivers, counted when the pipe ends.",
-            ["project"],
             registry=self.prometheus,
         )
         self.waited = Histogram(
@@ -76,20 +85,25 @@ class PipeMetrics:
             ["project", "reason"],
             registry=self.prometheus,
         )
-        self._registry: Optional[PipeRegistry] = None
-        #: The receivers of each pipe under way (nobody joins once established).
-        self._streaming: Dict[Pipe, List[Any]] = {}
+        #: Bytes of the pipes that ended, by project; those under way are
+        #: added at scrape time (_Live).
+        self.bytesIn: Dict[str, int] = {}
+        self.bytesOut: Dict[str, int] = {}
+        #: The receivers of each pipe under way (nobody joins once established;
+        #: one that leaves still counts what it was sent).
+        self.streaming: Dict[Pipe, List[Any]] = {}
+        self.prometheus.register(_Bytes(self))
 
-    def watch(self, registry: PipeRegistry) -> None:
-        """Read the gauges from ``registry`` at each scrape."""
-        self._registry = registry
-        self.prometheus.register(_Gauges(registry))
+    def watch(self, registry: PipeRegistry, projects: Projects = _open_server) -> None:
+        """Read the gauges from ``registry`` at each scrape, with a sample
+        for each of ``projects`` (the tokens file's, or ``""``) even at zero."""
+        self.prometheus.register(_Gauges(registry, self, projects))
 
     # -- pipe.Observer
     def transferStarted(self, pipe: Pipe) -> None:
         project = pipe.key[0]
-        self.started.labels(project).inc()
-        self._streaming[pipe] = list(pipe.receivers)
+        self.established.labels(project).inc()
+        self.streaming[pipe] = list(pipe.receivers)
         now = self.clock.seconds()
         parties = [("receiver", download.request) for download in pipe.receivers]
         if pipe.sender is not None:
@@ -102,12 +116,11 @@ class PipeMetrics:
     def pipeEnded(self, pipe: Pipe, how: Outcome) -> None:
         project = pipe.key[0]
         self.closed.labels(project, how.value).inc()
-        receivers = self._streaming.pop(pipe, None)
+        receivers = self.streaming.pop(pipe, None)
         if receivers is None:
             return  # never established: no body went anywhere
-        self.bytesIn.labels(project).inc(pipe.bytes)
-        sent = sum(getattr(download.request, "sentLength", 0) for download in receivers)
-        self.bytesOut.labels(project).inc(sent)
+        self.bytesIn[project] = self.bytesIn.get(project, 0) + pipe.bytes
+        self.bytesOut[project] = self.bytesOut.get(project, 0) + _sent(receivers)
 
     def rejected(self, project: str, reason: str) -> None:
         self.rejections.labels(project, reason or "other").inc()
@@ -117,25 +130,75 @@ class PipeMetrics:
         return generate_latest(self.prometheus)
 
 
-class _Gauges:
-    """Parties waiting and transfers active, read from the registry."""
+def _sent(receivers: List[Any]) -> int:
+    return sum(getattr(download.request, "sentLength", 0) for download in receivers)
 
-    def __init__(self, registry: PipeRegistry) -> None:
+
+class _Bytes:
+    """Body bytes in and out, counted as they move: those of the pipes that
+    ended plus, at each scrape, what the pipes under way have moved so far
+    (a pipe's counts only grow, and its last ones become the ended total,
+    so the counters never go back)."""
+
+    def __init__(self, metrics: PipeMetrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> List[CounterMetricFamily]:
+        return list(self._families({}, {}))
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        metrics = self.metrics
+        got = dict(metrics.bytesIn)
+        sent = dict(metrics.bytesOut)
+        for pipe, receivers in list(metrics.streaming.items()):
+            project = pipe.key[0]
+            got[project] = got.get(project, 0) + pipe.bytes
+            sent[project] = sent.get(project, 0) + _sent(receivers)
+        return self._families(got, sent)
+
+    @staticmethod
+    def _families(got: Dict[str, int], sent: Dict[str, int]) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "pipeserver_bytes_in",
+            "Body bytes read from senders (a form's first part only), as they come.",
+            labels=["project"],
+        )
+        for project, count in sorted(got.items()):
+            family.add_metric([project], count)
+        yield family
+        family = CounterMetricFamily(
+            "pipeserver_bytes_out",
+            "Body bytes written to receivers, as they go.",
+            labels=["project"],
+        )
+        for project, count in sorted(sent.items()):
+            family.add_metric([project], count)
+        yield family
+
+
+class _Gauges:
+    """Parties waiting and pipes streaming, read from the registry."""
+
+    def __init__(self, registry: PipeRegistry, metrics: PipeMetrics, projects: Projects) -> None:
         self.registry = registry
+        self.metrics = metrics
+        self.projects = projects
 
     def describe(self) -> List[GaugeMetricFamily]:
         return list(self._families({}, {}))
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        active: Dict[str, int] = {}
+        known = dict.fromkeys(self.projects(), 0)
+        waiting = dict(known, **self.registry.waitingByProject)
+        streaming = dict(known)
         for key, pipe in list(self.registry.pipes.items()):
             if pipe.state is State.STREAMING:
-                active[key[0]] = active.get(key[0], 0) + 1
-        return self._families(dict(self.registry.waitingByProject), active)
+                streaming[key[0]] = streaming.get(key[0], 0) + 1
+        return self._families(waiting, streaming)
 
     @staticmethod
     def _families(
-        waiting: Dict[str, int], active: Dict[str, int]
+        waiting: Dict[str, int], streaming: Dict[str, int]
     ) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
             "pipeserver_parties_waiting",
@@ -146,11 +209,11 @@ class _Gauges:
             family.add_metric([project], count)
         yield family
         family = GaugeMetricFamily(
-            "pipeserver_transfers_active",
+            "pipeserver_pipes_streaming",
             "Established pipes whose bytes are flowing.",
             labels=["project"],
         )
-        for project, count in sorted(active.items()):
+        for project, count in sorted(streaming.items()):
             family.add_metric([project], count)
         yield family
 

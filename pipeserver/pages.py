@@ -46,47 +46,71 @@ def version(request: Request) -> bytes:
     return _text(request, __version__ + "\n")
 
 
-def help_page(request: Request) -> bytes:
+#: How every recipe of /help passes the token, on a server that asks for one.
+_TOKEN_ARG = """-H "Authorization: Bearer $TOKEN" """
+
+
+def help_page(request: Request, tokens: bool = False) -> bytes:
+    """curl recipes for this host; on a server with ``--tokens`` each one
+    passes ``$TOKEN``, which the page says to set first."""
     url = base_url(request)
+    auth = _TOKEN_ARG if tokens else ""
+    if tokens:
+        intro = """This server asks for a token: your project's. Set it once in your shell,
+    TOKEN=your-token
+and every recipe below passes it (or: curl -u x:$TOKEN URL).
+"""
+    else:
+        intro = ""
     return _text(
         request,
         f"""Help for pipeserver {__version__}
 A pipe is any path: a sender PUTs or POSTs to it, receivers GET it.
-
+{intro}
 ======= Get  =======
-curl {url}/mypath
+curl {auth}{url}/mypath
 
 ======= Send =======
 # Send asdf
-echo 'asdf' | curl -T - {url}/mypath
+echo 'asdf' | curl {auth}-T - {url}/mypath
 
 # Send a file
-curl -T myfile {url}/mypath
+curl {auth}-T myfile {url}/mypath
 
 # Send a directory (zip)
-zip -q -r - ./mydir | curl -T - {url}/mypath
+zip -q -r - ./mydir | curl {auth}-T - {url}/mypath
 
 # Send a directory (tar.gz)
-tar zfcp - ./mydir | curl -T - {url}/mypath
+tar zfcp - ./mydir | curl {auth}-T - {url}/mypath
 
-# Encryption
+# Encryption (openssl asks each side for the same password)
 ## Send
-cat myfile | openssl aes-256-cbc | curl -T - {url}/mypath
+cat myfile | openssl aes-256-cbc -pbkdf2 | curl {auth}-T - {url}/mypath
 ## Get
-curl {url}/mypath | openssl aes-256-cbc -d
+curl {auth}{url}/mypath | openssl aes-256-cbc -pbkdf2 -d
 
 ======= Many receivers =======
-seq 1000 | curl -T - '{url}/mypath?n=3'
-curl '{url}/mypath?n=3'   # three times: every receiver gets every byte
-
+seq 1000 | curl {auth}-T - '{url}/mypath?n=3'
+curl {auth}'{url}/mypath?n=3'   # three times: every receiver gets every byte
+""" + ("" if tokens else f"""
 ======= Tokens =======
 # When the server asks for a token
 curl -H 'Authorization: Bearer TOKEN' {url}/mypath
-""",
+"""),
     )
 
 
-_STYLE = "body{font-family:sans-serif;max-width:40em;margin:2em auto;padding:0 1em}"
+# A phone's screen: nothing wider than it, controls of at least 44 px.
+_STYLE = (
+    "body{font-family:sans-serif;max-width:40em;margin:2em auto;padding:0 1em}"
+    "h2{font-size:1.1em;margin-top:1.5em}"
+    "label{display:inline-flex;align-items:center;gap:.4em;min-height:44px;"
+    "margin-right:1em;max-width:100%}"
+    "input,select,button{min-height:44px;font-size:1rem;box-sizing:border-box;max-width:100%}"
+    "input[name=path]{min-width:0;width:14em;max-width:60vw}"
+    "textarea{width:100%;box-sizing:border-box;font-size:1rem}"
+    "code,a{overflow-wrap:anywhere}"
+)
 
 
 def _load_index() -> Tuple[bytes, bytes]:
@@ -150,14 +174,23 @@ def noscript(request: Request) -> bytes:
         request,
         f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>pipeserver: send</title><style>{_STYLE}</style></head>
 <body>
 <h1>Send to {html.escape(path)}</h1>
+<p>This page sends without JavaScript, in two steps.</p>
+<h2>1. Where to, and what</h2>
+<p>The path to send to, and whether you send a file or typed text:
+<b>Change</b> shows this page again for them.</p>
 <form method="GET" action="/noscript">
 <label>Path <input name="path" value="{action}"></label>
-<select name="mode"><option value="file">file</option>
-<option value="text"{' selected' if mode == b'text' else ''}>text</option></select>
+<label>Send a <select name="mode"><option value="file">file</option>
+<option value="text"{' selected' if mode == b'text' else ''}>text</option></select></label>
 <button type="submit">Change</button></form>
+<h2>2. Send</h2>
+<p>{'Type the text' if mode == b'text' else 'Choose the file'} and press <b>Send</b>. Either side may
+start first: the browser waits for a receiver of {html.escape(path)}, then shows how the
+transfer went.</p>
 <form method="POST" action="{action}" enctype="multipart/form-data">
 {field}
 <button type="submit">Send</button></form>

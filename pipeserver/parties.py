@@ -29,7 +29,7 @@ from pipeserver.fastpath import (
 from pipeserver.gate import PIPE, ReadGate
 from pipeserver.headers import passable
 from pipeserver.multipart import FirstPartDecoder, boundary_of
-from pipeserver.interfaces import NO_PACING, Data, Pacer
+from pipeserver.interfaces import NO_PACING, Data, Outcome, Pacer
 from pipeserver.pipe import State
 
 if TYPE_CHECKING:
@@ -55,6 +55,8 @@ class PipeRequestLike(Protocol):
     producer: object
     bodySink: object
     defaultContentType: Optional[bytes]
+    #: Why the pipe ended it early, for its access line (logs.result).
+    endedBy: Optional[Outcome]
 
     def getHeader(self, key: bytes) -> Optional[bytes]: ...
 
@@ -205,7 +207,8 @@ class Upload:
         receivers' (piping-server's own tests do)."""
         send_buffered_now(self.transport)
 
-    def close(self, clock: IReactorTime) -> None:
+    def close(self, clock: IReactorTime, how: Outcome) -> None:
+        self.request.endedBy = how
         self.pipe.watcher.unwatch(self.transport)
         self._cut = close_failing(self.transport, clock, half=True)
         # Read on (and drop) what it still sends, so it sees our lines.
@@ -343,9 +346,10 @@ class Download(DirectWrites):
         self.request.unregisterProducer()
         self.request.finish()
 
-    def close(self, clock: IReactorTime) -> None:
+    def close(self, clock: IReactorTime, how: Outcome) -> None:
         """End before the response does: a chunked stream gets no last chunk,
         a counted one comes up short, so the client knows it is truncated."""
+        self.request.endedBy = how
         if self.request.producer is not None:
             self.request.unregisterProducer()
         if not self._chunked and not self.request.responseHeaders.hasHeader(b"content-length"):
@@ -359,6 +363,7 @@ class Download(DirectWrites):
         """End a receiver that stopped reading: it would never take what a
         graceful close must still send, so the connection is aborted (the
         response is truncated) at once, freeing what it holds."""
+        self.request.endedBy = Outcome.ABORTED
         if self.request.producer is not None:
             self.request.unregisterProducer()
         abort = getattr(self.transport, "abortConnection", None)
@@ -367,8 +372,9 @@ class Download(DirectWrites):
         else:
             self.transport.loseConnection()
 
-    def reject(self, status: int, text: str) -> None:
+    def reject(self, status: int, text: str, how: Outcome) -> None:
         request = self.request
+        request.endedBy = how
         retry = [("Retry-After", "5")] if status == 503 else []
         request.write(errors.plain_reply(request, status, text, retry))
         request.finish()
@@ -395,8 +401,9 @@ class H2Upload(Upload):
     def halfClosed(self) -> None:
         pass
 
-    def close(self, clock: IReactorTime) -> None:
+    def close(self, clock: IReactorTime, how: Outcome) -> None:
         # Its lines went ahead as DATA; the reset tells its client it failed.
+        self.request.endedBy = how
         self.transport.abortConnection()
 
 
@@ -425,12 +432,14 @@ class H2Download(Download):
     def taken(self) -> int:
         return int(self.transport.written)
 
-    def close(self, clock: IReactorTime) -> None:
+    def close(self, clock: IReactorTime, how: Outcome) -> None:
+        self.request.endedBy = how
         if self.request.producer is not None:
             self.request.unregisterProducer()
         self.transport.fail()
 
     def cut(self) -> None:
+        self.request.endedBy = Outcome.ABORTED
         if self.request.producer is not None:
             self.request.unregisterProducer()
         self.transport.abortConnection()

@@ -111,7 +111,7 @@ class Pipe:
         if self.sender is not None:
             raise errors.second_sender(self.path)
         if n != self.n:
-            raise errors.n_mismatch(self.n, n)
+            raise errors.n_mismatch(self.path, self.n, n)
         upload = self.sender = self.registry.parties.sender(self, request)
         self._pacer = upload.pacer(self.clock, self._receiverRoom)
         self._join(upload, client)
@@ -129,7 +129,7 @@ class Pipe:
         if self.state is not State.WAITING:
             raise errors.established(self.path)
         if n != self.n:
-            raise errors.n_mismatch(self.n, n)
+            raise errors.n_mismatch(self.path, self.n, n)
         if len(self.receivers) >= self.n:
             raise errors.receivers_full()
         download = self.registry.parties.receiver(self, request)
@@ -260,9 +260,9 @@ class Pipe:
             if cut:
                 download.cut()
             else:
-                download.close(self.clock)
+                download.close(self.clock, Outcome.ABORTED)
         if self.sender is not None:
-            self.sender.close(self.clock)
+            self.sender.close(self.clock, Outcome.ABORTED)
         self._end(Outcome.ABORTED)
 
     # ---- backpressure
@@ -361,7 +361,7 @@ class Pipe:
         elif self.state is State.STREAMING:
             log.info("Sender on {path} went away mid-transfer", path=self.path)
             for download in list(self.receivers):
-                download.close(self.clock)
+                download.close(self.clock, Outcome.ABORTED)
             self._end(Outcome.ABORTED)
 
     def receiverLost(self, download: ReceiverParty) -> None:
@@ -391,7 +391,7 @@ class Pipe:
             self._updateReading()
         else:
             upload.say("[INFO] All receiver(s) was/were aborted halfway.")
-            upload.close(self.clock)
+            upload.close(self.clock, Outcome.ABORTED)
             self._end(Outcome.ABORTED)
 
     # ---- the deadline
@@ -410,10 +410,10 @@ class Pipe:
         if self.state is not State.WAITING:
             return
         for download in list(self.receivers):
-            download.reject(status, receiverText)
+            download.reject(status, receiverText, how)
         if self.sender is not None:
             self.sender.say(senderLine)
-            self.sender.close(self.clock)
+            self.sender.close(self.clock, how)
         self._end(how)
 
     def abort(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Callable, Dict, Optional, Tuple, Union
 
@@ -50,7 +51,7 @@ class PipeResource(Resource):
         self.reserved: Dict[bytes, Callable[[Request], bytes]] = {
             b"/": pages.index,
             b"/noscript": pages.noscript,
-            b"/help": pages.help_page,
+            b"/help": functools.partial(pages.help_page, tokens=authorize is not open_project),
             b"/version": pages.version,
             b"/favicon.ico": pages.favicon,
             b"/robots.txt": pages.robots,
@@ -140,13 +141,13 @@ class PipeResource(Resource):
         self.registry.receive((project, path), n, request, self.client_of(request))
         return NOT_DONE_YET
 
-    def _n(self, request: Request, invalid: Callable[[], Rejection]) -> int:
+    def _n(self, request: Request, invalid: Callable[[int], Rejection]) -> int:
         values = request.args.get(b"n")
         if not values:
             return 1
         match = _INTEGER.match(values[0])
         if match is None:
-            raise invalid()
+            raise invalid(self.registry.max_receivers)
         sign, digits = match.groups()
         digits = digits.lstrip(b"0") or b"0"
         text = ("-" if sign == b"-" and digits != b"0" else "") + digits.decode("ascii")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import gc
+import re
 import resource
 import signal
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Tuple, Union, cast
 
 from twisted.application import service, strports
 from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
@@ -45,7 +47,10 @@ parties are released, transfers get --shutdown-grace seconds to finish.
 
 Endpoints are Twisted endpoint strings, e.g. tcp:8080, tcp:8080:interface=127.0.0.1,
 unix:/run/pipe.sock, ssl:8443:privateKey=key.pem:certKey=cert.pem,
-systemd:domain=INET:index=0. --listen may be given several times.
+systemd:domain=INET:index=0. --listen may be given several times. tcp:8080
+takes connections on every interface (an open server warns of it at start);
+tcp:8080:interface=127.0.0.1 only from this host. The settings in force are
+logged at start.
 
 HTTP/2 is on by default: ssl: listeners offer it by ALPN on Twisted 26+
 (browsers can then stream a fetch() upload), and every listener takes
@@ -302,6 +307,11 @@ class Server:
     metrics: Optional[PipeMetrics] = None
     #: Serves ``/metrics`` (with ``--metrics-listen``), made by makeService.
     metricsSite: Optional[Site] = None
+    #: The options in force, as logged at start (:func:`settings`).
+    settings: str = ""
+    #: ``--listen`` endpoints that take connections from anywhere on an
+    #: open server (:func:`exposed`), warned about at start.
+    exposed: Tuple[str, ...] = ()
 
 
 def makeServer(options: OptionsLike, reactor: IServerReactor, fds: Optional[int] = None) -> Server:
@@ -315,14 +325,17 @@ def makeServer(options: OptionsLike, reactor: IServerReactor, fds: Optional[int]
         watcher=HangupWatcher(reactor),
         limits=makeLimits(options, fds),
     )
+    tokens = Tokens(options["tokens"], reactor) if options["tokens"] else None
     metrics: Optional[PipeMetrics] = None
     if options.get("metrics-listen"):
         from pipeserver.metrics import PipeMetrics
 
         metrics = PipeMetrics(reactor)
         registry.observer = metrics
-        metrics.watch(registry)
-    tokens = Tokens(options["tokens"], reactor) if options["tokens"] else None
+        if tokens is not None:
+            metrics.watch(registry, lambda: tokens.projects)
+        else:
+            metrics.watch(registry)
     client_of = ClientAddresses(options.get("trusted-proxy", []))
     resource = PipeResource(
         registry,
@@ -349,7 +362,56 @@ def makeServer(options: OptionsLike, reactor: IServerReactor, fds: Optional[int]
     site.h2Window = int(options.get("h2-window", site.h2Window))
     site.h2MaxStreams = int(options.get("h2-max-streams", site.h2MaxStreams))
     site.displayTracebacks = False
-    return Server(reactor, registry, resource, site, fds, tokens, metrics)
+    limits = registry.limits
+    return Server(
+        reactor, registry, resource, site, fds, tokens, metrics,
+        settings=settings(options, limits),
+        exposed=() if tokens is not None else tuple(
+            description for description in options["listen"] if exposed(description)
+        ),
+    )
+
+
+def settings(options: OptionsLike, limits: Limits) -> str:
+    """The options in force, one ``name=value`` each, in ``--help``'s
+    order, the derived limits at the values they came to: what the server
+    logs at start, so a log says how it was configured."""
+    derived = {
+        "max-waiting": limits.max_waiting,
+        "max-waiting-per-project": limits.max_waiting_per_project,
+        "max-waiting-per-client": limits.max_parties_per_client,
+    }
+    shown = {
+        "listen": " ".join(options["listen"]),
+        "metrics-listen": " ".join(options.get("metrics-listen", [])),
+        "trusted-proxy": " ".join(str(network) for network in options.get("trusted-proxy", [])),
+        "no-h2": "yes" if options.get("no-h2") else "no",
+    }
+    for entry in cast(List[List[Any]], Options.optParameters):
+        name = str(entry[0])
+        value = derived[name] if name in derived else options.get(name)
+        if value is None:
+            shown[name] = ""
+        else:
+            shown[name] = f"{value:g}" if isinstance(value, float) else str(value)
+    return " ".join(f"{name}={value or '-'}" for name, value in shown.items())
+
+
+#: Endpoint types that take TCP connections, from anywhere unless bound.
+_NETWORK_ENDPOINTS = ("tcp", "tcp6", "ssl")
+
+
+def exposed(description: str) -> bool:
+    """Whether a tcp, tcp6 or ssl endpoint listens on every interface (no
+    ``interface=``, or 0.0.0.0 / ::)."""
+    kind, _, rest = description.partition(":")
+    if kind.strip().lower() not in _NETWORK_ENDPOINTS:
+        return False
+    for field in re.split(r"(?<!\\):", rest):
+        name, _, value = field.partition("=")
+        if name == "interface":
+            return value.replace("\\:", ":") in ("", "0.0.0.0", "::")
+    return True
 
 
 def makeSite(options: OptionsLike, reactor: IServerReactor, fds: Optional[int] = None) -> ServerSite:
@@ -380,6 +442,7 @@ class PipeService(service.Service):
         gc.collect()
         gc.freeze()
         limits = self.server.registry.limits
+        log.info("Settings: {settings}", settings=self.server.settings)
         log.info(
             "Capacity: {fds:,} file descriptors; up to {waiting:,} waiting parties, "
             "{per_client:,} per client; {connections:,} connections per client",
@@ -388,6 +451,14 @@ class PipeService(service.Service):
             per_client=limits.max_parties_per_client,
             connections=limits.max_connections_per_client,
         )
+        for description in self.server.exposed:
+            log.warn(
+                "--listen {endpoint} takes connections on every interface, and the "
+                "server is open (no --tokens): anyone who reaches this host can use "
+                "its pipes. To serve this host only: --listen {local}",
+                endpoint=description,
+                local=_loopback(description),
+            )
         tokens = self.server.tokens
         if tokens is not None:
             tokens.start()
@@ -537,12 +608,72 @@ def makeService(options: OptionsLike, reactor: Optional[IServerReactor] = None) 
     PipeService(server, float(options["shutdown-grace"])).setServiceParent(parent)
     endpoints: List[str] = list(options["listen"]) or [DEFAULT_LISTEN]
     for description in endpoints:
-        listener = strports.service(with_backlog(description), server.site, reactor=reactor)
-        listener.setServiceParent(parent)
+        Listener("--listen", description, server.site, reactor).setServiceParent(parent)
     if server.metrics is not None:
         from pipeserver.metrics import makeMetricsSite
 
         metricsSite = server.metricsSite = makeMetricsSite(server.metrics, reactor)
         for description in options["metrics-listen"]:
-            strports.service(description, metricsSite, reactor=reactor).setServiceParent(parent)
+            Listener("--metrics-listen", description, metricsSite, reactor).setServiceParent(
+                parent
+            )
     return parent
+
+
+class StartError(SystemExit):
+    """What the server cannot start with, said in one line: ``twistd``
+    would print a traceback. Uncaught, Python prints the message to stderr
+    (twistd's log once it logs) and exits with status 1."""
+
+
+class Listener(service.Service):
+    """One endpoint to serve on: strports' service for it, whose mistakes
+    (an endpoint string that does not parse, a port that is taken) are one
+    line (:class:`StartError`) instead of a traceback."""
+
+    def __init__(self, option: str, description: str, factory: Site, reactor: IServerReactor) -> None:
+        self.option = option
+        self.description = description
+        try:
+            # The ones we add (backlog) are not the user's to get wrong.
+            self.listener = strports.service(with_backlog(description), factory, reactor=reactor)
+        except Exception as failure:  # each parser raises its own (ValueError, KeyError...)
+            raise StartError(
+                f"twistd pipe: {option} {description}: not an endpoint we can use "
+                f"({type(failure).__name__}: {failure}). Examples: tcp:8080, "
+                "tcp:8080:interface=127.0.0.1, unix:/run/pipe.sock, "
+                "ssl:8443:privateKey=key.pem:certKey=cert.pem"
+            ) from None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listen(self.listener.privilegedStartService)
+
+    def startService(self) -> None:
+        super().startService()
+        self._listen(self.listener.startService)
+
+    def stopService(self) -> "Deferred[None]":
+        super().stopService()
+        stopped: Deferred[None] = self.listener.stopService()
+        return stopped
+
+    def _listen(self, start: Callable[[], None]) -> None:
+        try:
+            start()
+        except CannotListenError as failure:
+            why = getattr(failure.socketError, "strerror", None) or str(failure.socketError)
+            raise StartError(
+                f"twistd pipe: cannot listen on {self.description} ({self.option}): "
+                f"{why.lower()}. Is another server using it? Stop it, or serve "
+                "elsewhere, e.g. --listen tcp:8081:interface=127.0.0.1 "
+                "(make serve LISTEN=...)"
+            ) from None
+
+
+def _loopback(description: str) -> str:
+    """``description`` bound to loopback (the bind-all warning's advice)."""
+    kind, _, rest = description.partition(":")
+    fields = [f for f in re.split(r"(?<!\\):", rest) if not f.startswith("interface=")]
+    loopback = "::1".replace(":", "\\:") if kind.strip().lower() == "tcp6" else "127.0.0.1"
+    return ":".join([kind, *fields, f"interface={loopback}"])

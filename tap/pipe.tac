@@ -4,16 +4,14 @@
 # e.g. PIPE_WAIT_TIMEOUT, PIPE_MAX_RECEIVERS, PIPE_TOKENS (a file),
 # PIPE_SHUTDOWN_GRACE, PIPE_LOG_FORMAT (text or json); PIPE_LISTEN,
 # PIPE_METRICS_LISTEN and PIPE_TRUSTED_PROXY take space-separated lists
-# (PIPE_LISTEN: tcp:8080).
+# (PIPE_LISTEN: tcp:8080). A PIPE_* variable that names no option (a typo)
+# or a bad value stops it, in one line.
 import os
 
 from twisted.application import service
 
-from pipeserver.environ import option_args
-from pipeserver.tap import Options, makeService
-
-options = Options()
-options.parseOptions(option_args(os.environ))
+from pipeserver.environ import options
+from pipeserver.tap import makeService
 
 application = service.Application("pipeserver")
-makeService(options).setServiceParent(application)
+makeService(options(os.environ)).setServiceParent(application)

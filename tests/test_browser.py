@@ -46,14 +46,15 @@ FLAGS = [
 TOKEN = "browser-token-0123456789"
 
 
-def browse(script):
+def browse(script, flags=()):
     """Run ``script(browser)`` in a thread: the Playwright sync API blocks,
-    and the server under test lives on this thread's reactor."""
+    and the server under test lives on this thread's reactor. ``flags``:
+    more Chromium flags."""
 
     def run():
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
-                executable_path=CHROMIUM, headless=True, args=FLAGS
+                executable_path=CHROMIUM, headless=True, args=FLAGS + list(flags)
             )
             try:
                 return script(browser)
@@ -156,7 +157,7 @@ def test_wrong_token_is_shown_to_the_user(make_server, tmp_path):
         return page.inner_text("#recv-status")
 
     shown = yield browse(script)
-    assert shown == "[ERROR] Missing or invalid token.\n(HTTP 401)"
+    assert shown == "[ERROR] Missing or invalid token.\nPass your project's token: curl -H 'Authorization: Bearer TOKEN' URL (or curl -u x:TOKEN URL).\n(HTTP 401)"
 
 
 @pytest_twisted.inlineCallbacks
@@ -183,6 +184,159 @@ def test_noscript_form_sends_the_file_bytes_only(make_server, procs, tmp_path):
     assert 'Content-Disposition: form-data; name="input_file"; filename="report.csv"' in headers
     assert shown.splitlines()[-1] == "[INFO] All receiver(s) was/were received successfully."
 
+
+
+# ---------------------------------------------------------------- a phone on the LAN
+
+#: A name that is not localhost, mapped to loopback: a page there is on a
+#: plain-http origin that is not secure, as http://pipe:8080/ is on a LAN.
+LAN_HOST = "pipe.lan"
+LAN_FLAGS = [f"--host-resolver-rules=MAP {LAN_HOST} 127.0.0.1"]
+PHONE = {"width": 390, "height": 844}
+
+
+def lan_url(server, path: str = "/") -> str:
+    return f"http://{LAN_HOST}:{server.portnum}{path}"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_page_on_a_plain_http_lan_origin_receives_hashes_and_saves(make_server, procs, tmp_path):
+    server = make_server()
+    data = tmp_path / "video.bin"
+    size = 3 * 1024 * 1024 + 17
+    digest = helpers.make_file(str(data), size, seed=21)
+    saved = tmp_path / "saved.bin"
+    sender = procs.spawn(curl("-f", "-T", str(data), "-H",
+                              "Content-Disposition: attachment; filename*=UTF-8''video.bin",
+                              server.url("/lan")))
+    yield server.wait_sender("/lan")
+
+    def script(browser):
+        page = browser.new_page(accept_downloads=True)
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(lan_url(server))
+        # The origin really is one without crypto.subtle, as on a LAN.
+        secure = page.evaluate("[window.isSecureContext, typeof crypto.subtle]")
+        page.fill("#path", "/lan")
+        page.click("#receive")
+        page.wait_for_selector("#recv-status[data-done]", timeout=30000)
+        with page.expect_download() as download:
+            page.click("#recv-link")
+        download.value.save_as(str(saved))
+        return {
+            "secure": secure,
+            "status": page.inner_text("#recv-status"),
+            "sha256": page.inner_text("#recv-sha256"),
+            "name": download.value.suggested_filename,
+            "errors": errors,
+        }
+
+    result = yield browse(script, LAN_FLAGS)
+    yield sender.wait()
+    assert result["secure"] == [False, "undefined"]
+    assert result["errors"] == []
+    assert result["status"] == f"Received {size:,} bytes."
+    assert result["sha256"] == digest
+    assert result["name"] == "video.bin"
+    assert helpers.file_sha256(str(saved)) == digest
+    assert sender.exit_code == 0, sender.describe()
+
+
+#: Sizes around SHA-256's 64-byte blocks and its 55/56-byte padding edge.
+SHA_SIZES = [0, 1, 3, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 1000, 100_000]
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_pages_sha256_is_sha256():
+    """The page's own SHA-256, fed in uneven chunks, against Python's."""
+
+    def script(browser):
+        page = browser.new_page()
+        page.goto("data:text/html,<p>")
+        # The page's script, minus what needs its DOM.
+        from pipeserver import pages
+
+        source = pages._INDEX.decode()
+        start = source.index("const SHA256_K")
+        end = source.index('$("receive").addEventListener')
+        page.add_script_tag(content=source[start:end] + "window.Sha256 = Sha256;")
+        return page.evaluate(
+            """(sizes) => sizes.map((size) => {
+                 const data = new Uint8Array(size);
+                 for (let i = 0; i < size; i++) data[i] = (i * 7 + (i >> 8)) & 255;
+                 const hash = new Sha256();
+                 // Chunks of 1, 2, 3... bytes, crossing every block edge.
+                 for (let at = 0, step = 1; at < size; at += step, step = step % 97 + 1) {
+                   hash.update(data.subarray(at, Math.min(size, at + step)));
+                 }
+                 return hash.hex();
+               })""",
+            SHA_SIZES,
+        )
+
+    def expected(size):
+        return hashlib.sha256(bytes((i * 7 + (i >> 8)) & 255 for i in range(size))).hexdigest()
+
+    got = yield browse(script)
+    assert got == [expected(size) for size in SHA_SIZES]
+
+
+def _overflow_and_small_targets(page):
+    """The page's width beyond a phone's screen (390 px), and the controls
+    smaller than 44 px (touch targets)."""
+    return page.evaluate(
+        """() => {
+             const small = [];
+             for (const el of document.querySelectorAll('button, input, select, textarea, label')) {
+               const box = el.getBoundingClientRect();
+               if (el.offsetParent === null || el.type === 'hidden') continue;
+               if (el.type === 'radio' || el.type === 'checkbox') continue;  // inside a label
+               if (box.height < 44) small.push(el.tagName + '#' + (el.id || el.name || el.textContent.trim()) + ' ' + box.height);
+             }
+             return [document.documentElement.scrollWidth - 390, small];
+           }"""
+    )
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_pages_fit_a_phone(make_server, procs, tmp_path):
+    server = make_server()
+    data = tmp_path / "a-long-file-name-that-goes-on-and-on-and-on-and-on.bin"
+    helpers.make_file(str(data), 1000, seed=3)
+    sender = procs.spawn(curl("-f", "-T", str(data), server.url("/phone")))
+    yield server.wait_sender("/phone")
+
+    def script(browser):
+        context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True,
+                                      device_scale_factor=3)
+        page = context.new_page()
+        page.goto(lan_url(server))
+        before = _overflow_and_small_targets(page)
+        link_before = page.is_visible("#recv-link")
+        page.fill("#path", "/phone")
+        page.click("#receive")
+        page.wait_for_selector("#recv-status[data-done]", timeout=30000)
+        after = _overflow_and_small_targets(page)
+        sha = page.inner_text("#recv-sha256")
+        link_after = page.is_visible("#recv-link")
+        noscript = context.new_page()
+        noscript.goto(lan_url(server, "/noscript"))
+        plain = _overflow_and_small_targets(noscript)
+        viewport = noscript.evaluate(
+            "document.querySelector('meta[name=viewport]')?.content ?? null")
+        return before, after, sha, plain, viewport, (link_before, link_after)
+
+    before, after, sha, plain, viewport, link = yield browse(script, LAN_FLAGS)
+    yield sender.wait()
+    assert len(sha) == 64
+    assert link == (False, True)  # Save appears once there is something to save
+    # (A negative overflow: narrower than the screen; a page without a
+    # viewport meta is laid out 980 px wide.)
+    assert before[0] <= 0 and before[1] == []
+    assert after[0] <= 0 and after[1] == []  # the sha256 wraps
+    assert plain[0] <= 0 and plain[1] == []
+    assert viewport == "width=device-width, initial-scale=1"
 
 
 # ---------------------------------------------------------------- sender's script

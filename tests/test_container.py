@@ -46,9 +46,12 @@ NETWORK = "pipetest"
 UID = "10001"
 #: A stop's grace in the drain test: the transfer must end well within it.
 GRACE = 20
-#: Explicit limits: podman's defaults (nofile and nproc 1048576+) exceed the
-#: hard limits of some machines (a sandbox), where runc then cannot start.
-ULIMITS = ["nofile=4096:4096", "nproc=4096:4096"]
+#: Explicit limits, as the README gives them: podman's defaults (nofile
+#: 1048576, a large nproc) exceed the hard limits of some machines (this
+#: sandbox: nofile 20,000), where runc then cannot start a container. The
+#: test's containers.conf sets no default_ulimits, as a user's need not.
+LIMITS = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=1024:1024"]
+README = os.path.join(ROOT, "README.md")
 
 
 def _missing() -> List[str]:
@@ -156,8 +159,6 @@ class Podman:
         storage = os.path.join(directory, "storage.conf")
         with open(conf, "w") as f:
             f.write(
-                "[containers]\n"
-                f"default_ulimits = {json.dumps(ULIMITS)}\n"
                 "[engine]\n"
                 'runtime = "runc"\n'          # crun: "cgroups in hybrid mode not supported"
                 'cgroup_manager = "cgroupfs"\n'  # no systemd
@@ -246,7 +247,7 @@ def metric(port: int, name: str) -> float:
 def start_server(podman: Podman, images: Dict[str, str], name: str, *env: str) -> int:
     """A pipeserver container reachable as http://NAME:8080 on the network;
     returns the host port of its metrics."""
-    podman("run", "--detach", "--name", name, "--network", NETWORK,
+    podman("run", "--detach", "--name", name, "--network", NETWORK, *LIMITS,
            "-e", "PIPE_METRICS_LISTEN=tcp:9100", "-p", "127.0.0.1::9100",
            *[arg for variable in env for arg in ("-e", variable)], images["image"])
     port = metrics_port(podman, name)
@@ -277,7 +278,7 @@ WHOAMI = (
 
 def client(podman: Podman, images: Dict[str, str], name: str, script: str,
            host: str = "pipe") -> str:
-    podman("run", "--detach", "--name", name, "--network", NETWORK, images["base"],
+    podman("run", "--detach", "--name", name, "--network", NETWORK, *LIMITS, images["base"],
            "bash", "-c", "set -euo pipefail; " + WHOAMI.format(host=host) + script)
     return name
 
@@ -341,12 +342,106 @@ def test_image_is_runtime_only_and_runs_as_non_root(podman, images):
     assert size - base_size < 200e6
     # No pip, no compilers; the server's user owns nothing it runs.
     checks = podman.out(
-        "run", "--rm", images["image"], "sh", "-c",
+        "run", "--rm", *LIMITS, images["image"], "sh", "-c",
         "id -u; python3 -c 'import pip' 2>/dev/null && echo pip; "
         "for c in gcc cc make; do command -v $c; done; "
         "find /opt/pipeserver -user $(id -u) | head -3; echo end",
     ).split()
     assert checks == [UID, "end"], checks
+
+
+def readme_block(section: str, first: str) -> List[str]:
+    """The commands of the README's code block in ``section`` whose first
+    line starts with ``first``: continued lines joined, comments dropped."""
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"(?:^    \S.*\n(?:^     +.*\n)*)+", body, re.M)
+    for block in blocks:
+        lines = [line[4:] for line in block.splitlines()]
+        if "\n".join(lines).startswith(first):
+            commands = []
+            for line in "\n".join(lines).replace("\\\n", " ").splitlines():
+                command = re.sub(r"\s+#.*$", "", line).strip()
+                commands.append(re.sub(r"\s+", " ", command))
+            return commands
+    raise AssertionError(f"no block starting {first!r} in README section {section!r}")
+
+
+def sh(podman: Podman, command: str, timeout: float = 300, check: bool = True,
+       env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """A README command, run by a shell in the checkout, on the test's podman.
+    Its output goes to a file, not a pipe: podman-compose leaves `podman
+    start -a` of the server running after it exits, holding its stdout."""
+    with tempfile.TemporaryFile() as out:
+        result = subprocess.run(["sh", "-c", command], stdout=out, stderr=subprocess.STDOUT,
+                                timeout=timeout, cwd=ROOT, env=dict(podman.env, **(env or {})))
+        out.seek(0)
+        result.stdout, result.stderr = out.read().decode(errors="replace"), ""
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command} exited {result.returncode}\n{result.stdout[-3000:]}")
+    return result
+
+
+def hard_limits() -> str:
+    import resource
+
+    return (f"hard nofile {resource.getrlimit(resource.RLIMIT_NOFILE)[1]}, "
+            f"nproc {resource.getrlimit(resource.RLIMIT_NPROC)[1]}")
+
+
+def test_the_readmes_podman_commands_start_drain_and_stop(podman, images, tmp_path):
+    """`podman run` and `podman stop` as the README gives them, on this host
+    (whose hard limits are below podman's defaults), through a shell."""
+    make, start, stop = readme_block("Run it in a container", "make image")
+    assert make.startswith("make image")  # what the `images` fixture ran
+    port = free_port()
+    published = "-p 127.0.0.1:8080:8080"
+    assert published in start and stop == "podman stop -t 40 pipe", (start, stop)
+    print(hard_limits())
+    sh(podman, start.replace(published, f"-p 127.0.0.1:{port}:8080"))
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def serving() -> bool:
+            try:
+                with urllib.request.urlopen(url + "/version", timeout=2) as reply:
+                    return reply.status == 200
+            except OSError:
+                return False
+
+        wait_for(serving, 30, "the README's container to serve")
+        # A transfer under way when the README's stop comes: it drains.
+        # (To a file: a pipe nobody reads until the end would hold it back.)
+        received = tmp_path / "received"
+        receiver = subprocess.Popen(["curl", "-sS", "--noproxy", "*", "-o", str(received),
+                                     url + "/readme"], stderr=subprocess.PIPE)
+        sender = subprocess.Popen(
+            ["sh", "-c", f"{{ seq 1 {SEQ // 2}; sleep 3; seq {SEQ // 2 + 1} {SEQ}; }} | "
+                         f"curl -sS --noproxy '*' -T - {url}/readme"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1.5)
+        started = time.monotonic()
+        sh(podman, stop, timeout=60)
+        took = time.monotonic() - started
+        _, err = receiver.communicate(timeout=60)
+        sent, _ = sender.communicate(timeout=60)
+        out = received.read_bytes()
+        log = podman.logs("pipe")
+        assert receiver.returncode == 0, (err, log)
+        assert hashlib.sha256(out).hexdigest() == EXPECTED
+        assert sent.decode().rstrip().endswith(
+            "[INFO] All receiver(s) was/were received successfully."), sent
+        assert took < 40, f"stop took {took:.1f} s\n{log}"
+        assert podman.exit_code("pipe") == 0, log
+        # The container got the host's hard limit of open files.
+        import resource
+
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        assert f"Capacity: {hard - 100:,} file descriptors" in log, log
+        assert "Settings: listen=tcp:8080 " in log, log
+    finally:
+        podman("rm", "--force", "--time", "0", "pipe", check=False)
 
 
 def test_consumer_first(podman, images, server):
@@ -402,7 +497,7 @@ def test_stop_drains_the_transfer_and_exits_0(podman, images):
     # Half the body, a pause in which the server is stopped, the other half.
     producer(podman, images, "drain-producer", "http://drain:8080/jobs",
              body=f"{{ seq 1 {SEQ // 2}; sleep 3; seq {SEQ // 2 + 1} {SEQ}; }}", host="drain")
-    wait_for(lambda: metric(port, "pipeserver_transfers_active") == 1, 20, "the transfer")
+    wait_for(lambda: metric(port, "pipeserver_pipes_streaming") == 1, 20, "the transfer")
     started = time.monotonic()
     podman("stop", "--time", str(GRACE + 20), "drain", timeout=GRACE + 60)
     took = time.monotonic() - started
@@ -421,28 +516,94 @@ def test_stop_drains_the_transfer_and_exits_0(podman, images):
     assert code == 0, f"the server exited {code} after a clean drain\n{log}"
 
 
-def test_compose_file(podman, images):
-    compose = shutil.which("podman-compose")
-    if compose is None:
+def compose_env(podman: Podman, images: Dict[str, str], **more: str) -> Dict[str, str]:
+    return dict(PIPE_IMAGE="localhost/pipeserver:latest", CLIENT_IMAGE=images["base"],
+                CLIENT_SHELL="/bin/bash", PIPE_PORT=str(free_port()), **more)
+
+
+def compose_missing() -> None:
+    if shutil.which("podman-compose") is None:
         message = ("PODMAN-COMPOSE IS NOT INSTALLED: deploy/compose.yaml did not run "
                    "(apt-get install podman-compose; .ci/run does)")
         warnings.warn(message)
         pytest.skip(message)
-    port = free_port()
-    env = dict(podman.env, PIPE_IMAGE="localhost/pipeserver:latest",
-               CLIENT_IMAGE=images["base"], PIPE_PORT=str(port))
-    # Given on the command line, --ulimit replaces containers.conf's list.
-    run_args = " ".join(f"--ulimit {limit}" for limit in ULIMITS)
-    command = [compose, "-p", "pipecompose", "-f", COMPOSE]
+
+
+def test_the_readmes_compose_commands_run_the_scenario(podman, images):
+    compose_missing()
+    make, up, down = readme_block("Run it in a container", "make image\npodman-compose")
+    assert up == "podman-compose -f deploy/compose.yaml up --exit-code-from consumer", up
+    assert down == "podman-compose -f deploy/compose.yaml down -t 40", down
+    env = compose_env(podman, images)
     try:
-        run([*command, "--podman-run-args", run_args, "up", "-d"], env=env, timeout=180)
-        code = podman.exit_code("pipecompose_consumer_1", timeout=60)
-        output = podman.logs("pipecompose_consumer_1")
-        assert code == 0 and f"{EXPECTED}  -" in output, output
-        assert podman.exit_code("pipecompose_producer_1") == 0
+        result = sh(podman, up, env=env, check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-3000:]
+        assert f"{EXPECTED}  -" in output, output[-3000:]
         # Published on loopback only.
-        assert podman.out("port", "pipecompose_pipe_1", "8080/tcp") == f"127.0.0.1:{port}"
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as r:
-            assert r.status == 200
+        assert podman.out("port", "deploy_pipe_1", "8080/tcp") == f"127.0.0.1:{env['PIPE_PORT']}"
     finally:
-        run([*command, "down"], env=env, timeout=180, check=False)
+        sh(podman, down, env=env, check=False)
+    names = podman.out("ps", "--all", "--format", "{{.Names}}").split()
+    assert [name for name in names if name.startswith("deploy_")] == [], names
+
+
+def test_compose_fails_loudly_when_a_service_cannot_start(podman, images):
+    """More open files than the host allows: the server's container cannot
+    start, and the README's `up` says so with its exit status."""
+    compose_missing()
+    import resource
+
+    _, up, down = readme_block("Run it in a container", "make image\npodman-compose")
+    too_many = str(resource.getrlimit(resource.RLIMIT_NOFILE)[1] * 10)
+    env = compose_env(podman, images, PIPE_NOFILE=too_many)
+    try:
+        result = sh(podman, up, env=env, check=False, timeout=180)
+    finally:
+        sh(podman, down, env=env, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "operation not permitted" in output.lower(), output[-3000:]
+    assert EXPECTED not in output
+
+
+def test_compose_stop_with_the_readmes_timeout_drains_a_transfer(podman, images, tmp_path):
+    """podman-compose ignores stop_grace_period; `stop -t 40` (the README's)
+    gives the server its grace. The scenario's producer, slowed by a pause
+    in the middle of its body, is still sending when the server is stopped;
+    podman-compose's own 10 s would cut it."""
+    compose_missing()
+    with open(COMPOSE, encoding="utf-8") as f:
+        text = f.read()
+    body = "seq 1 2000000 |"
+    assert text.count(body) == 1, text
+    grace = 'PIPE_SHUTDOWN_GRACE: "30"'
+    assert text.count(grace) == 1, text
+    slow = tmp_path / "compose.yaml"
+    slow.write_text(text.replace(
+        body, f"{{ seq 1 {SEQ // 2}; sleep 15; seq {SEQ // 2 + 1} {SEQ}; }} |"
+    ).replace(grace, grace + '\n      PIPE_METRICS_LISTEN: "tcp:9100:interface=127.0.0.1"'))
+
+    def streaming() -> bool:
+        script = ("import urllib.request; print(urllib.request.urlopen("
+                  "'http://127.0.0.1:9100/metrics').read().decode())")
+        result = podman("exec", "slow_pipe_1", "python3", "-c", script, check=False)
+        return 'pipeserver_pipes_streaming{project=""} 1.0' in result.stdout
+
+    env = compose_env(podman, images)
+    command = f"podman-compose -p slow -f {slow}"
+    try:
+        sh(podman, f"{command} up -d", env=env)
+        wait_for(streaming, 60, "the transfer to start", interval=0.5)
+        started = time.monotonic()
+        sh(podman, f"{command} stop -t 40 pipe", env=env, timeout=90)
+        took = time.monotonic() - started
+        log = podman.logs("slow_pipe_1")
+        assert podman.exit_code("slow_consumer_1") == 0, podman.logs("slow_consumer_1")
+        assert f"{EXPECTED}  -" in podman.logs("slow_consumer_1")
+        assert podman.exit_code("slow_producer_1") == 0, podman.logs("slow_producer_1")
+        assert podman.exit_code("slow_pipe_1") == 0, log
+        assert "Shutting down: 1 pipe(s) open" in log, log
+        assert 2 < took < 40, f"stop took {took:.1f} s\n{log}"
+    finally:
+        sh(podman, f"{command} down -t 40", env=env, check=False)

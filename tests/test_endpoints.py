@@ -51,7 +51,8 @@ def run_service(services, *argv: str):
     svc.startService()
     ports = []
     for child in svc:
-        waiting = getattr(child, "_waitingForPort", None)
+        # tap.Listener wraps strports' service for each endpoint.
+        waiting = getattr(getattr(child, "listener", child), "_waitingForPort", None)
         if waiting is None:
             continue
         got: defer.Deferred = defer.Deferred()

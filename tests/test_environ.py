@@ -76,3 +76,36 @@ def test_tac_reads_the_variables(tmp_path):
                          env=dict(os.environ, PIPE_WAIT_TIMEOUT="42"), timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == "42.0"
+
+
+def _twistd_tac(env, timeout=30):
+    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+    tac = os.path.join(os.path.dirname(__file__), os.pardir, "tap", "pipe.tac")
+    return subprocess.run([twistd, "-ny", tac, "--pidfile="], capture_output=True, text=True,
+                          env=dict(os.environ, **env), timeout=timeout)
+
+
+def test_tac_refuses_a_misspelled_variable_in_one_line():
+    out = _twistd_tac({"PIPE_WAIT_TIMOUT": "5", "PIPE_LISTEN": "tcp:0:interface=127.0.0.1"})
+    assert out.returncode == 1, out
+    assert out.stderr == (
+        "pipeserver: PIPE_WAIT_TIMOUT (did you mean PIPE_WAIT_TIMEOUT?): no option of "
+        "`twistd pipe` has this variable; refusing to start without a setting you meant "
+        "to give (PIPE_NAME is --NAME: twistd pipe --help lists them)\n"
+    )
+
+
+def test_tac_refuses_a_bad_value_naming_its_variable():
+    out = _twistd_tac({"PIPE_WAIT_TIMEOUT": "soon", "PIPE_LISTEN": "tcp:0:interface=127.0.0.1"})
+    assert out.returncode == 1, out
+    assert out.stderr.startswith("pipeserver: PIPE_WAIT_TIMEOUT=soon: "), out.stderr
+    assert out.stderr.count("\n") == 1, out.stderr
+
+
+def test_the_images_command_refuses_a_misspelled_variable():
+    out = subprocess.run([sys.executable, "-m", "pipeserver.environ"], capture_output=True,
+                         text=True, env=dict(os.environ, PIPE_MAX_RECIEVERS="5"), timeout=30)
+    assert out.returncode == 1, out
+    assert out.stderr.startswith(
+        "pipeserver: PIPE_MAX_RECIEVERS (did you mean PIPE_MAX_RECEIVERS?): "), out.stderr
+    assert out.stderr.count("\n") == 1, out.stderr

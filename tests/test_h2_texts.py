@@ -58,8 +58,8 @@ def test_rejections_of_section_6(server, h2clients):
         cases.append((client.request(method, "/p", body=b"abcd", headers=[("content-range", "bytes 0-3/4")]),
                       f"[ERROR] Content-Range is not supported for now in {method}", 400))
     for value in ("abc", "1.5", ""):
-        cases.append((client.put("/p?n=" + value, b"x"), '[ERROR] Invalid "n" query parameter', 400))
-        cases.append((client.get("/p?n=" + value), '[ERROR] Invalid query parameter "n"', 400))
+        cases.append((client.put("/p?n=" + value, b"x"), '[ERROR] Invalid "n" query parameter\nn is the number of receivers, a whole number from 1 to 256: e.g. ?n=2', 400))
+        cases.append((client.get("/p?n=" + value), '[ERROR] Invalid query parameter "n"\nn is the number of receivers, a whole number from 1 to 256: e.g. ?n=2', 400))
     for method in ("PUT", "GET"):
         body = b"x" if method == "PUT" else None
         cases.append((client.request(method, "/p?n=0", body=body), "[ERROR] n should > 0, but n = 0.", 400))
@@ -89,9 +89,9 @@ def test_rejections_of_a_pipe_in_use(server, h2clients):
     mismatch_put = client.put("/p?n=3", b"x")
     default = client.get("/p")
     yield finish(client, mismatch_get, mismatch_put, default)
-    assert_rejected(mismatch_get, "[ERROR] The number of receivers should be 2 but 3.")
-    assert_rejected(mismatch_put, "[ERROR] The number of receivers should be 2 but 3.")
-    assert_rejected(default, "[ERROR] The number of receivers should be 2 but 1.")
+    assert_rejected(mismatch_get, "[ERROR] The number of receivers should be 2 but 3.\nThe pipe on '/p' is for 2 receiver(s): use ?n=2 in your URL.")
+    assert_rejected(mismatch_put, "[ERROR] The number of receivers should be 2 but 3.\nThe pipe on '/p' is for 2 receiver(s): use ?n=2 in your URL.")
+    assert_rejected(default, "[ERROR] The number of receivers should be 2 but 1.\nThe pipe on '/p' is for 2 receiver(s): add ?n=2 to your URL (without ?n, n is 1).")
     second = client.get("/p?n=2")
     yield server.wait_receivers("/p", 2)
     third = client.get("/p?n=2")
@@ -326,7 +326,7 @@ def test_tokens_per_stream(make_server, h2clients, tmp_path):
     wrong = client.put("/p", b"x", headers=[("authorization", "Bearer nope")])
     yield finish(client, missing, wrong)
     for stream in (missing, wrong):
-        assert_rejected(stream, "[ERROR] Missing or invalid token.", 401)
+        assert_rejected(stream, "[ERROR] Missing or invalid token.\nPass your project's token: curl -H 'Authorization: Bearer TOKEN' URL (or curl -u x:TOKEN URL).", 401)
         assert stream.one("www-authenticate") == 'Bearer realm="pipe"'
     # The same path in two projects: two pipes, on one connection.
     ra = client.get("/p", headers=[("authorization", f"Bearer {token_a}")])

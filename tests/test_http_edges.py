@@ -55,7 +55,11 @@ class AccessLog:
             self.events.append(event)
 
     def lines(self, path: str) -> List[tuple]:
-        return [(e["method"], e["path"], e["status"]) for e in self.events if e["path"] == path]
+        return [
+            (e["method"], e["path"], e["status"], e["result"])
+            for e in self.events
+            if e["path"] == path
+        ]
 
 
 @pytest.fixture
@@ -83,7 +87,8 @@ def test_receiver_killed_mid_transfer_gets_one_aborted_line(server, access, fail
     yield sender.wait_closed(15, "the sender to be closed")
     yield server.wait_gone("/cut")
     yield wait_for(lambda: len(access.lines("/cut")) == 2, what="two access lines")
-    assert sorted(access.lines("/cut")) == [("GET", "/cut", "aborted"), ("PUT", "/cut", "aborted")]
+    # The receiver left; its sender, with nobody left to send to, was cut.
+    assert sorted(access.lines("/cut")) == [("GET", "/cut", 200, "left"), ("PUT", "/cut", 200, "cut")]
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT"])
@@ -99,7 +104,8 @@ def test_waiting_party_hanging_up_gets_one_aborted_line(server, access, failures
     party.reset()
     yield server.wait_gone("/hang")
     yield wait_for(lambda: access.lines("/hang"), what="an access line")
-    assert access.lines("/hang") == [(method, "/hang", "aborted")]
+    # A waiting receiver got no response head (0); a sender its 200 at once.
+    assert access.lines("/hang") == [(method, "/hang", 0 if method == "GET" else 200, "left")]
 
 
 # ---------------------------------------------------------------- item 5: HTTP/1.0 cut
@@ -296,7 +302,7 @@ def test_sender_refused_before_its_body_gets_no_100_continue(make_server, tmp_pa
     # Headers only, as curl sends them: it waits for our word before the body.
     for extra in (b"", b"Authorization: Bearer wrong\r\n"):
         client = yield exchange(server.portnum, _continue_put("/secret", extra))
-        assert_refused(client, "HTTP/1.1 401 Unauthorized", "[ERROR] Missing or invalid token.")
+        assert_refused(client, "HTTP/1.1 401 Unauthorized", "[ERROR] Missing or invalid token.\nPass your project's token: curl -H 'Authorization: Bearer TOKEN' URL (or curl -u x:TOKEN URL).")
         assert client.response().one("WWW-Authenticate") == 'Bearer realm="pipe"'
     assert not server.registry.pipes
 
@@ -322,7 +328,7 @@ def test_sender_refused_before_its_body_gets_no_100_continue(make_server, tmp_pa
     "path, extra, text",
     [
         ("/help", b"", "[ERROR] Cannot send to the reserved path '/help'. (e.g. '/mypath123')"),
-        ("/p?n=x", b"", '[ERROR] Invalid "n" query parameter'),
+        ("/p?n=x", b"", '[ERROR] Invalid "n" query parameter\nn is the number of receivers, a whole number from 1 to 256: e.g. ?n=2'),
         ("/p?n=0", b"", "[ERROR] n should > 0, but n = 0."),
         ("/p", b"Content-Range: bytes 0-4/5\r\n", None),
     ],

@@ -42,12 +42,32 @@ def test_content_range(server, method):
 @pytest.mark.parametrize("value", ["abc", "1.5", "", "0x2", "1e2"])
 @pytest_twisted.inlineCallbacks
 def test_invalid_n(server, value):
+    # SPEC's exact sentence first (clients match it), then an example.
     url = server.url("/p?n=" + value)
     sent = yield http("PUT", url, data=b"hello")
-    assert_rejected(sent, '[ERROR] Invalid "n" query parameter')
+    assert_rejected(
+        sent,
+        '[ERROR] Invalid "n" query parameter\n'
+        "n is the number of receivers, a whole number from 1 to 256: e.g. ?n=2",
+    )
     received = yield http("GET", url)
-    assert_rejected(received, '[ERROR] Invalid query parameter "n"')
+    assert_rejected(
+        received,
+        '[ERROR] Invalid query parameter "n"\n'
+        "n is the number of receivers, a whole number from 1 to 256: e.g. ?n=2",
+    )
     assert not server.registry.pipes
+
+
+@pytest_twisted.inlineCallbacks
+def test_invalid_n_hint_names_the_configured_limit(make_server):
+    server = make_server("--max-receivers", "5")
+    reply = yield http("GET", server.url("/p?n=two"))
+    assert_rejected(
+        reply,
+        '[ERROR] Invalid query parameter "n"\n'
+        "n is the number of receivers, a whole number from 1 to 5: e.g. ?n=2",
+    )
 
 
 @pytest.mark.parametrize("n", ["0", "-1"])
@@ -117,12 +137,22 @@ def test_second_sender(server, procs, tmp_path):
 def test_n_mismatch(server, procs):
     waiting = procs.spawn(curl(server.url("/p?n=2")), name="receiver")
     yield server.wait_receivers("/p", 1)
+    other_n = (
+        "[ERROR] The number of receivers should be 2 but 3.\n"
+        "The pipe on '/p' is for 2 receiver(s): use ?n=2 in your URL."
+    )
+    without_n = (
+        "[ERROR] The number of receivers should be 2 but 1.\n"
+        "The pipe on '/p' is for 2 receiver(s): add ?n=2 to your URL (without ?n, n is 1)."
+    )
     get = yield http("GET", server.url("/p?n=3"))
-    assert_rejected(get, "[ERROR] The number of receivers should be 2 but 3.")
+    assert_rejected(get, other_n)
     put = yield http("PUT", server.url("/p?n=3"), data=b"x")
-    assert_rejected(put, "[ERROR] The number of receivers should be 2 but 3.")
+    assert_rejected(put, other_n)
     default = yield http("GET", server.url("/p"))
-    assert_rejected(default, "[ERROR] The number of receivers should be 2 but 1.")
+    assert_rejected(default, without_n)
+    sender = yield http("PUT", server.url("/p"), data=b"x")
+    assert_rejected(sender, without_n)
     assert len(server.pipe("/p").receivers) == 1
     waiting.kill()
     yield waiting.wait()

@@ -44,6 +44,9 @@ def test_index(server):
     assert reply.code == 200
     assert b"<html" in reply.body.lower()
     assert b"/mypath" in reply.body
+    # No order between the sides is suggested: either may come first.
+    assert b"must be there" not in reply.body
+    assert b"Either side may start first: it waits\nfor the other" in reply.body
     assert not server.registry.pipes
 
 
@@ -54,6 +57,9 @@ def test_noscript(server):
     body = reply.body.lower()
     assert b"<form" in body and b"multipart/form-data" in body
     assert b"<script" not in body
+    # A phone lays it out at its own width, and each form says what it is for.
+    assert b'<meta name="viewport" content="width=device-width, initial-scale=1">' in body
+    assert b"<h2>1. where to, and what</h2>" in body and b"<h2>2. send</h2>" in body
     assert not server.registry.pipes
 
 
@@ -347,3 +353,63 @@ def test_noscript_form_and_link_stay_on_this_server(server, query, path):
     assert f'<form method="POST" action="{action}" enctype="multipart/form-data">' in page
     assert f'or open <a href="{action}">' in page
     assert f'<input name="path" value="{action}">' in page
+
+
+# ---------------------------------------------------------------- /help recipes, run
+
+
+def _recipe(text: str, after: str) -> str:
+    """The first command line of /help after the line ``after``."""
+    lines = text.splitlines()
+    return next(line for line in lines[lines.index(after) + 1:] if line and not line.startswith("#"))
+
+
+@pytest_twisted.inlineCallbacks
+def _run_pair(server, procs, tmp_path, path, get, send, env=""):
+    """The receive recipe, then the send recipe, each through sh in
+    ``tmp_path`` as a user would paste them; returns both processes."""
+    get = get.replace("/mypath", path)
+    send = send.replace("/mypath", path)
+    receiver = procs.spawn(["sh", "-c", f"cd {tmp_path} && {env}{get}"], name="get recipe")
+    yield server.wait_receivers(path, 1)
+    sender = procs.spawn(["sh", "-c", f"cd {tmp_path} && {env}{send}"], name="send recipe")
+    yield sender.wait()
+    yield receiver.wait()
+    return receiver, sender
+
+
+@pytest_twisted.inlineCallbacks
+def test_help_recipes_work_on_a_token_server(make_server, procs, tmp_path):
+    import hashlib
+
+    token = "help-recipes-token-0123456789"
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"alpha {hashlib.sha256(token.encode()).hexdigest()}\n")
+    server = make_server("--tokens", str(tokens))
+    reply = yield http("GET", server.url("/help"))
+    text = reply.body.decode()
+    assert "    TOKEN=your-token\n" in text
+    env = f"TOKEN={token}; "
+
+    get = _recipe(text, "======= Get  =======")
+    send = _recipe(text, "# Send asdf")
+    assert get == f'curl -H "Authorization: Bearer $TOKEN" http://{server.host}/mypath'
+    receiver, sender = yield _run_pair(server, procs, tmp_path, "/plain", get, send, env)
+    assert (receiver.exit_code, sender.exit_code) == (0, 0), (receiver.describe(), sender.describe())
+    assert bytes(receiver.out) == b"asdf\n"
+    assert sender.lines()[-1] == "[INFO] All receiver(s) was/were received successfully."
+
+    # Encryption: openssl asks for the password on a terminal; the test
+    # gives it on the command line instead, and nothing else changes.
+    (tmp_path / "myfile").write_bytes(bytes(range(256)) * 100)
+    password = "openssl aes-256-cbc -pbkdf2 -pass pass:s3cret"
+    send = _recipe(text, "## Send").replace("openssl aes-256-cbc -pbkdf2", password)
+    get = _recipe(text, "## Get").replace("openssl aes-256-cbc -pbkdf2", password)
+    receiver, sender = yield _run_pair(server, procs, tmp_path, "/secret", get, send, env)
+    assert (receiver.exit_code, sender.exit_code) == (0, 0), (receiver.describe(), sender.describe())
+    assert bytes(receiver.out) == bytes(range(256)) * 100
+    # No "deprecated key derivation used" from openssl, on either side
+    # (curl's progress meter is all that is on stderr).
+    for proc in (receiver, sender):
+        assert b"WARNING" not in bytes(proc.err) and b"deprecated" not in bytes(proc.err), (
+            proc.describe())

@@ -15,7 +15,7 @@ TOKEN_A = "alpha-token-0123456789abcdef"
 TOKEN_A2 = "alpha-second-token-fedcba987654"
 TOKEN_B = "beta-token-0123456789abcdef"
 
-UNAUTHORIZED = b"[ERROR] Missing or invalid token.\n"
+UNAUTHORIZED = b"[ERROR] Missing or invalid token.\nPass your project's token: curl -H 'Authorization: Bearer TOKEN' URL (or curl -u x:TOKEN URL).\n"
 
 
 def line(project: str, token: str) -> str:
@@ -125,8 +125,8 @@ def test_access_log_names_project_but_never_the_token(make_server, procs, tmp_pa
     texts = [formatEvent(e) for e in events]
     access = [t for e, t in zip(events, texts) if e.get("log_namespace") == "pipeserver.access"]
     assert any(t.startswith("GET /logged 200 ") and t.endswith("project=alpha") for t in access), access
-    assert any(t.startswith("POST /logged 200 in=5 ") for t in access), access
-    assert any(t.startswith("GET /logged 401 ") and t.endswith("project=-") for t in access), access
+    assert any(t.startswith("POST /logged 200 ok in=5 ") for t in access), access
+    assert any(t.startswith("GET /logged 401 refused ") and t.endswith("project=-") for t in access), access
     everything = "\n".join(texts) + repr(events)
     for secret in (TOKEN_A, TOKEN_B, "hello"):
         assert secret not in everything

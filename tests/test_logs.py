@@ -78,3 +78,158 @@ def test_timestamp_follows_the_second() -> None:
                        (NOW, NOW + 0.2, NOW + 1.0, NOW + 3600 * 24 * 200))
     assert out.getvalue() == expected
     assert len(set(out.getvalue().splitlines())) == 3
+
+
+# ---------------------------------------------------------------- access lines of a real server
+
+import json  # noqa: E402
+import re  # noqa: E402
+from typing import Any, Dict, List  # noqa: E402
+
+import pytest_twisted  # noqa: E402
+from twisted.logger import globalLogPublisher  # noqa: E402
+
+import helpers  # noqa: E402
+from helpers import curl  # noqa: E402
+from pipeserver.logs import json_file_observer  # noqa: E402
+
+
+class Captured:
+    """Every event while installed, and the same events as JSON lines."""
+
+    def __init__(self) -> None:
+        self.events: List[Dict[str, Any]] = []
+        self.out = io.StringIO()
+        self.json = json_file_observer(self.out)
+
+    def __call__(self, event: Dict[str, Any]) -> None:
+        self.events.append(event)
+        self.json(event)
+
+    def access(self, path: str) -> List[str]:
+        """The access lines' texts for ``path`` (any query), as logged."""
+        from twisted.logger import formatEvent
+
+        return [
+            formatEvent(e)
+            for e in self.events
+            if e.get("log_namespace") == "pipeserver.access" and e["path"] == path
+        ]
+
+    def objects(self) -> List[Dict[str, Any]]:
+        return [json.loads(line) for line in self.out.getvalue().splitlines()]
+
+
+@pytest.fixture
+def captured():
+    log = Captured()
+    globalLogPublisher.addObserver(log)
+    yield log
+    globalLogPublisher.removeObserver(log)
+
+
+def _shape(text: str) -> str:
+    """An access line without its timing: ``METHOD PATH STATUS RESULT in= out=``."""
+    return re.sub(r" [0-9.]+s project=", " project=", text)
+
+
+@pytest_twisted.inlineCallbacks
+def test_each_failed_request_says_why(make_server, procs, captured, tmp_path):
+    server = make_server("--wait-timeout", "1")
+    body = tmp_path / "body"
+    helpers.make_file(str(body), 100_000, seed=5)
+
+    # ok: a whole transfer.
+    receiver = procs.spawn(curl("-f", server.url("/ok")), keep=False)
+    yield server.wait_receivers("/ok", 1)
+    sender = procs.spawn(curl("-f", "-T", str(body), server.url("/ok")))
+    yield sender.wait()
+    yield receiver.wait()
+
+    # refused: after "100 Continue" (n differs from the waiting receiver's),
+    # and before it (a bad n), both with curl -T's Expect: 100-continue.
+    waiting = procs.spawn(curl(server.url("/refused?n=2")), keep=False)
+    yield server.wait_receivers("/refused", 1)
+    mismatch = procs.spawn(curl("-T", str(body), server.url("/refused")))
+    bad_n = procs.spawn(curl("-T", str(body), server.url("/bad?n=x")))
+    yield mismatch.wait()
+    yield bad_n.wait()
+
+    # timed_out: a receiver and a sender alone, past --wait-timeout.
+    lonely_receiver = procs.spawn(curl(server.url("/late-r")))
+    lonely_sender = procs.spawn(curl("-T", str(body), server.url("/late-s")))
+    yield lonely_receiver.wait()
+    yield lonely_sender.wait()
+    yield waiting.wait()
+
+    # left and cut: a sender killed mid-body; its receiver is cut.
+    gate = str(tmp_path / "gate")
+    cut_receiver = procs.spawn(curl(server.url("/cut")), keep=False)
+    yield server.wait_receivers("/cut", 1)
+    producer, dying = procs.pipeline(helpers.gated(str(body), gate), curl("-T", "-", server.url("/cut")))
+    yield helpers.has_received(cut_receiver, 100_000)
+    dying.kill()
+    yield cut_receiver.wait()
+    producer.kill()
+    yield server.wait_empty()
+    paths = ("/ok", "/refused", "/bad", "/late-r", "/late-s", "/cut")
+    yield helpers.wait_for(
+        lambda: [len(captured.access(p)) for p in paths] == [2, 2, 1, 1, 1, 2],
+        what="every access line",
+    )
+
+    mismatch_text = len(mismatch.out)
+    bad_n_text = len(bad_n.out)
+    assert sorted(_shape(t) for t in captured.access("/ok")) == [
+        "GET /ok 200 ok in=0 out=100000 project=-",
+        f"PUT /ok 200 ok in=100000 out={len(sender.out)} project=-",
+    ]
+    assert [_shape(t) for t in captured.access("/refused") if t.startswith("PUT")] == [
+        f"PUT /refused 400 refused in=0 out={mismatch_text} project=-"
+    ]
+    assert [_shape(t) for t in captured.access("/bad")] == [
+        f"PUT /bad 400 refused in=0 out={bad_n_text} project=-"
+    ]
+    assert [_shape(t) for t in captured.access("/late-r")] == [
+        f"GET /late-r 504 timed_out in=0 out={len(lonely_receiver.out)} project=-"
+    ]
+    # (What it sent after its lines is read and dropped: in= varies.)
+    assert re.fullmatch(
+        rf"PUT /late-s 200 timed_out in=\d+ out={len(lonely_sender.out)} project=-",
+        _shape(captured.access("/late-s")[0]),
+    ), captured.access("/late-s")
+    cut = sorted(_shape(t) for t in captured.access("/cut"))
+    assert cut[0] == "GET /cut 200 cut in=0 out=100000 project=-", cut
+    assert re.fullmatch(r"PUT /cut 200 left in=100000 out=\d+ project=-", cut[1]), cut
+
+    # The same lines as JSON: compact, one type per field, an ISO time.
+    lines = captured.out.getvalue().splitlines()
+    assert all(", " not in line.split('"text"')[0] for line in lines)
+    access = [o for o in captured.objects() if o["namespace"] == "pipeserver.access"]
+    assert {o["result"] for o in access} == {"ok", "refused", "timed_out", "cut", "left"}
+    for o in access:
+        assert set(o) == {"time", "level", "namespace", "text", "method", "path", "status",
+                          "result", "received", "sent", "duration", "project"}, o
+        assert [type(o[k]) for k in ("method", "path", "result", "project", "time")] == [str] * 5
+        assert [type(o[k]) for k in ("status", "received", "sent")] == [int] * 3
+        assert type(o["duration"]) is float
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", o["time"]), o
+        assert o["level"] == "info"
+
+
+def test_json_line_of_a_plain_event_and_a_failure() -> None:
+    out = io.StringIO()
+    observer = json_file_observer(out)
+    observer(dict(log_format="Capacity: {fds:,} fds", fds=19900, log_time=NOW,
+                  log_namespace="pipeserver.tap", log_level=LogLevel.info,
+                  log_logger=object(), log_source=None))
+    observer(dict(log_format="boom", log_failure=_failure(), log_time=NOW,
+                  log_namespace="x", log_level=LogLevel.critical))
+    first, second = out.getvalue().splitlines()
+    assert first == (
+        '{"time":"2026-11-18T11:06:40.750Z","level":"info","namespace":"pipeserver.tap",'
+        '"text":"Capacity: 19,900 fds"}'
+    )
+    failure = json.loads(second)
+    assert failure["level"] == "critical" and failure["text"] == "boom"
+    assert "ZeroDivisionError" in failure["traceback"]

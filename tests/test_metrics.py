@@ -19,6 +19,8 @@ from pipeserver.metrics import makeMetricsSite
 Sample = Tuple[str, FrozenSet[Tuple[str, str]]]
 SUCCESS = "[INFO] All receiver(s) was/were received successfully."
 TOKEN = "metrics-test-token-alpha"
+#: The labels of an open server's series.
+OPEN = frozenset({("project", "")})
 
 
 @pytest.fixture
@@ -80,8 +82,14 @@ def test_metrics_during_and_after_a_transfer(make_server, metrics_of, procs, tmp
     server = make_server("--metrics-listen", "tcp:0", "--wait-timeout", "3")
     url = metrics_of(server)
     before = yield scrape(url)
-    assert series(before, "pipeserver_transfers_started_total") == {}
-    assert series(before, "pipeserver_parties_waiting") == {}
+    assert series(before, "pipeserver_pipes_established_total") == {}
+    # The gauges say 0, rather than nothing, when nothing waits or streams.
+    assert series(before, "pipeserver_parties_waiting") == {OPEN: 0}
+    assert series(before, "pipeserver_pipes_streaming") == {OPEN: 0}
+    # prometheus_client's own: what bounded memory and fds are measured by.
+    assert value(before, "process_resident_memory_bytes") > 0
+    assert value(before, "process_open_fds") > 0
+    assert value(before, "process_max_fds") > 0
 
     # Two rejections with their reasons.
     assert (yield helpers.http("DELETE", server.url("/m"))).code == 405
@@ -103,7 +111,7 @@ def test_metrics_during_and_after_a_transfer(make_server, metrics_of, procs, tmp
     yield server.wait_receivers("/m", 1)
     waiting = yield scrape(url)
     assert value(waiting, "pipeserver_parties_waiting", project="") == 1
-    assert series(waiting, "pipeserver_transfers_active") == {}
+    assert series(waiting, "pipeserver_pipes_streaming") == {OPEN: 0}
     clock.advance(0.75)  # the early receiver waits 0.75 s; the others none
 
     late = procs.spawn(curl("-f", server.url("/m?n=2")), name="late receiver")
@@ -117,11 +125,13 @@ def test_metrics_during_and_after_a_transfer(make_server, metrics_of, procs, tmp
 
     during = yield scrape(url)
     assert value(during, "pipeserver_parties_waiting", project="") == 0
-    assert value(during, "pipeserver_transfers_active", project="") == 1
-    assert value(during, "pipeserver_transfers_started_total", project="") == 1
+    assert value(during, "pipeserver_pipes_streaming", project="") == 1
+    assert value(during, "pipeserver_pipes_established_total", project="") == 1
     assert series(during, "pipeserver_pipes_closed_total") == {}
-    # Bytes are counted when the pipe ends, not per chunk.
-    assert series(during, "pipeserver_bytes_in_total") == {}
+    # Bytes count as they move: the first part is through, the rest held
+    # back by the gate.
+    assert series(during, "pipeserver_bytes_in_total") == {OPEN: 200_000}
+    assert series(during, "pipeserver_bytes_out_total") == {OPEN: 400_000}
     receivers = dict(project="", role="receiver")
     senders = dict(project="", role="sender")
     assert value(during, "pipeserver_wait_seconds_count", **receivers) == 2
@@ -148,9 +158,9 @@ def test_metrics_during_and_after_a_transfer(make_server, metrics_of, procs, tmp
     yield lonely.wait(timeout=10)
 
     after = yield scrape(url)
-    assert series(after, "pipeserver_parties_waiting") == {}
-    assert series(after, "pipeserver_transfers_active") == {}
-    assert value(after, "pipeserver_transfers_started_total", project="") == 1
+    assert series(after, "pipeserver_parties_waiting") == {OPEN: 0}
+    assert series(after, "pipeserver_pipes_streaming") == {OPEN: 0}
+    assert value(after, "pipeserver_pipes_established_total", project="") == 1
     assert series(after, "pipeserver_pipes_closed_total") == {
         frozenset({("project", ""), ("outcome", "completed")}): 1,
         frozenset({("project", ""), ("outcome", "timed_out")}): 1,
@@ -175,6 +185,11 @@ def test_metrics_are_labelled_per_project_and_count_aborts(
     auth = {"Authorization": f"Bearer {TOKEN}"}
 
     assert (yield helpers.http("GET", server.url("/a"))).code == 401
+    alpha = frozenset({("project", "alpha")})
+    before = yield scrape(url)
+    # Every project of the tokens file has its zero samples.
+    assert series(before, "pipeserver_parties_waiting") == {alpha: 0}
+    assert series(before, "pipeserver_pipes_streaming") == {alpha: 0}
 
     # A sender first, with a length; its receiver stalls, then resets.
     body = tmp_path / "body"
@@ -196,15 +211,14 @@ def test_metrics_are_labelled_per_project_and_count_aborts(
         lambda: (p := server.pipe("/a")) is not None and p.bytes > 0, what="bytes to flow"
     )
     during = yield scrape(url)
-    assert series(during, "pipeserver_transfers_active") == {frozenset({("project", "alpha")}): 1}
+    assert series(during, "pipeserver_pipes_streaming") == {alpha: 1}
     helpers.reset_close(stalled)
     yield sender.wait()
     assert sender.exit_code != 0, sender.describe()
     yield server.wait_empty()
 
     after = yield scrape(url)
-    alpha = frozenset({("project", "alpha")})
-    assert series(after, "pipeserver_transfers_started_total") == {alpha: 1}
+    assert series(after, "pipeserver_pipes_established_total") == {alpha: 1}
     assert series(after, "pipeserver_pipes_closed_total") == {
         frozenset({("project", "alpha"), ("outcome", "aborted")}): 1
     }

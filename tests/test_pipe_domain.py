@@ -39,6 +39,7 @@ class FakeSender:
         self.reading = True
         self.finished = False
         self.closed = False
+        self.closedHow: Optional[Outcome] = None
         self.complete = complete
         self.pacing = FakePacer()
 
@@ -55,8 +56,9 @@ class FakeSender:
     def finish(self) -> None:
         self.finished = True
 
-    def close(self, clock: IReactorTime) -> None:
+    def close(self, clock: IReactorTime, how: Outcome) -> None:
         self.closed = True
+        self.closedHow = how
 
     def setReading(self, reading: bool) -> None:
         self.reading = reading
@@ -77,7 +79,9 @@ class FakeReceiver:
         self.finished = False
         self.closed = False
         self.wasCut = False
+        self.closedHow: Optional[Outcome] = None
         self.rejected: Optional[Tuple[int, str]] = None
+        self.rejectedHow: Optional[Outcome] = None
         self.takenSoFar = 0
 
     def start(self, headers: Iterable[Tuple[bytes, bytes]]) -> None:
@@ -92,14 +96,16 @@ class FakeReceiver:
     def finish(self) -> None:
         self.finished = True
 
-    def close(self, clock: IReactorTime) -> None:
+    def close(self, clock: IReactorTime, how: Outcome) -> None:
         self.closed = True
+        self.closedHow = how
 
     def cut(self) -> None:
         self.wasCut = True
 
-    def reject(self, status: int, text: str) -> None:
+    def reject(self, status: int, text: str, how: Outcome) -> None:
         self.rejected = (status, text)
+        self.rejectedHow = how
 
     def taken(self) -> int:
         return self.takenSoFar
@@ -223,6 +229,7 @@ def test_deadline_is_exact(clock: Clock, observer: Recorder) -> None:
     clock.advance(0.1)
     text = "[ERROR] No sender arrived on '/p' within 300 seconds."
     assert first.rejected == (504, text) and second.rejected == (504, text)
+    assert first.rejectedHow is second.rejectedHow is Outcome.TIMED_OUT
     assert observer.ended == [(pipe, Outcome.TIMED_OUT)] and registry.pipes == {}
     assert registry.waiting() == 0
 
@@ -234,6 +241,7 @@ def test_deadline_releases_a_waiting_sender(clock: Clock, observer: Recorder) ->
     clock.advance(WAIT)
     assert sender.lines[-1] == "[ERROR] Not all receivers arrived on '/p' within 300 seconds."
     assert sender.closed and not sender.finished
+    assert sender.closedHow is Outcome.TIMED_OUT
     # The path is free again at once.
     again = registry.send(KEY, 1, FakeSender())
     assert again.state is State.WAITING
@@ -263,6 +271,7 @@ def test_the_last_receiver_leaving_aborts(clock: Clock, observer: Recorder) -> N
     pipe.receiverLost(receiver)
     assert sender.lines[-1] == "[INFO] All receiver(s) was/were aborted halfway."
     assert sender.closed and observer.ended == [(pipe, Outcome.ABORTED)]
+    assert sender.closedHow is Outcome.ABORTED
 
 
 def test_sender_lost_midway_truncates_receivers(clock: Clock, observer: Recorder) -> None:
@@ -272,6 +281,7 @@ def test_sender_lost_midway_truncates_receivers(clock: Clock, observer: Recorder
     registry.receive(KEY, 1, receiver)
     pipe.senderLost(sender)
     assert receiver.closed and not receiver.finished
+    assert receiver.closedHow is Outcome.ABORTED
     assert observer.ended == [(pipe, Outcome.ABORTED)]
 
 
@@ -350,7 +360,7 @@ def test_joining_rules(clock: Clock, observer: Recorder) -> None:
     assert caught.value.text == "[ERROR] Another sender has been connected on '/p'."
     with pytest.raises(errors.Rejection) as caught:
         registry.receive(KEY, 3, FakeReceiver())
-    assert caught.value.text == "[ERROR] The number of receivers should be 2 but 3."
+    assert caught.value.text == "[ERROR] The number of receivers should be 2 but 3.\nThe pipe on '/p' is for 2 receiver(s): use ?n=2 in your URL."
     registry.receive(KEY, 2, FakeReceiver())
     registry.receive(KEY, 2, FakeReceiver())
     with pytest.raises(errors.Rejection) as caught:
@@ -390,6 +400,7 @@ def test_shutdown_releases_waiting_parties(clock: Clock, observer: Recorder) -> 
     pipe = registry.receive(KEY, 1, receiver)
     done = registry.shutdown(30)
     assert receiver.rejected == (503, "[ERROR] The server is shutting down.")
+    assert receiver.rejectedHow is Outcome.SHUT_DOWN
     assert observer.ended == [(pipe, Outcome.SHUT_DOWN)]
     fired: List[object] = []
     done.addCallback(fired.append)

@@ -399,13 +399,13 @@ def test_content_range_on_send(env: Env) -> None:
 @pytest.mark.parametrize("value", [b"abc", b"1.5", b"", b"0x2", b"2a"])
 def test_sender_n_not_a_number(env: Env, value: bytes) -> None:
     c = env.client().send(request(b"PUT", b"/p?n=" + value, body=b"x"))
-    assert_rejected(c, 400, '[ERROR] Invalid "n" query parameter')
+    assert_rejected(c, 400, '[ERROR] Invalid "n" query parameter\nn is the number of receivers, a whole number from 1 to 256: e.g. ?n=2')
 
 
 @pytest.mark.parametrize("value", [b"abc", b"1.5", b"", b"0x2", b"2a"])
 def test_receiver_n_not_a_number(env: Env, value: bytes) -> None:
     c = env.client().send(request(b"GET", b"/p?n=" + value))
-    assert_rejected(c, 400, '[ERROR] Invalid query parameter "n"')
+    assert_rejected(c, 400, '[ERROR] Invalid query parameter "n"\nn is the number of receivers, a whole number from 1 to 256: e.g. ?n=2')
 
 
 @pytest.mark.parametrize("method", [b"GET", b"PUT"])
@@ -465,10 +465,10 @@ def test_n_differs_from_the_pipe(env: Env, method: bytes) -> None:
     r = receiver(env, n=2)
     body = b"x" if method == b"PUT" else None
     c = env.client().send(request(method, b"/p?n=3", body=body))
-    assert_rejected(c, 400, "[ERROR] The number of receivers should be 2 but 3.")
+    assert_rejected(c, 400, "[ERROR] The number of receivers should be 2 but 3.\nThe pipe on '/p' is for 2 receiver(s): use ?n=2 in your URL.")
     # The implicit n=1 also counts as a different n.
     c1 = env.client().send(request(method, b"/p", body=body))
-    assert_rejected(c1, 400, "[ERROR] The number of receivers should be 2 but 1.")
+    assert_rejected(c1, 400, "[ERROR] The number of receivers should be 2 but 1.\nThe pipe on '/p' is for 2 receiver(s): add ?n=2 to your URL (without ?n, n is 1).")
     env.clock.advance(WAIT)
     assert r.response().status == 504
 

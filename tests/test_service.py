@@ -13,7 +13,6 @@ import sys
 import pytest
 import pytest_twisted
 from twisted.internet import task
-from twisted.logger import eventFromJSON
 
 import helpers
 from helpers import curl
@@ -186,18 +185,17 @@ def test_log_format_json_writes_one_json_object_per_line(procs, tmp_path):
     assert server.signal == signal.SIGTERM or server.exit_code == 0, server.describe()
 
     events = [json.loads(text) for text in bytes(server.out).decode().splitlines()]
-    assert all(isinstance(event, dict) and "text" in event for event in events)
-    access = [e for e in events if e.get("log_namespace") == "pipeserver.access"]
+    assert all(isinstance(event, dict) and "text" in event and "time" in event
+               for event in events)
+    access = [e for e in events if e["namespace"] == "pipeserver.access"]
     by_method = {e["method"]: e for e in access}
     assert sorted(by_method) == ["GET", "POST"], access
     post, get = by_method["POST"], by_method["GET"]
-    assert (post["path"], post["status"], post["received"], post["project"]) == (
-        "/json", 200, 123_457, "-")
+    assert (post["path"], post["status"], post["result"], post["received"], post["project"]) == (
+        "/json", 200, "ok", 123_457, "-")
     assert (get["path"], get["status"], get["sent"]) == ("/json", 200, 123_457)
-    assert get["text"].startswith("GET /json 200 in=0 out=123457 ")
+    assert get["text"].startswith("GET /json 200 ok in=0 out=123457 ")
     assert post["level"] == "info"
-    # The events read back as Twisted log events.
-    assert eventFromJSON(json.dumps(post))["log_format"] == post["log_format"]
     assert events[-1]["text"] == "Server Shut Down."
 
 
@@ -236,7 +234,7 @@ def test_text_log_file_rotates_on_sigusr1(procs, tmp_path):
     line = next(line for line in new.splitlines() if "GET /help 200" in line)
     assert re.fullmatch(
         r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[pipeserver\.access#info\] "
-        r"GET /help 200 in=0 out=\d+ \d+\.\d{3}s project=-", line), line
+        r"GET /help 200 ok in=0 out=\d+ \d+\.\d{3}s project=-", line), line
     assert new.rstrip().endswith("Server Shut Down.")
 
 
@@ -391,3 +389,76 @@ def test_twistd_raises_the_soft_fd_limit_and_logs_its_capacity(procs, tmp_path):
     yield server.wait()
     # Nothing was under way: a clean exit.
     assert (server.exit_code, server.signal) == (0, None), server.describe()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_port_in_use_and_a_bad_endpoint_are_one_line_each(procs, tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        busy = procs.spawn([TWISTD, "--nodaemon", "--pidfile=", "--logfile=-", "pipe",
+                            "--listen", f"tcp:{port}:interface=127.0.0.1"], name="busy")
+        bad = procs.spawn([TWISTD, "--nodaemon", "--pidfile=", "pipe", "--listen", "tcp:notaport"],
+                          name="bad")
+        yield busy.wait()
+        yield bad.wait()
+    finally:
+        taken.close()
+    assert busy.exit_code == 1, busy.describe()
+    assert b"Traceback" not in bytes(busy.out) + bytes(busy.err), busy.describe()
+    (line,) = [text for text in busy.lines() if "cannot listen" in text]
+    assert line.endswith(
+        f"[stderr#error] twistd pipe: cannot listen on tcp:{port}:interface=127.0.0.1 (--listen): "
+        "address already in use. Is another server using it? Stop it, or serve elsewhere, "
+        "e.g. --listen tcp:8081:interface=127.0.0.1 (make serve LISTEN=...)"
+    ), line
+    assert bad.exit_code == 1, bad.describe()
+    assert bytes(bad.out) == b""
+    assert bytes(bad.err).decode() == (
+        "twistd pipe: --listen tcp:notaport: not an endpoint we can use (ValueError: invalid "
+        "literal for int() with base 10: 'notaport'). Examples: tcp:8080, "
+        "tcp:8080:interface=127.0.0.1, unix:/run/pipe.sock, "
+        "ssl:8443:privateKey=key.pem:certKey=cert.pem\n"
+    )
+
+
+CHECKOUT = os.path.join(os.path.dirname(__file__), os.pardir)
+
+
+@pytest_twisted.inlineCallbacks
+def test_make_serve_in_a_fresh_checkout_serves_without_test_extras_or_banners(procs, tmp_path):
+    """The README's first command, as a new user runs it: a copy of the
+    checkout with no venv, ``make serve`` on another port (the README's
+    way). It installs the server alone, prints no setuptools banner, and
+    serves."""
+    import shutil
+
+    copy = tmp_path / "pipeserver"
+    shutil.copytree(CHECKOUT, copy, ignore=shutil.ignore_patterns(
+        ".venv*", ".git", ".nox", "build", "__pycache__", "*.egg-info", ".mypy_cache",
+        "dropin.cache", ".hypothesis", "bench"))
+    make = procs.spawn(["setsid", "make", "-C", str(copy), "serve",
+                        "LISTEN=tcp:0:interface=127.0.0.1"], name="make serve")
+    try:
+        found = yield helpers.wait_for(
+            lambda: re.search(rb"PipeSite starting on (\d+)", bytes(make.out)),
+            timeout=600, interval=0.5, what="make serve to listen")
+        reply = yield helpers.http("GET", f"http://127.0.0.1:{int(found.group(1))}/version")
+        assert reply.code == 200
+    finally:
+        try:
+            os.killpg(make.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        yield make.wait(timeout=60)
+    output = bytes(make.out) + bytes(make.err)
+    for banner in (b"editable mode", b"transitional", b"Traceback"):
+        assert banner not in output, make.describe()
+    assert b"Settings: listen=tcp:0:interface=127.0.0.1 " in output
+    site = [p for p in (copy / ".venv" / "lib").glob("python3*/site-packages")]
+    assert site, list((copy / ".venv").iterdir())
+    installed = {p.name.split("-")[0].lower() for p in site[0].glob("*.dist-info")}
+    assert {"pipeserver", "twisted", "h2", "prometheus_client"} <= installed, installed
+    assert not {"pytest", "playwright", "hypothesis", "treq"} & installed, installed

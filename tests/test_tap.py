@@ -373,3 +373,67 @@ def test_help_names_the_limit_options() -> None:
                  "half the file descriptors", "--max-connections-per-client",
                  "twice the parties a client may hold", "--max-queued-per-client"):
         assert name in text
+
+
+# ------------------------------------------------------------ the first minute
+def _start_logged(*argv: str) -> List[str]:  # type: ignore[no-untyped-def]
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    events: List[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        reactor, service = started(*argv)
+        service.stopService()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    return [formatEvent(event) for event in events]
+
+
+def test_start_logs_the_settings_in_force() -> None:
+    texts = _start_logged("--listen", "tcp:0:interface=127.0.0.1", "--wait-timeout", "2.5",
+                          "--max-waiting", "40")
+    (line,) = [t for t in texts if t.startswith("Settings: ")]
+    assert line == (
+        "Settings: listen=tcp:0:interface=127.0.0.1 metrics-listen=- trusted-proxy=- no-h2=no "
+        "wait-timeout=2.5 max-receivers=256 tokens=- max-waiting=40 max-waiting-per-project=- "
+        "max-waiting-per-client=8 stall-timeout=60 idle-timeout=60 header-timeout=20 "
+        "max-headers=100 max-header-bytes=16384 max-path-bytes=1024 h2-window=262144 "
+        "h2-max-streams=100 shutdown-grace=30 log-format=text"
+    )
+    # Every option is in it.
+    for name, *_ in tap.Options.optParameters:
+        assert f" {name}=" in line
+
+
+def test_an_open_server_on_every_interface_is_warned_about(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    texts = _start_logged("--listen", "tcp:8080", "--listen", "tcp6:8081:interface=\\:\\:",
+                          "--listen", "tcp:8082:interface=127.0.0.1", "--listen", "unix:/tmp/x.sock")
+    warnings = [t for t in texts if "every interface" in t]
+    assert warnings == [
+        "--listen tcp:8080 takes connections on every interface, and the server is open "
+        "(no --tokens): anyone who reaches this host can use its pipes. To serve this host "
+        "only: --listen tcp:8080:interface=127.0.0.1",
+        "--listen tcp6:8081:interface=\\:\\: takes connections on every interface, and the "
+        "server is open (no --tokens): anyone who reaches this host can use its pipes. To "
+        "serve this host only: --listen tcp6:8081:interface=\\:\\:1",
+    ]
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# none yet\n")
+    assert not [t for t in _start_logged("--tokens", str(tokens)) if "every interface" in t]
+
+
+@pytest.mark.parametrize(
+    "endpoint, why",
+    [
+        ("tcp:notaport", "ValueError: invalid literal for int() with base 10: 'notaport'"),
+        ("tpc:8080", "ValueError: Unknown endpoint type: 'tpc'"),
+    ],
+)
+def test_a_bad_endpoint_is_one_line(endpoint: str, why: str) -> None:
+    with pytest.raises(tap.StartError) as caught:
+        tap.makeService(parse("--listen", endpoint), MemoryReactorClock())
+    assert str(caught.value) == (
+        f"twistd pipe: --listen {endpoint}: not an endpoint we can use ({why}). Examples: "
+        "tcp:8080, tcp:8080:interface=127.0.0.1, unix:/run/pipe.sock, "
+        "ssl:8443:privateKey=key.pem:certKey=cert.pem"
+    )

@@ -122,7 +122,7 @@ def test_authorizer_returns_project_or_raises_401(token_file):
         with pytest.raises(Rejection) as caught:
             store(FakeRequest(header))
         assert caught.value.status == 401
-        assert caught.value.body == b"[ERROR] Missing or invalid token.\n"
+        assert caught.value.body == b"[ERROR] Missing or invalid token.\nPass your project's token: curl -H 'Authorization: Bearer TOKEN' URL (or curl -u x:TOKEN URL).\n"
         assert caught.value.headers == (("WWW-Authenticate", 'Bearer realm="pipe"'),)
 
 

@@ -82,7 +82,7 @@ def test_plain_reply_sets_status_the_text_plain_and_cors_pair_headers_and_length
 def test_a_rejection_applies_itself_with_its_extra_headers() -> None:
     request = FakeRequest()
     rejection = errors.unauthorized()
-    assert rejection.apply(request) == rejection.body == b"[ERROR] Missing or invalid token.\n"
+    assert rejection.apply(request) == rejection.body == b"[ERROR] Missing or invalid token.\nPass your project's token: curl -H 'Authorization: Bearer TOKEN' URL (or curl -u x:TOKEN URL).\n"
     assert request.code == 401
     assert request.headers[b"WWW-Authenticate"] == b'Bearer realm="pipe"'
     assert request.headers[b"content-length"] == b"%d" % len(rejection.body)
