@@ -213,10 +213,8 @@ ALLOWED_METHODS = "GET, HEAD, POST, PUT, OPTIONS"
 
 
 @_reason
-def method_not_allowed(method: str) -> Rejection:
-    return Rejection(
-        405, f"[ERROR] Unsupported method: {method}.", [("Allow", ALLOWED_METHODS)]
-    )
+def method_not_allowed(method: str, allowed: str = ALLOWED_METHODS) -> Rejection:
+    return Rejection(405, f"[ERROR] Unsupported method: {method}.", [("Allow", allowed)])
 
 
 @_reason

@@ -1,0 +1,347 @@
+"""The seed product's URL surface (issue 21; SPEC §13) over a real socket:
+the health endpoint, the ``/api/v1/pipe/`` prefix, reserved names that
+fold, a receiver's own Content-Disposition, and the ``?video`` page.
+HTTP/1.1 by curl (``--path-as-is``: curl would otherwise resolve ``.`` and
+``..`` itself), HTTP/2 by tests/h2_support.py's h2c client."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import resource
+
+import pytest
+import pytest_twisted
+
+import pipeserver
+from h2_support import h2clients  # noqa: F401  (fixture)
+from twisted.internet import reactor
+
+from helpers import curl, header_values, sha256, sleep, split_response, wait_for
+
+SANDBOX = "sandbox; default-src 'none'; style-src 'unsafe-inline'"
+PAGE_CSP = SANDBOX + "; frame-ancestors 'none'"
+HEALTH = "/api/v1/pipe/health"
+SUCCESS = "[INFO] All receiver(s) was/were received successfully."
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+#: The health object: every key, in order, with its type.
+HEALTH_KEYS = [
+    ("status", str), ("service", str), ("version", str), ("built", str), ("started", str),
+    ("uptime", float), ("pid", int), ("memory", dict), ("fds", int), ("fd_limit", int),
+    ("waiting", int), ("active", int),
+]
+
+
+@pytest_twisted.inlineCallbacks
+def wire(procs, method, url, *args, stdin=None):
+    """One request by curl: status line, headers in wire order, body."""
+    flags = ["-I"] if method == "HEAD" else ["-i", "-X", method]
+    proc = procs.spawn(curl("--path-as-is", *flags, *args, url), stdin=stdin, name=f"curl {method}")
+    yield proc.wait()
+    assert proc.exit_code == 0, proc.describe()
+    return split_response(bytes(proc.out))
+
+
+def without(headers, *names):
+    drop = {"date", *names}
+    return [(n, v) for n, v in headers if n.lower() not in drop]
+
+
+def check_health(state, waiting=0, active=0, status="ok"):
+    """Exact keys, in order, and types; the values we can know."""
+    assert [key for key, _ in HEALTH_KEYS] == list(state), state
+    for key, kind in HEALTH_KEYS:
+        assert type(state[key]) is kind, (key, state[key])
+    assert state["status"] == status
+    assert state["service"] == "pipeserver"
+    assert state["version"] == pipeserver.__version__
+    assert ISO.match(state["built"]) and ISO.match(state["started"]), state
+    assert state["built"] <= state["started"]
+    assert state["uptime"] >= 0
+    # The server runs in this very process.
+    assert state["pid"] == os.getpid()
+    assert list(state["memory"]) == ["rss"] and type(state["memory"]["rss"]) is int
+    assert 10 * 2**20 < state["memory"]["rss"] < 4 * 2**30
+    open_now = len(os.listdir("/proc/self/fd"))
+    assert 3 <= state["fds"] <= open_now + 16, (state["fds"], open_now)
+    assert state["fd_limit"] == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert (state["waiting"], state["active"]) == (waiting, active), state
+
+
+# ---------------------------------------------------------------- health
+
+
+@pytest_twisted.inlineCallbacks
+def test_health_get_and_head(server, procs):
+    status, headers, body = yield wire(procs, "GET", server.url(HEALTH))
+    assert status == "HTTP/1.1 200 OK"
+    assert without(headers) == [
+        ("Server", "pipeserver"),
+        ("Content-Type", "application/json"),
+        ("Access-Control-Allow-Origin", "*"),
+        ("Cache-Control", "no-store"),
+        ("Content-Security-Policy", PAGE_CSP),
+        ("Content-Length", str(len(body))),
+        ("X-Content-Type-Options", "nosniff"),
+    ]
+    assert body.endswith(b"}\n")
+    check_health(json.loads(body))
+    head_status, head, head_body = yield wire(procs, "HEAD", server.url(HEALTH))
+    assert head_status == status and head_body == b""
+    assert without(head) == without(headers)
+    assert not server.registry.pipes
+
+
+@pytest_twisted.inlineCallbacks
+def test_health_counts_waiting_parties_and_transfers(server, procs, tmp_path):
+    receiver = procs.spawn(curl(server.url("/w")), name="receiver")
+    yield server.wait_receivers("/w", 1)
+
+    state = yield wait_for_health(procs, server, lambda s: s["waiting"] == 1)
+    check_health(state, waiting=1)
+    # A transfer under way: the sender's body never ends until we say so.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    sender = procs.spawn(curl("-T", "-", server.url("/w")), stdin=os.open(fifo, os.O_RDWR), name="sender")
+    writer = open(fifo, "wb", buffering=0)
+    try:
+        writer.write(b"x" * 1000)
+        yield wait_for(lambda: server.registry.active() == 1, what="the transfer")
+        state = yield wait_for_health(procs, server, lambda s: s["active"] == 1)
+        check_health(state, waiting=0, active=1)
+    finally:
+        writer.close()
+    sender.kill()
+    yield sender.wait()
+    yield receiver.wait()
+    yield server.wait_empty()
+
+
+@pytest_twisted.inlineCallbacks
+def wait_for_health(procs, server, predicate, timeout=10.0):
+    """Ask the endpoint until ``predicate`` holds (one answer holds a second)."""
+    deadline = reactor.seconds() + timeout
+    while True:
+        _, _, body = yield wire(procs, "GET", server.url(HEALTH))
+        state = json.loads(body)
+        if predicate(state):
+            return state
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"health never matched: {state}")
+        yield sleep(0.2)
+
+
+@pytest.mark.parametrize("method", ["PUT", "POST", "DELETE", "PATCH"])
+@pytest_twisted.inlineCallbacks
+def test_health_other_methods_are_405(server, procs, method):
+    status, headers, body = yield wire(procs, method, server.url(HEALTH), "--data-binary", "x")
+    assert status == "HTTP/1.1 405 Method Not Allowed"
+    assert body == f"[ERROR] Unsupported method: {method}.\n".encode()
+    assert header_values(headers, "Allow") == ["GET, HEAD, OPTIONS"]
+    assert header_values(headers, "Content-Type") == ["text/plain"]
+    assert header_values(headers, "Access-Control-Allow-Origin") == ["*"]
+    assert not server.registry.pipes
+
+
+@pytest_twisted.inlineCallbacks
+def test_health_refuses_an_upload_before_its_body(server, procs):
+    """curl -T - waits for 100 Continue: it gets the 405 instead."""
+    proc = procs.spawn(curl("-i", "-T", "-", server.url(HEALTH)), stdin=__file__)
+    yield proc.wait()
+    status, headers, body = split_response(bytes(proc.out))
+    assert status == "HTTP/1.1 405 Method Not Allowed", proc.describe()
+    assert body == b"[ERROR] Unsupported method: PUT.\n"
+    assert header_values(headers, "Allow") == ["GET, HEAD, OPTIONS"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_health_options_is_the_preflight_of_every_path(server, procs):
+    _, health, _ = yield wire(procs, "OPTIONS", server.url(HEALTH), "-H", "Origin: https://a.example")
+    _, pipe, _ = yield wire(procs, "OPTIONS", server.url("/p"), "-H", "Origin: https://a.example")
+    assert without(health) == without(pipe)
+    assert header_values(health, "Access-Control-Allow-Methods") == ["GET, HEAD, POST, PUT, OPTIONS"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_health_needs_no_token(make_server, procs, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"alpha {hashlib.sha256(b'secret-token').hexdigest()}\n")
+    server = make_server("--tokens", str(tokens))
+    status, _, body = yield wire(procs, "GET", server.url(HEALTH))
+    assert status == "HTTP/1.1 200 OK"
+    check_health(json.loads(body))
+    status, _, _ = yield wire(procs, "GET", server.url("/api/v1/pipe/jobs"))
+    assert status == "HTTP/1.1 401 Unauthorized"
+
+
+@pytest_twisted.inlineCallbacks
+def test_health_says_draining_with_503(server, procs):
+    yield server.registry.shutdown(0)
+    status, _, body = yield wire(procs, "GET", server.url(HEALTH))
+    assert status == "HTTP/1.1 503 Service Unavailable"
+    check_health(json.loads(body), status="draining")
+
+
+@pytest_twisted.inlineCallbacks
+def test_bare_health_is_an_ordinary_pipe(server, procs, tmp_path):
+    """piping-server's clients may use /health as a pipe: it stays one."""
+    body = tmp_path / "body"
+    body.write_bytes(os.urandom(100_000))
+    receiver = procs.spawn(curl("-f", server.url("/health")), name="receiver")
+    yield server.wait_receivers("/health", 1)
+    sender = procs.spawn(curl("-f", "-T", "-", server.url("/health")), stdin=str(body))
+    yield receiver.wait()
+    yield sender.wait()
+    assert receiver.sha256 == sha256(body.read_bytes())
+    assert sender.lines()[-1] == SUCCESS
+
+
+@pytest_twisted.inlineCallbacks
+def test_health_over_http2(server, h2clients):
+    client = yield h2clients.h2c(server.portnum)
+    get = client.get(HEALTH)
+    head = client.request("HEAD", HEALTH)
+    put = client.put(HEALTH, b"x")
+    delete = client.request("DELETE", HEALTH)
+    bare = client.request("HEAD", "/health")
+    for stream in (get, head, put, delete, bare):
+        yield stream.wait(15.0)
+    assert get.status == 200 and get.ended and get.reset is None, get.describe()
+    assert [(n, v) for n, v in get.headers if n != "date"] == [
+        ("server", "pipeserver"),
+        ("content-type", "application/json"),
+        ("access-control-allow-origin", "*"),
+        ("cache-control", "no-store"),
+        ("content-security-policy", PAGE_CSP),
+        ("content-length", str(len(get.body))),
+        ("x-content-type-options", "nosniff"),
+    ], get.headers
+    check_health(json.loads(get.body))
+    assert head.status == 200 and head.body == b""
+    assert head.one("content-type") == "application/json"
+    for stream, method in ((put, "PUT"), (delete, "DELETE")):
+        assert stream.status == 405, stream.describe()
+        assert stream.one("allow") == "GET, HEAD, OPTIONS"
+        assert stream.body == f"[ERROR] Unsupported method: {method}.\n".encode()
+    # A bare /health is a pipe path: its HEAD is a pipe's (no JSON).
+    assert bare.status == 200 and bare.one("content-type") == "text/plain"
+    assert not server.registry.pipes
+    client.close()
+    yield client.wait_closed()
+
+
+# ---------------------------------------------------------------- the prefix
+
+
+@pytest.mark.parametrize("sender_path, receiver_path", [
+    ("/api/v1/pipe/jobs", "/jobs"),
+    ("/jobs", "/api/v1/pipe/jobs"),
+    ("/api/v1/pipe/a/b?n=2", "/a/b?n=2"),
+])
+@pytest_twisted.inlineCallbacks
+def test_prefixed_and_bare_paths_are_one_pipe(server, procs, tmp_path, sender_path, receiver_path):
+    body = tmp_path / "body"
+    body.write_bytes(os.urandom(300_000))
+    n = 2 if "n=2" in sender_path else 1
+    receivers = [procs.spawn(curl("-f", server.url(receiver_path)), name=f"r{i}") for i in range(n)]
+    yield server.wait_receivers(receiver_path.replace("/api/v1/pipe", ""), n)
+    sender = procs.spawn(curl("-f", "-T", "-", server.url(sender_path)), stdin=str(body))
+    yield sender.wait()
+    for receiver in receivers:
+        yield receiver.wait()
+        assert receiver.exit_code == 0, receiver.describe()
+        assert receiver.sha256 == sha256(body.read_bytes())
+    assert sender.lines()[-1] == SUCCESS, sender.describe()
+
+
+@pytest_twisted.inlineCallbacks
+def test_prefixed_pipe_is_named_without_the_prefix(make_server, procs):
+    server = make_server("--wait-timeout", "0.5")
+    status, _, body = yield wire(procs, "GET", server.url("/api/v1/pipe/late"))
+    assert status == "HTTP/1.1 504 Gateway Time-out"
+    assert body == b"[ERROR] No sender arrived on '/late' within 0.5 seconds.\n"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/pipe", "/api/v1/pipe/"])
+@pytest_twisted.inlineCallbacks
+def test_prefix_alone_serves_the_page(server, procs, path):
+    _, index, index_body = yield wire(procs, "GET", server.url("/"))
+    status, headers, body = yield wire(procs, "GET", server.url(path))
+    assert status == "HTTP/1.1 200 OK"
+    assert body == index_body and b"<html" in body.lower()
+    assert without(headers) == without(index)
+    assert not server.registry.pipes
+
+
+@pytest.mark.parametrize("path, page", [
+    ("/api/v1/pipe/help", "/help"),
+    ("/api/v1/pipe/version", "/version"),
+    ("/api/v1/pipe/noscript", "/noscript"),
+    ("/api/v1/pipe/robots.txt", "/robots.txt"),
+])
+@pytest_twisted.inlineCallbacks
+def test_reserved_names_under_the_prefix(server, procs, path, page):
+    want_status, want, want_body = yield wire(procs, "GET", server.url(page))
+    status, headers, body = yield wire(procs, "GET", server.url(path))
+    assert (status, body) == (want_status, want_body)
+    for method in ("PUT", "POST"):
+        status, _, body = yield wire(procs, method, server.url(path), "--data-binary", "x")
+        assert status == "HTTP/1.1 400 Bad Request"
+        assert body == f"[ERROR] Cannot send to the reserved path '{page}'. (e.g. '/mypath123')\n".encode()
+    assert not server.registry.pipes
+
+
+# ---------------------------------------------------------------- folding
+
+#: Each form, and the name it folds to.
+FOLDED = [
+    ("/Help", "/help"), ("/HELP", "/help"), ("/help/", "/help"), ("/help.", "/help"),
+    ("/help%2e", "/help"), ("/help%2E", "/help"), ("/%68elp", "/help"), ("/%48ELP", "/help"),
+    ("/help%2f", "/help"), ("//help", "/help"), ("/./help", "/help"), ("/x/../help", "/help"),
+    ("/help%252e", "/help"), ("/%EF%BD%88elp", "/help"),  # fullwidth h (NFKC)
+    ("/Version/", "/version"), ("/NoScript.", "/noscript"), ("/Favicon.ICO", "/favicon.ico"),
+    ("/robots.txt/", "/robots.txt"), ("//", "/"), ("/.", "/"), ("/%2e", "/"),
+    ("/api/v1/pipe/Help", "/help"), ("/API/V1/PIPE/help/", "/help"), ("/api/v1/pipe/.", "/"),
+]
+
+
+@pytest.mark.parametrize("form, name", FOLDED)
+@pytest_twisted.inlineCallbacks
+def test_folded_reserved_names_are_refused_for_sending(server, procs, form, name):
+    want = f"[ERROR] Cannot send to the reserved path '{name}'. (e.g. '/mypath123')\n".encode()
+    for method in ("PUT", "POST"):
+        status, headers, body = yield wire(procs, method, server.url(form), "--data-binary", "x")
+        assert status == "HTTP/1.1 400 Bad Request", (method, form)
+        assert body == want
+    # And curl -T - (Expect: 100-continue) is refused before its body.
+    proc = procs.spawn(curl("--path-as-is", "-T", "-", server.url(form)), stdin=__file__)
+    yield proc.wait()
+    assert bytes(proc.out) == want
+    assert not server.registry.pipes
+
+
+@pytest.mark.parametrize("form, name", FOLDED)
+@pytest_twisted.inlineCallbacks
+def test_folded_reserved_names_get_the_page(server, procs, form, name):
+    """A GET of a folded form is the page: a pipe there could never get a
+    sender, so a receiver would only wait for its deadline."""
+    want_status, want, want_body = yield wire(procs, "GET", server.url(name))
+    status, headers, body = yield wire(procs, "GET", server.url(form))
+    assert (status, body) == (want_status, want_body)
+    assert without(headers) == without(want)
+    assert not server.registry.pipes
+
+
+@pytest.mark.parametrize("path", ["/helpx", "/help/x", "/x/help", "/.help", "/api/v1/pipex/help", "/jobs/"])
+@pytest_twisted.inlineCallbacks
+def test_names_near_reserved_ones_are_pipes(server, procs, path):
+    receiver = procs.spawn(curl("--path-as-is", "-f", server.url(path)))
+    yield server.wait_receivers(path, 1)
+    sender = procs.spawn(curl("--path-as-is", "-f", "--data-binary", "near", server.url(path)))
+    yield receiver.wait()
+    yield sender.wait()
+    assert bytes(receiver.out) == b"near"
+    assert sender.lines()[-1] == SUCCESS
