@@ -205,6 +205,11 @@ def noscript_path_invalid() -> Rejection:
 
 
 @_reason
+def download_invalid() -> Rejection:
+    return bad('[ERROR] Invalid query parameter "download": give 1 (attachment) or 0 (inline)')
+
+
+@_reason
 def service_worker() -> Rejection:
     return bad("[ERROR] Service Worker registration is rejected.")
 

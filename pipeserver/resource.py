@@ -9,7 +9,7 @@ from twisted.web.http import NO_CONTENT
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from pipeserver import errors, pages, paths
+from pipeserver import disposition, errors, pages, paths
 from pipeserver.clients import ClientAddresses
 from pipeserver.errors import Rejection
 from pipeserver.health import Health
@@ -157,6 +157,7 @@ class PipeResource(Resource):
             raise errors.service_worker()
         project = self._project(request, path)
         n = self._n(request, errors.receiver_n_invalid)
+        disposition.requested(request.args)  # its 400 now, not once streaming
         if head:
             # Answer at once and take no place in the pipe.
             errors.plain_headers(request)

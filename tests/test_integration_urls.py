@@ -345,3 +345,112 @@ def test_names_near_reserved_ones_are_pipes(server, procs, path):
     yield sender.wait()
     assert bytes(receiver.out) == b"near"
     assert sender.lines()[-1] == SUCCESS
+
+
+# ---------------------------------------------------------------- download=, filename=
+
+#: A hostile (or merely foreign) name, percent-encoded as a client sends
+#: it, and the Content-Disposition its receiver must get.
+NAMES = [
+    ("report.pdf", 'attachment; filename="report.pdf"'),
+    ("..%2F..%2Fetc%2Fpasswd", 'attachment; filename="_.._etc_passwd"'),
+    ("..%5C..%5Cboot.ini", 'attachment; filename="_.._boot.ini"'),
+    ("a%22b.txt", 'attachment; filename="a\\"b.txt"'),
+    ("r%C3%A9sum%C3%A9.pdf",
+     "attachment; filename=\"resume.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf"),
+    ("%E6%97%A5%E6%9C%AC%E8%AA%9E.txt",
+     "attachment; filename=\"___.txt\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC%E8%AA%9E.txt"),
+    ("evil%E2%80%AEtxt.exe", 'attachment; filename="eviltxt.exe"'),  # right-to-left override
+    ("zero%E2%80%8Bwidth", 'attachment; filename="zerowidth"'),
+    ("a%0D%0ASet-Cookie:%20x=1", 'attachment; filename="aSet-Cookie: x=1"'),
+    ("a%00b%1Bc%7Fd", 'attachment; filename="abcd"'),
+    ("100%25.txt", "attachment; filename=\"100_.txt\"; filename*=UTF-8''100%25.txt"),
+    ("%FF.bin", 'attachment; filename="_.bin"'),
+    ("%20.hidden%20", 'attachment; filename="hidden"'),
+    ("semi%3Bcolon%3D1.txt", 'attachment; filename="semi;colon=1.txt"'),
+    ("..", 'attachment; filename="orig.txt"'),  # nothing left: the sender's name
+    ("x" * 300 + ".txt", 'attachment; filename="' + "x" * 251 + '.txt"'),
+]
+ASKED = [
+    ("", 'inline; filename="orig.txt"'),  # nothing asked: the sender's own
+    ("download=1", 'attachment; filename="orig.txt"'),
+    ("download=0", 'inline; filename="orig.txt"'),
+    ("download=0&filename=x.txt", 'inline; filename="x.txt"'),
+    ("download=1&filename=y.txt", 'attachment; filename="y.txt"'),
+] + [(f"filename={quoted}", want) for quoted, want in NAMES]
+
+
+@pytest_twisted.inlineCallbacks
+def test_each_receiver_gets_the_disposition_it_asked_for(server, procs, tmp_path):
+    n = len(ASKED)
+    body = tmp_path / "body"
+    body.write_bytes(os.urandom(200_000))
+    receivers = []
+    for i, (query, _) in enumerate(ASKED):
+        url = server.url(f"/d?n={n}" + (f"&{query}" if query else ""))
+        receivers.append(procs.spawn(curl("-f", "-D", str(tmp_path / f"h{i}"), url), name=f"r{i}"))
+    yield server.wait_receivers("/d", n)
+    sender = procs.spawn(
+        curl("-f", "-H", 'Content-Disposition: inline; filename="orig.txt"',
+             "-H", "Content-Type: text/plain", "-T", "-", server.url(f"/d?n={n}")),
+        stdin=str(body),
+    )
+    yield sender.wait()
+    assert sender.lines()[-1] == SUCCESS, sender.describe()
+    digest = sha256(body.read_bytes())
+    for i, ((query, want), receiver) in enumerate(zip(ASKED, receivers)):
+        yield receiver.wait()
+        assert receiver.sha256 == digest, query
+        _, headers, _ = split_response((tmp_path / f"h{i}").read_bytes() + b"\r\n\r\n")
+        assert header_values(headers, "Content-Disposition") == [want], query
+        # In the sender's place: after the Content-Type, before the CORS pair.
+        names = [name for name, _ in headers]
+        assert names.index("Content-Disposition") == names.index("Content-Type") + 1, names
+
+
+@pytest_twisted.inlineCallbacks
+def test_download_without_a_sender_disposition(server, procs):
+    receiver = procs.spawn(curl("-i", server.url("/e?download=1")))
+    other = procs.spawn(curl("-i", server.url("/f?filename=a.bin")))
+    yield server.wait_receivers("/e", 1)
+    yield server.wait_receivers("/f", 1)
+    for path in ("/e", "/f"):
+        sender = procs.spawn(curl("-f", "--data-binary", "abc", server.url(path)))
+        yield sender.wait()
+    yield receiver.wait()
+    yield other.wait()
+    _, headers, body = split_response(bytes(receiver.out))
+    assert body == b"abc"
+    assert header_values(headers, "Content-Disposition") == ["attachment"]
+    # Content-Type and Content-Length come first (from the sender's POST).
+    names = [name for name, _ in headers]
+    assert names.index("Content-Disposition") == names.index("Content-Type") + 1
+    _, headers, _ = split_response(bytes(other.out))
+    assert header_values(headers, "Content-Disposition") == ['attachment; filename="a.bin"']
+
+
+@pytest.mark.parametrize("value", ["yes", "2", "true", "-1"])
+@pytest_twisted.inlineCallbacks
+def test_download_must_be_1_or_0(server, procs, value):
+    status, headers, body = yield wire(procs, "GET", server.url(f"/g?download={value}"))
+    assert status == "HTTP/1.1 400 Bad Request"
+    assert body == b'[ERROR] Invalid query parameter "download": give 1 (attachment) or 0 (inline)\n'
+    assert not server.registry.pipes
+
+
+@pytest_twisted.inlineCallbacks
+def test_download_over_http2(server, h2clients):
+    client = yield h2clients.h2c(server.portnum)
+    plain = client.get("/h2d?n=2")
+    named = client.get("/h2d?n=2&filename=r%C3%A9sum%C3%A9.pdf")
+    yield server.wait_receivers("/h2d", 2)
+    sender = client.put("/h2d?n=2", b"pdf bytes", headers=[("content-disposition", "inline")])
+    for stream in (plain, named, sender):
+        yield stream.wait(15.0)
+    assert plain.body == named.body == b"pdf bytes"
+    assert plain.values("content-disposition") == ["inline"]
+    assert named.values("content-disposition") == [
+        "attachment; filename=\"resume.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf"
+    ]
+    client.close()
+    yield client.wait_closed()
