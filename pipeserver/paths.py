@@ -5,9 +5,9 @@ Two rules on top of SPEC §1's "the path exactly as sent":
 - **The seed product's prefix.** ``/api/v1/pipe/PATH`` is the pipe ``PATH``
   (``/api/v1/pipe/jobs`` and ``/jobs`` are one pipe), and ``/api/v1/pipe`` and
   ``/api/v1/pipe/`` are the page ``/``. The prefix is matched exactly as sent
-  and dropped as often as it is repeated. Under it lives a name of ours that
-  is not reserved bare: ``/api/v1/pipe/health`` (a bare ``/health`` stays a
-  pipe, as on piping-server).
+  and dropped as often as it is repeated. Under it live two names of ours that
+  are not reserved bare: ``/api/v1/pipe/health`` and ``/api/v1/pipe/video.js``
+  (a bare ``/health`` stays a pipe, as on piping-server).
 - **Reserved names fold** (:func:`fold`): percent-encoding (a few levels),
   Unicode compatibility forms and case, repeated ``/``, ``.`` and ``..``
   segments, and trailing ``/`` and ``.``, so ``/Help``, ``/help/``,
@@ -34,7 +34,8 @@ ROOT = "/"
 PAGES = frozenset({ROOT, "/noscript", "/help", "/version", "/favicon.ico", "/robots.txt"})
 #: Names of ours that exist under the prefix only, by their canonical names.
 HEALTH = _PREFIX_TEXT + "/health"
-PREFIXED = frozenset({HEALTH})
+VIDEO_SCRIPT = _PREFIX_TEXT + "/video.js"
+PREFIXED = frozenset({HEALTH, VIDEO_SCRIPT})
 
 #: Percent-decoding passes before a path is taken as it is: each pass that
 #: changes something shortens it, but a hostile ``%2525...`` would need one

@@ -9,7 +9,7 @@ from twisted.web.http import NO_CONTENT
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from pipeserver import disposition, errors, pages, paths
+from pipeserver import disposition, errors, pages, paths, video
 from pipeserver.clients import ClientAddresses
 from pipeserver.errors import Rejection
 from pipeserver.health import Health
@@ -68,9 +68,11 @@ class PipeResource(Resource):
             "/favicon.ico": pages.favicon,
             "/robots.txt": pages.robots,
             paths.HEALTH: self.health.render,
+            paths.VIDEO_SCRIPT: video.script,
         }
         #: Query flags a GET of a pipe path is answered by, never joining it.
         self.views: Dict[bytes, View] = {
+            b"video": self._video,
         }
 
     def render(self, request: Request) -> Union[bytes, int]:
@@ -99,6 +101,10 @@ class PipeResource(Resource):
         if method in (b"PUT", b"POST"):
             return self._send(request, target)
         raise errors.method_not_allowed(method.decode("latin-1"))
+
+    def _video(self, request: Request, path: bytes) -> bytes:
+        """``?video``: the player page, which fetches ``path`` itself."""
+        return video.page(request)
 
     def _page(self, request: Request, page: Page, head: bool) -> Union[bytes, int]:
         """A reserved page, its HEAD with the same headers as its GET."""

@@ -454,3 +454,54 @@ def test_download_over_http2(server, h2clients):
     ]
     client.close()
     yield client.wait_closed()
+
+
+# ---------------------------------------------------------------- ?video
+
+VIDEO_CSP = (
+    "default-src 'none'; script-src 'self'; connect-src 'self'; media-src blob:; "
+    "style-src 'unsafe-inline'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+@pytest.mark.parametrize("path", ["/screen?video", "/screen?n=2&video", "/api/v1/pipe/screen?video=video/webm"])
+@pytest_twisted.inlineCallbacks
+def test_video_page_never_joins_the_pipe(server, procs, path):
+    status, headers, body = yield wire(procs, "GET", server.url(path))
+    assert status == "HTTP/1.1 200 OK"
+    assert without(headers) == [
+        ("Server", "pipeserver"),
+        ("Content-Type", "text/html; charset=utf-8"),
+        ("Access-Control-Allow-Origin", "*"),
+        ("Content-Security-Policy", VIDEO_CSP),
+        ("Cache-Control", "no-cache"),
+        ("Content-Length", str(len(body))),
+        ("X-Content-Type-Options", "nosniff"),
+    ]
+    # Our script, from this server; nothing inline (the policy forbids it).
+    assert re.findall(rb"<script[^>]*>", body) == [b'<script src="/api/v1/pipe/video.js">']
+    assert b"</script>" in body and b"<video" in body
+    head_status, head, head_body = yield wire(procs, "HEAD", server.url(path))
+    assert (head_status, head_body) == (status, b"")
+    assert without(head) == without(headers)
+    assert not server.registry.pipes
+
+
+@pytest_twisted.inlineCallbacks
+def test_video_script(server, procs):
+    status, headers, body = yield wire(procs, "GET", server.url("/api/v1/pipe/video.js"))
+    assert status == "HTTP/1.1 200 OK"
+    assert header_values(headers, "Content-Type") == ["text/javascript; charset=utf-8"]
+    assert b"MediaSource" in body and b"appendBuffer" in body
+    status, _, body = yield wire(procs, "PUT", server.url("/api/v1/pipe/video.js"), "--data-binary", "x")
+    assert status == "HTTP/1.1 400 Bad Request"
+    assert body == b"[ERROR] Cannot send to the reserved path '/api/v1/pipe/video.js'. (e.g. '/mypath123')\n"
+    status, _, body = yield wire(procs, "GET", server.url("/api/v1/pipe/video.js"), "-H", "Service-Worker: script")
+    assert body == b"[ERROR] Service Worker registration is rejected.\n"
+    # Bare, it is an ordinary pipe path: a sender may use it.
+    receiver = procs.spawn(curl("-f", server.url("/video.js")))
+    yield server.wait_receivers("/video.js", 1)
+    sender = procs.spawn(curl("-f", "--data-binary", "js", server.url("/video.js")))
+    yield receiver.wait()
+    yield sender.wait()
+    assert bytes(receiver.out) == b"js"
