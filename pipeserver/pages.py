@@ -78,12 +78,33 @@ curl {url}/mypath | openssl aes-256-cbc -d
 ======= Many receivers =======
 seq 1000 | curl -T - '{url}/mypath?n=3'
 curl '{url}/mypath?n=3'   # three times: every receiver gets every byte
-
+{_surface_help(url)}
 ======= Tokens =======
 # When the server asks for a token
 curl -H 'Authorization: Bearer TOKEN' {url}/mypath
 """,
     )
+
+
+def _surface_help(url: str) -> str:
+    """The /help lines for what the seed product's users look for (issue 21)."""
+    return f"""
+======= Save, show, watch =======
+# Save under a name of your choosing (this receiver only)
+curl -OJ '{url}/mypath?filename=report.pdf'
+# In a browser: show it (download=0) or save it (download=1)
+{url}/mypath?download=0
+# Watch a video stream: send WebM or fragmented MP4...
+ffmpeg -re -i movie.mp4 -c:v libvpx -deadline realtime -b:v 1M -f webm - | curl -T - {url}/screen
+# ...and open this page in a browser
+{url}/screen?video
+
+======= Seed product URLs =======
+curl {url}/api/v1/pipe/health         # JSON: status, version, fds, waiting, active...
+curl -T - {url}/api/v1/pipe/mypath    # the same pipe as {url}/mypath
+# Reserved names fold: in any case, with a trailing / or ., %-encoded
+curl -T - {url}/Help                  # refused, as /help is
+"""
 
 
 _STYLE = "body{font-family:sans-serif;max-width:40em;margin:2em auto;padding:0 1em}"

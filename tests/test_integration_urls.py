@@ -505,3 +505,24 @@ def test_video_script(server, procs):
     yield receiver.wait()
     yield sender.wait()
     assert bytes(receiver.out) == b"js"
+
+
+# ---------------------------------------------------------------- /help
+
+
+@pytest_twisted.inlineCallbacks
+def test_help_has_a_line_for_each(server, procs):
+    _, _, body = yield wire(procs, "GET", server.url("/help"))
+    base = f"http://{server.host}"
+    lines = body.decode().splitlines()
+    for line in [
+        f"curl -OJ '{base}/mypath?filename=report.pdf'",
+        f"{base}/mypath?download=0",
+        "ffmpeg -re -i movie.mp4 -c:v libvpx -deadline realtime -b:v 1M -f webm - "
+        f"| curl -T - {base}/screen",
+        f"{base}/screen?video",
+        f"curl {base}/api/v1/pipe/health         # JSON: status, version, fds, waiting, active...",
+        f"curl -T - {base}/api/v1/pipe/mypath    # the same pipe as {base}/mypath",
+        f"curl -T - {base}/Help                  # refused, as /help is",
+    ]:
+        assert line in lines, line
