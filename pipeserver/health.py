@@ -34,6 +34,7 @@ from pipeserver import __version__, errors
 from pipeserver.headers import PAGE_CSP
 from pipeserver.interfaces import Request
 
+
 class RegistryLike(Protocol):
     """What the endpoint reads of ``pipe.PipeRegistry``."""
 
