@@ -12,9 +12,11 @@ in one line naming the closest option's variable: a setting the operator
 believes in force must not be silently ignored. Arguments given to
 ``python -m pipeserver.environ`` are passed on to ``twistd pipe`` after them.
 
-``python -m pipeserver.environ healthcheck`` GETs ``/version`` on the first
-``PIPE_LISTEN`` endpoint (tcp:8080 by default) and exits 0 if it answers 200:
-the image's HEALTHCHECK.
+``python -m pipeserver.environ healthcheck`` GETs ``/api/v1/pipe/health`` on
+the first ``PIPE_LISTEN`` endpoint (tcp:8080 by default) and exits 0 if it
+answers 200 with ``"status": "ok"``: the image's HEALTHCHECK.
+``healthcheck URL`` asks that server instead (``http://127.0.0.1:8080``, its
+health path added), as the systemd units in tap/ do.
 """
 
 from __future__ import annotations
@@ -126,8 +128,12 @@ def _culprit(environ: Mapping[str, str]) -> Optional[str]:
     return None
 
 
+#: What the health check asks (pipeserver/health.py).
+HEALTH_PATH = "/api/v1/pipe/health"
+
+
 def health_url(environ: Mapping[str, str]) -> Optional[str]:
-    """The ``/version`` URL of the first tcp, tcp6 or ssl endpoint of
+    """The health URL of the first tcp, tcp6 or ssl endpoint of
     ``PIPE_LISTEN``, on loopback unless it listens on one address only."""
     for endpoint in (environ.get(variable("listen"), "") or DEFAULT_LISTEN).split():
         kind, _, rest = endpoint.partition(":")
@@ -147,34 +153,48 @@ def health_url(environ: Mapping[str, str]) -> Optional[str]:
             interface = "::1" if kind == "tcp6" else "127.0.0.1"
         host = f"[{interface}]" if ":" in interface else interface
         scheme = "https" if kind == "ssl" else "http"
-        return f"{scheme}://{host}:{port}/version"
+        return f"{scheme}://{host}:{port}{HEALTH_PATH}"
     return None
 
 
-def healthcheck(environ: Mapping[str, str]) -> int:
+def healthcheck(environ: Mapping[str, str], base: Optional[str] = None) -> int:
+    """0 if the server answers its health endpoint with ``"status": "ok"``;
+    ``base`` (a URL without a path) names the server, else ``PIPE_LISTEN``."""
+    import json
     import ssl
+    import urllib.error
     import urllib.request
 
-    url = health_url(environ)
-    if url is None:
-        print("no tcp or ssl endpoint in PIPE_LISTEN to check", file=sys.stderr)
-        return 0
+    if base is not None:
+        url = base if base.rstrip("/").endswith(HEALTH_PATH) else base.rstrip("/") + HEALTH_PATH
+    else:
+        found = health_url(environ)
+        if found is None:
+            print("no tcp or ssl endpoint in PIPE_LISTEN to check", file=sys.stderr)
+            return 0
+        url = found
     # A self-signed certificate is fine: this asks whether the server answers.
     context = ssl._create_unverified_context() if url.startswith("https:") else None
     try:
         with urllib.request.urlopen(url, timeout=5, context=context) as response:
-            ok = response.status == 200
-            print(url, response.status, response.read(200).decode(errors="replace").strip())
+            status, body = response.status, response.read(4096)
+    except urllib.error.HTTPError as failure:  # 503 while draining
+        status, body = failure.code, failure.read(4096)
     except OSError as failure:
         print(url, failure, file=sys.stderr)
         return 1
-    return 0 if ok else 1
+    try:
+        state = json.loads(body).get("status")
+    except (ValueError, AttributeError):
+        state = None
+    print(url, status, state)
+    return 0 if status == 200 and state == "ok" else 1
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv == ["healthcheck"]:
-        raise SystemExit(healthcheck(os.environ))
+    if argv[:1] == ["healthcheck"] and len(argv) <= 2:
+        raise SystemExit(healthcheck(os.environ, *argv[1:]))
     complaint = refusal(os.environ)
     if complaint is not None:
         raise SystemExit(complaint)

@@ -226,6 +226,11 @@ def noscript_path_invalid() -> Rejection:
 
 
 @_reason
+def download_invalid() -> Rejection:
+    return bad('[ERROR] Invalid query parameter "download": give 1 (attachment) or 0 (inline)')
+
+
+@_reason
 def service_worker() -> Rejection:
     return bad("[ERROR] Service Worker registration is rejected.")
 
@@ -234,10 +239,8 @@ ALLOWED_METHODS = "GET, HEAD, POST, PUT, OPTIONS"
 
 
 @_reason
-def method_not_allowed(method: str) -> Rejection:
-    return Rejection(
-        405, f"[ERROR] Unsupported method: {method}.", [("Allow", ALLOWED_METHODS)]
-    )
+def method_not_allowed(method: str, allowed: str = ALLOWED_METHODS) -> Rejection:
+    return Rejection(405, f"[ERROR] Unsupported method: {method}.", [("Allow", allowed)])
 
 
 @_reason

@@ -263,6 +263,7 @@ class Request(Replying, Protocol):
 
     # Asked for: the request line and the query.
     method: bytes
+    uri: bytes
     path: bytes
     args: Dict[bytes, List[bytes]]
     clientproto: bytes

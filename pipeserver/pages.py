@@ -92,12 +92,33 @@ curl {auth}{url}/mypath | openssl aes-256-cbc -pbkdf2 -d
 ======= Many receivers =======
 seq 1000 | curl {auth}-T - '{url}/mypath?n=3'
 curl {auth}'{url}/mypath?n=3'   # three times: every receiver gets every byte
-""" + ("" if tokens else f"""
+{_surface_help(url, auth)}""" + ("" if tokens else f"""
 ======= Tokens =======
 # When the server asks for a token
 curl -H 'Authorization: Bearer TOKEN' {url}/mypath
 """),
     )
+
+
+def _surface_help(url: str, auth: str) -> str:
+    """The /help lines for what the seed product's users look for (issue 21)."""
+    return f"""
+======= Save, show, watch =======
+# Save under a name of your choosing (this receiver only)
+curl {auth}-OJ '{url}/mypath?filename=report.pdf'
+# In a browser: show it (download=0) or save it (download=1)
+{url}/mypath?download=0
+# Watch a video stream: send WebM or fragmented MP4...
+ffmpeg -re -i movie.mp4 -c:v libvpx -deadline realtime -b:v 1M -f webm - | curl {auth}-T - {url}/screen
+# ...and open this page in a browser
+{url}/screen?video
+
+======= Seed product URLs =======
+curl {url}/api/v1/pipe/health         # JSON: status, version, fds, waiting, active...
+curl {auth}-T - {url}/api/v1/pipe/mypath    # the same pipe as {url}/mypath
+# Reserved names fold: in any case, with a trailing / or ., %-encoded
+curl {auth}-T - {url}/Help                  # refused, as /help is
+"""
 
 
 # A phone's screen: nothing wider than it, controls of at least 44 px.

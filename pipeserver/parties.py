@@ -10,7 +10,7 @@ in fastpath.py.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Protocol, Tuple, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Protocol, Tuple, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from pipeserver import _twisted, errors
+from pipeserver import _twisted, disposition, errors
 from pipeserver.fastpath import (
     DirectWrites,
     ReadPacer,
@@ -26,6 +26,7 @@ from pipeserver.fastpath import (
     reset,
     send_buffered_now,
 )
+from pipeserver.errors import Rejection
 from pipeserver.gate import PIPE, ReadGate
 from pipeserver.headers import passable
 from pipeserver.multipart import FirstPartDecoder, boundary_of
@@ -50,6 +51,7 @@ class PipeRequestLike(Protocol):
     #: The channel (``channel.PipeChannel``), with its connection's ``gate``.
     channel: Any
     clientproto: bytes
+    args: Dict[bytes, List[bytes]]
     requestHeaders: Headers
     responseHeaders: Headers
     producer: object
@@ -330,6 +332,13 @@ class Download(DirectWrites):
 
     def start(self, headers: Iterable[Tuple[bytes, bytes]]) -> None:
         request = self.request
+        try:
+            override = disposition.requested(request.args)
+        except Rejection:
+            override = None  # refused before it joined (resource.py)
+        if override is not None:
+            # ?download= / ?filename=: this receiver's own Content-Disposition.
+            headers = override.apply(list(headers))
         request.setResponseCode(200)
         for name, value in headers:
             request.responseHeaders.addRawHeader(name, value)

@@ -568,6 +568,10 @@ class PipeRegistry:
         """Parties waiting for their pipe to be established."""
         return self.waitingTotal
 
+    def active(self) -> int:
+        """Transfers under way: pipes whose bytes flow."""
+        return sum(1 for pipe in self.pipes.values() if pipe.state is State.STREAMING)
+
     def bytesHeld(self) -> int:
         """Body bytes the server holds in its own memory, over all pipes."""
         return sum(pipe.bytesHeld() for pipe in self.pipes.values())

@@ -10,10 +10,12 @@ from twisted.web.http import NO_CONTENT
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from pipeserver import errors, pages
+from pipeserver import disposition, errors, pages, paths, video
 from pipeserver.clients import ClientAddresses
 from pipeserver.errors import Rejection
+from pipeserver.health import Health
 from pipeserver.interfaces import Request
+from pipeserver.paths import Target
 from pipeserver.pipe import PipeRegistry
 
 _INTEGER = re.compile(rb"^\s*([+-]?)(\d+)\s*$")
@@ -23,6 +25,15 @@ _N_MAX_DIGITS = 18
 
 #: Returns the request's project, or raises the 401 Rejection.
 Authorizer = Callable[[Request], str]
+#: A reserved page: the request in, the body out (headers set on the request).
+Page = Callable[[Request], bytes]
+#: What answers a GET of a pipe path with a query flag (``?video``) instead
+#: of joining the pipe: the request and the pipe's path (its key, the
+#: prefix dropped) in, a body or NOT_DONE_YET out.
+View = Callable[[Request, bytes], Union[bytes, int]]
+
+#: The methods of ``/api/v1/pipe/health``.
+HEALTH_METHODS = "GET, HEAD, OPTIONS"
 
 
 def open_project(request: Request) -> str:
@@ -48,13 +59,21 @@ class PipeResource(Resource):
         self.max_path_bytes = max_path_bytes
         #: The client address a party counts against (clients.py).
         self.client_of = client_of
-        self.reserved: Dict[bytes, Callable[[Request], bytes]] = {
-            b"/": pages.index,
-            b"/noscript": pages.noscript,
-            b"/help": functools.partial(pages.help_page, tokens=authorize is not open_project),
-            b"/version": pages.version,
-            b"/favicon.ico": pages.favicon,
-            b"/robots.txt": pages.robots,
+        self.health = Health(registry, registry.clock)
+        #: Our pages by canonical name (paths.PAGES and paths.PREFIXED).
+        self.reserved: Dict[str, Page] = {
+            "/": pages.index,
+            "/noscript": pages.noscript,
+            "/help": functools.partial(pages.help_page, tokens=authorize is not open_project),
+            "/version": pages.version,
+            "/favicon.ico": pages.favicon,
+            "/robots.txt": pages.robots,
+            paths.HEALTH: self.health.render,
+            paths.VIDEO_SCRIPT: video.script,
+        }
+        #: Query flags a GET of a pipe path is answered by, never joining it.
+        self.views: Dict[bytes, View] = {
+            b"video": self._video,
         }
 
     def render(self, request: Request) -> Union[bytes, int]:
@@ -66,21 +85,29 @@ class PipeResource(Resource):
 
     def _route(self, request: Request) -> Union[bytes, int]:
         method = request.method
-        path = request.path
         if method == b"OPTIONS":
             return preflight(request, tokens=self.authorize is not open_project)
+        target = paths.target(request.path)
+        if target.reserved == paths.HEALTH and method not in (b"GET", b"HEAD"):
+            raise errors.method_not_allowed(method.decode("latin-1"), HEALTH_METHODS)
         if method in (b"GET", b"HEAD"):
-            page = self.reserved.get(path)
-            if page is not None:
-                return self._page(request, page, method == b"HEAD")
-            return self._receive(request, path, method == b"HEAD")
+            if target.reserved is not None:
+                return self._page(request, self.reserved[target.reserved], method == b"HEAD")
+            if self.views and b"?" in request.uri:
+                names = paths.query_names(request.uri)
+                for flag, view in self.views.items():
+                    if flag in names:
+                        return view(request, target.key)
+            return self._receive(request, target.key, method == b"HEAD")
         if method in (b"PUT", b"POST"):
-            return self._send(request, path)
+            return self._send(request, target)
         raise errors.method_not_allowed(method.decode("latin-1"))
 
-    def _page(
-        self, request: Request, page: Callable[[Request], bytes], head: bool
-    ) -> Union[bytes, int]:
+    def _video(self, request: Request, path: bytes) -> bytes:
+        """``?video``: the player page, which fetches ``path`` itself."""
+        return video.page(request)
+
+    def _page(self, request: Request, page: Page, head: bool) -> Union[bytes, int]:
         """A reserved page, its HEAD with the same headers as its GET."""
         body = page(request)
         if request.code == NO_CONTENT:
@@ -100,18 +127,21 @@ class PipeResource(Resource):
         request.project = project
         return project
 
-    def _send(self, request: Request, path: bytes) -> int:
-        project, n = self._checkSend(request, path)
-        self.registry.send((project, path), n, request, self.client_of(request))
+    def _send(self, request: Request, target: Target) -> int:
+        project, n = self._checkSend(request, target)
+        self.registry.send((project, target.key), n, request, self.client_of(request))
         return NOT_DONE_YET
 
-    def _checkSend(self, request: Request, path: bytes) -> Tuple[str, int]:
+    def _checkSend(self, request: Request, target: Target) -> Tuple[str, int]:
         """A send's checks that need no body; raises their Rejection."""
-        if path in self.reserved:
-            raise errors.reserved_path(path.decode("utf-8", "replace"))
+        if target.reserved == paths.HEALTH:
+            raise errors.method_not_allowed(request.method.decode("latin-1"), HEALTH_METHODS)
+        if target.reserved is not None:
+            # Named as the page it folds to: /Help and /help%2e are /help.
+            raise errors.reserved_path(target.reserved)
         if request.getHeader(b"content-range") is not None:
             raise errors.content_range(request.method.decode("latin-1"))
-        project = self._project(request, path)
+        project = self._project(request, target.key)
         n = self._n(request, errors.sender_n_invalid)
         return project, n
 
@@ -123,7 +153,7 @@ class PipeResource(Resource):
         told so instead of being invited to upload a body for nothing.
         """
         try:
-            self._checkSend(request, request.path)
+            self._checkSend(request, paths.target(request.path))
         except Rejection as rejection:
             self.registry.observer.rejected(request.project or "", rejection.reason)
             return rejection
@@ -134,6 +164,7 @@ class PipeResource(Resource):
             raise errors.service_worker()
         project = self._project(request, path)
         n = self._n(request, errors.receiver_n_invalid)
+        disposition.requested(request.args)  # its 400 now, not once streaming
         if head:
             # Answer at once and take no place in the pipe.
             errors.plain_headers(request)

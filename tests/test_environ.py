@@ -51,15 +51,15 @@ def test_defaults_and_typos():
 
 
 def test_health_url():
-    assert environ.health_url({}) == "http://127.0.0.1:8080/version"
+    assert environ.health_url({}) == "http://127.0.0.1:8080/api/v1/pipe/health"
     assert environ.health_url({"PIPE_LISTEN": "unix:/p.sock tcp:9000:interface=10.0.0.5"}
-                              ) == "http://10.0.0.5:9000/version"
+                              ) == "http://10.0.0.5:9000/api/v1/pipe/health"
     assert environ.health_url({"PIPE_LISTEN": "tcp6:port=80:interface=\\:\\:"}
-                              ) == "http://[::1]:80/version"
+                              ) == "http://[::1]:80/api/v1/pipe/health"
     assert environ.health_url({"PIPE_LISTEN": "tcp6:80:interface=\\:\\:1"}
-                              ) == "http://[::1]:80/version"
+                              ) == "http://[::1]:80/api/v1/pipe/health"
     assert environ.health_url({"PIPE_LISTEN": "ssl:8443:privateKey=k.pem"}
-                              ) == "https://127.0.0.1:8443/version"
+                              ) == "https://127.0.0.1:8443/api/v1/pipe/health"
     assert environ.health_url({"PIPE_LISTEN": "unix:/p.sock"}) is None
 
 

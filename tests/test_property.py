@@ -40,6 +40,14 @@ ODD_PATHS = [
     b"*",
     b"http://x/a",
     b"/\xff\xfe",
+    # The seed product's URL surface (issue 21).
+    b"/api/v1/pipe/health",
+    b"/api/v1/pipe/a",
+    b"/Help/",
+    b"/help%2e",
+    b"/a?video",
+    b"/a?download=2",
+    b"/a?n=2&filename=%E2%80%AE..%2F%00x",
 ]
 METHODS = [b"GET"] * 4 + [b"PUT"] * 3 + [b"POST"] * 2 + [
     b"HEAD", b"OPTIONS", b"DELETE", b"PATCH", b"get", b"CONNECT"
