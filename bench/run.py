@@ -13,7 +13,9 @@ piping-server 1.12.9 (npm, installed into bench/node_modules; skipped with a
 note when node/npm are missing). The HTTP/2 rows (issue 12), h2tls and h2c, are
 printed as a second table: ours h2 over TLS vs piping-server h2 over TLS and ours
 HTTP/1.1 over TLS; ours h2c vs ours HTTP/1.1 cleartext; 256 MiB, curl at both ends;
-server and client CPU s/GB. See docs/BENCHMARKS.md for what each row means.
+server and client CPU s/GB. Last, "broker" (issue 20, bench/broker.py): ours,
+piping-server and Redis with the same Python clients, bulk and 1 KiB messages,
+printed as a third table. See docs/BENCHMARKS.md for what each row means.
 """
 
 from __future__ import annotations
@@ -916,9 +918,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs per row (default 5, quick 2)")
     parser.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
                         help="comma list of: throughput,fanout,latency,parked,slow,leak,"
-                             "h2tls,h2c (h2 = both)")
-    parser.add_argument("--servers", default=os.environ.get("BENCH_SERVERS", "ours,socat,piping"),
-                        help="comma list of: ours,socat,piping")
+                             "h2tls,h2c (h2 = both),broker")
+    parser.add_argument("--servers",
+                        default=os.environ.get("BENCH_SERVERS", "ours,socat,piping,redis"),
+                        help="comma list of: ours,socat,piping,redis (redis: row broker only)")
     parser.add_argument("--base", default=os.environ.get("BENCH_BASE"),
                         help="another pipeserver checkout (e.g. a git worktree of the commit "
                              "before a change), run as server 'base' beside 'ours'")
@@ -952,7 +955,7 @@ def main() -> int:
         "h2_size": 256 * MiB,
     }
     only = set(filter(None, args.only.split(","))) or {
-        "throughput", "fanout", "latency", "parked", "slow", "leak", "h2tls", "h2c"}
+        "throughput", "fanout", "latency", "parked", "slow", "leak", "h2tls", "h2c", "broker"}
     if "h2" in only:
         only |= {"h2tls", "h2c"}
     wanted = set(filter(None, args.servers.split(",")))
@@ -1087,6 +1090,18 @@ def main() -> int:
             results.setdefault("h2", {})["status"] = h2_status
             h2_text = h2_table(h2_results, h2_status, f"{cfg['h2_size'] // MiB} MiB")
 
+    broker_text = ""
+    if "broker" in only:
+        import broker  # (it imports this module: late, so as not to loop)
+
+        systems = [s for s in ("ours", "base", "piping", "redis")
+                   if s in wanted or (s == "base" and args.base)]
+        if piping_argv is None and "piping" in systems:
+            systems.remove("piping")  # (the note is printed already)
+        done = broker.bench(runs, quick, systems, list(broker.ROWS), args.base)
+        results["broker"] = done
+        broker_text = broker.report(done)
+
     fmt_cfg = {
         "size": f"{cfg['size'] // MiB} MiB", "sha_size": f"{cfg['sha_size'] // MiB} MiB",
         "fsize": f"{cfg['fsize'] // MiB} MiB", "r2": 2, "rlast": cfg["leak_rounds"],
@@ -1098,6 +1113,8 @@ def main() -> int:
         print(text)
     if h2_text:
         print(f"\nHTTP/2 rows (issue 12), the variants taking turns run by run:\n\n{h2_text}")
+    if broker_text:
+        print(f"\n{broker_text}")
     for n in NOTES:
         print(f"\nnote: {n}")
     out = {
