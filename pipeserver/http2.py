@@ -56,6 +56,7 @@ from zope.interface import implementer
 
 from pipeserver.channel import PipeChannel
 from pipeserver.clients import ClientAddresses
+from pipeserver.connections import Tab, uncounted_tab
 from pipeserver.fastpath import buffered_bytes
 from pipeserver._h2 import FastH2Connection
 from pipeserver.h2stream import H2Stream
@@ -246,6 +247,8 @@ class H2Channel(Protocol):
         self.budgets = self.peer.budgets
         self.secure = False
         self._wire: Any = None
+        #: Its client's tab in the site's ledger (``connections.Tab``).
+        self.tab: Tab = uncounted_tab()
 
     # ---- the connection
     def connectionMade(self) -> None:
@@ -276,6 +279,9 @@ class H2Channel(Protocol):
         channels = getattr(self.site, "channels", None)
         if channels is not None:
             channels.add(self)
+            # The client's ledger (--max-queued-per-client), shared with
+            # its HTTP/1.1 connections: the tab handed over, if any.
+            self.tab = channels.tabOf(self)
         self._settingsTimer = self.clock.callLater(self.settingsTimeout, self._settingsTimedOut)
         self._idleFor()
         self.flush()
@@ -318,6 +324,7 @@ class H2Channel(Protocol):
         pages, error texts waiting for a window or for the transport) goes
         through here: the one place to count them (per client, too)."""
         self.queued += delta
+        self.tab.queued(delta)
 
     def sendRoom(self) -> int:
         """Bytes the pipe may still write to this connection's streams now."""
@@ -377,6 +384,9 @@ class H2Channel(Protocol):
                 self.closing
                 or len(self.streams) >= self.maxStreams
                 or self.held() >= QUEUE_LIMIT
+                # Its client holds --max-queued-per-client unread over all
+                # its connections: nothing new for it until it reads.
+                or self.tab.over
             ):
                 self.h2.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
                 self.rejected("h2_refused_stream")

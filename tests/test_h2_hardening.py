@@ -376,12 +376,16 @@ def test_waiting_senders_are_bounded_per_connection_and_per_client(server, h2cli
     other = yield h2clients.h2c(server.portnum, source="127.0.0.2")
     fine = other.put("/fine", b"x", end=False)
     yield server.wait_sender("/fine")
+    # The server has it; its 200 may still be on the way.
+    yield wait_for(lambda: fine.status is not None, what="the answer to /fine")
     assert fine.status == 200, fine.describe()
     # One that leaves frees its place.
     senders[0].reset_stream()
     yield wait_for(lambda: "/w0-0" not in str(list(server.registry.pipes)), what="its pipe to go")
     again = conns[0].put("/again", b"x", end=False)
     yield server.wait_sender("/again")
+    # The server has it; its 200 may still be on the way.
+    yield wait_for(lambda: again.status is not None, what="the answer to /again")
     assert again.status == 200, again.describe()
     for conn in conns + [extra, other]:
         conn.abort()
@@ -472,3 +476,29 @@ def test_a_waiting_sender_that_times_out_frees_its_place(make_server, h2clients)
     assert [s.status for s in again] == [200] * len(again), [s.describe() for s in again if s.status != 200]
     conn.abort()
     yield server.wait_empty()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_h2_client_over_its_queued_budget_gets_no_new_stream(make_server, h2clients):
+    """--max-queued-per-client counts what HTTP/2 connections hold for
+    their client too: while one connection that opens no window holds pages
+    past the budget, a new stream of the same address on another connection
+    is refused (REFUSED_STREAM); once that connection goes, it is served."""
+    server = make_server("--max-queued-per-client", "65536")
+    ledger = server.site.channels
+    deaf = yield h2clients.raw(server.portnum, settings={4: 0})
+    for i in range(3):
+        deaf.request(1 + 2 * i, "/noscript?path=/" + "a" * 3900)
+    yield wait_for(lambda: ledger.queuedFor("127.0.0.1") > 65536, what="pages held past the budget")
+    other = yield h2clients.raw(server.portnum)
+    other.request(1, "/version")
+    yield wait_for(lambda: 1 in other.resets, what="the new stream refused")
+    assert other.resets == {1: ErrorCodes.REFUSED_STREAM}, other.resets
+    deaf.abort()
+    yield deaf.wait_closed(10)
+    yield wait_for(lambda: ledger.queuedFor("127.0.0.1") == 0, what="the deaf connection's bytes freed")
+    other.request(3, "/version")
+    yield wait_for(lambda: other.responses.get(3) is not None and other.responses[3].ended,
+                   what="/version on the same connection")
+    assert other.responses[3].status == 200
+    other.abort()
