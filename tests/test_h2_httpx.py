@@ -105,7 +105,7 @@ def test_a_slow_h2_receiver_holds_an_httpx_sender_back(server, procs, tmp_path):
             lead = max(lead, upload.bodyBytes - got())
         held = max(held, server.registry.bytesHeld())
         if got() < 8 * MiB:
-            assert not sender.finished, "the sender was not held back"
+            assert not sender.finished, f"the sender was not held back: {sender.describe()}"
         yield sleep(0.05)
     yield sender.wait(timeout=60)
     print(f"slow h2 receiver, httpx sender: the server took at most {lead} bytes ahead, held {held}")
