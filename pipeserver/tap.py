@@ -380,6 +380,7 @@ def settings(options: OptionsLike, limits: Limits) -> str:
         "max-waiting": limits.max_waiting,
         "max-waiting-per-project": limits.max_waiting_per_project,
         "max-waiting-per-client": limits.max_parties_per_client,
+        "max-connections-per-client": limits.max_connections_per_client,
     }
     shown = {
         "listen": " ".join(options["listen"]),
