@@ -187,10 +187,10 @@ class H2Stream:
                 self.openWindow()
         else:
             # Rendered once its body (read and dropped) has ended, which
-            # must come within the idle timeout (as an HTTP/1.1 request's
+            # must come within the header timeout (as an HTTP/1.1 request's
             # body must): a request that never ends keeps nothing for ever.
             self._method, self._path = method, path
-            self._ending = self.conn.clock.callLater(self.conn.idleTimeout, self._neverEnded)
+            self._ending = self.conn.clock.callLater(self.conn.headerTimeout, self._neverEnded)
             self.openWindow()
 
     def _neverEnded(self) -> None:

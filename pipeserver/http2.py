@@ -219,12 +219,15 @@ class H2Channel(Protocol):
         self.maxStreams = maxStreams
         self.clock = site.reactor
         #: Seconds a connection without streams is kept (the site's idle
-        #: timeout, ``--idle-timeout``), a finished response waits for a
-        #: shut window, and a request may take to end.
+        #: timeout, ``--idle-timeout``), and a finished response waits for
+        #: a shut window.
         timeout = site.timeOut
         self.idleTimeout = float(timeout) if timeout else 60.0
         #: Seconds the client has to acknowledge our SETTINGS.
         self.settingsTimeout = float(site.headerTimeout or 20.0)
+        #: Seconds a request whose body goes to no pipe has to end
+        #: (``--header-timeout``, as over HTTP/1.1).
+        self.headerTimeout = float(site.headerTimeout or 20.0)
         self.streams: Dict[int, H2Stream] = {}
         #: Streams whose queue waits for the connection's window, not for
         #: their own.
