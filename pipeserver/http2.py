@@ -245,6 +245,8 @@ class H2Channel(Protocol):
         self._acks: Dict[int, int] = {}
         self._idle: Optional[IDelayedCall] = None
         self._settingsTimer: Optional[IDelayedCall] = None
+        #: Runs while a header block has begun and not ended.
+        self._headerTimer: Optional[IDelayedCall] = None
         self.peerKey: Optional[str] = None
         self.peer = Peer(self.clock)
         self.budgets = self.peer.budgets
@@ -362,6 +364,7 @@ class H2Channel(Protocol):
             silent, self.h2.silent = self.h2.silent, 0
             if silent and not self._spend("silent", silent):
                 return
+            self._timeHeaderBlock()
             self._sendAcks()
         finally:
             self.inEvents = False
@@ -483,6 +486,29 @@ class H2Channel(Protocol):
         self.rejected("h2_settings_timeout")
         self.goAway(h2.errors.ErrorCodes.SETTINGS_TIMEOUT)
         self._linger()
+
+    def _timeHeaderBlock(self) -> None:
+        """A header block begun must end within --header-timeout, as an
+        HTTP/1.1 head must, whether or not other streams are open (the idle
+        timer runs only while none is)."""
+        if not self.h2.mid_header_block():
+            self._stopHeaderTimer()
+        elif self._headerTimer is None:
+            self._headerTimer = self.clock.callLater(self.headerTimeout, self._headerBlockTimedOut)
+
+    def _headerBlockTimedOut(self) -> None:
+        self._headerTimer = None
+        if self.transport is None or self.discarding:
+            return
+        log.info("HTTP/2 connection ended: a header block did not end within the header timeout")
+        self.rejected("h2_header_timeout")
+        self.goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        self._linger()
+
+    def _stopHeaderTimer(self) -> None:
+        timer, self._headerTimer = self._headerTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def _stopSettingsTimer(self) -> None:
         timer, self._settingsTimer = self._settingsTimer, None
@@ -643,6 +669,7 @@ class H2Channel(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stopIdle()
         self._stopSettingsTimer()
+        self._stopHeaderTimer()
         later, self._abortLater = self._abortLater, None
         if later is not None and later.active():
             later.cancel()

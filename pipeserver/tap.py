@@ -148,8 +148,8 @@ class Options(usage.Options):
          "Waiting and streaming parties are never cut by it.", _positive_float],
         ["header-timeout", None, 20.0,
          "Seconds a client has to send its request line and headers "
-         "(HTTP/2: to acknowledge our SETTINGS), and a request body that goes "
-         "to no pipe (a GET's) to end.", _positive_float],
+         "(HTTP/2: a header block, and to acknowledge our SETTINGS), and a "
+         "request body that goes to no pipe (a GET's) to end.", _positive_float],
         ["max-headers", None, 100, "Most header lines (HTTP/2: fields) in a request.",
          _positive_int],
         ["max-header-bytes", None, 16384,

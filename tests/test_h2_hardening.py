@@ -24,6 +24,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 import helpers
 from h2_support import (
+    continuation_frame,
     data_frame,
     frame_bytes,
     h2clients,  # noqa: F401  (fixture)
@@ -318,6 +319,38 @@ def test_a_request_that_never_ends_is_reset_after_the_header_timeout(make_server
     assert forever.reset == ErrorCodes.CANCEL and forever.status is None, forever.describe()
     yield curl_pair(server, procs, tmp_path, "/beside", 100_000, "--http2-prior-knowledge")
     client.abort()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_header_block_that_never_ends_ends_the_connection_after_the_header_timeout(
+    make_server, procs, tmp_path, h2clients
+):
+    """A HEADERS without END_HEADERS whose CONTINUATION never comes (h2
+    holds the block, up to twice --max-header-bytes) is timed as an
+    HTTP/1.1 head is, even on a connection whose other stream (a waiting
+    receiver) keeps its idle timer off; one whose CONTINUATION comes in
+    time is served."""
+    if not _h2.HOOKS:
+        pytest.skip("this h2 lacks the hooks: the idle timeout bounds a header block")
+    server = make_server("--header-timeout", "1")
+    stalled = yield h2clients.raw(server.portnum)
+    stalled.request(1, "/held")
+    yield server.wait_receivers("/held", 1)
+    block = headers_block(stalled.encoder, "/version", extra=[("x-pad", "p" * 8000)])
+    stalled.send(headers_frame(3, block[:4000], end_headers=False))
+    slow = yield h2clients.raw(server.portnum, source="127.0.0.2")
+    block = headers_block(slow.encoder, "/version")
+    slow.send(headers_frame(1, block[:5], end_headers=False))
+    yield sleep(0.5)
+    slow.send(continuation_frame(1, block[5:], end_headers=True))
+    yield wait_for(lambda: stalled.ended, timeout=5, what="GOAWAY for the header block")
+    assert stalled.goaway is not None and stalled.goaway[0] == CALM, stalled.goaway
+    yield wait_for(lambda: slow.response(1).finished, what="the slow head's answer")
+    assert slow.response(1).status == 200, slow.response(1).describe()
+    assert not slow.ended
+    yield stalled.wait_closed(10)
+    yield server.wait_empty()
+    yield curl_pair(server, procs, tmp_path, "/after", 100_000, "--http2-prior-knowledge")
 
 
 @pytest_twisted.inlineCallbacks
