@@ -26,7 +26,8 @@ Moves (``h1-`` and ``h2-`` prefixed; not every move has an HTTP/1.1 form):
   (SETTINGS_INITIAL_WINDOW_SIZE 0) and asks for 100 a connection. 200
   connections.
 * ``deaf-pipes``: 300 pipes whose one receiver reads nothing (h2: window
-  0) while their sender pushes 4 MiB each.
+  0) while their sender pushes 4 MiB each (over HTTP/1.1 the kernels' socket
+  buffers take most of it, and those pipes end; the server keeps the rest).
 * ``slow-headers``: 1,300 connections, each with a 15 KB header block
   that never ends (h2: HEADERS without END_HEADERS).
 * ``continuation``: CONTINUATION frames of 1 KiB, and empty ones, on

@@ -57,7 +57,7 @@ from zope.interface import implementer
 from pipeserver.channel import PipeChannel
 from pipeserver.clients import ClientAddresses
 from pipeserver.connections import Tab, uncounted_tab
-from pipeserver.fastpath import buffered_bytes
+from pipeserver.fastpath import buffered_bytes, read_freely
 from pipeserver._h2 import FastH2Connection
 from pipeserver.h2stream import H2Stream
 
@@ -765,6 +765,8 @@ def handover(old: PipeChannel, transport: Any, data: bytes) -> bool:
     else:
         return False
     old.leave()
+    # HTTP/1.1 read heads 16 KiB at a time; a stream's window bounds h2's.
+    read_freely(transport)
     channel.makeConnection(transport)
     channel.dataReceived(data)
     return True
