@@ -21,6 +21,8 @@ Moves (``h1-`` and ``h2-`` prefixed; not every move has an HTTP/1.1 form):
 * ``connections``: 1,300 idle connections (h2: preface and SETTINGS sent).
 * ``parties``: 1,300 GETs that wait for a sender (h2: 100 streams a connection).
 * ``senders``: 700 PUTs that wait for receivers, sending what they may.
+* ``unended``: GETs whose body never ends (HTTP/1.1: one a connection;
+  h2: 100 streams a connection, as many as the streams budget lets in).
 * ``deaf``: pages asked for and never read: HTTP/1.1 pipelines 40
   ``/noscript`` pages with a 15 KB path per connection; h2 opens no window
   (SETTINGS_INITIAL_WINDOW_SIZE 0) and asks for 100 a connection. 200
