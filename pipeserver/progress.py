@@ -44,11 +44,14 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from pipeserver import errors
 from pipeserver.interfaces import Observer, Outcome, Request
 from pipeserver.pipe import Key, Pipe, PipeRegistry, State, display_path
+
+log = Logger()
 
 #: Seconds between two looks at the pipes watched (the page's refresh).
 INTERVAL = 0.25
@@ -249,9 +252,12 @@ class Spectators:
         request.setHeader(b"x-accel-buffering", b"no")
         request.registerProducer(spectator, True)
         request.write(b"retry: %d\n\n" % RETRY_MS)
-        self.refresh(spectator)
         if not self._ticker.running:
-            self._ticker.start(INTERVAL, now=False)
+            self._ticker.start(INTERVAL, now=False).addErrback(
+                lambda failure: log.failure("Spectators' timer failed", failure)
+            )
+        # Last: shown an end, it is let go at once (and the timer with it).
+        self.refresh(spectator)
         return spectator
 
     def _forget(self, spectator: Spectator) -> None:

@@ -76,6 +76,11 @@ def waiting(n: Optional[int], sender: bool, receivers: int, path: str = "/p") ->
                         "receivers": receivers, "bytes": 0})
 
 
+def timers(env: Env) -> int:
+    """The spectators' timers pending on the clock."""
+    return sum(1 for call in env.clock.getDelayedCalls() if isinstance(call.func, LoopingCall))
+
+
 def tick(env: Env, times: int = 1) -> None:
     for _ in range(times):
         env.clock.advance(TICK)
@@ -202,6 +207,7 @@ def test_a_latecomer_sees_the_end_for_a_while(env: Env) -> None:
     env.clock.advance(progress.LINGER - 1)
     late = spectate(env)
     assert [name for name, _ in events(late)] == ["done"]
+    assert timers(env) == 0  # let go at once: nothing left to look at
     assert events(late)[0][1]["bytes"] == len(BODY)
     assert late.responses()[-1].complete
     # One that was shown this end already (EventSource's Last-Event-ID)
@@ -209,6 +215,7 @@ def test_a_latecomer_sees_the_end_for_a_while(env: Env) -> None:
     again = spectate(env, headers=((b"Last-Event-ID", ident(late).encode()),))
     assert events(again) == [waiting(None, False, 0)]
     assert again.open
+    assert timers(env) == 1  # (for the one still watching)
     env.clock.advance(1)
     later = spectate(env)
     assert events(later) == [waiting(None, False, 0)]
@@ -264,9 +271,7 @@ def test_a_silent_stream_gets_a_keepalive_comment(env: Env) -> None:
 
 
 def test_the_timer_runs_only_while_somebody_watches(env: Env) -> None:
-    def looks() -> int:
-        return sum(1 for call in env.clock.getDelayedCalls() if isinstance(call.func, LoopingCall))
-
+    looks = lambda: timers(env)  # noqa: E731
     assert looks() == 0
     watcher = spectate(env)
     assert looks() == 1
