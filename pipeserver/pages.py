@@ -108,6 +108,8 @@ def _surface_help(url: str, auth: str) -> str:
 curl {auth}-OJ '{url}/mypath?filename=report.pdf'
 # In a browser: show it (download=0) or save it (download=1)
 {url}/mypath?download=0
+# Watch a transfer's progress without receiving it (Server-Sent Events; a page in a browser)
+curl {auth}-N '{url}/mypath?progress'
 # Watch a video stream: send WebM or fragmented MP4...
 ffmpeg -re -i movie.mp4 -c:v libvpx -deadline realtime -b:v 1M -f webm - | curl {auth}-T - {url}/screen
 # ...and open this page in a browser
