@@ -38,7 +38,7 @@ import hashlib
 import json
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -116,7 +116,14 @@ class Ending:
     at: float
     name: str
     data: Dict[str, Any]
-    ident: str = field(default_factory=lambda: secrets.token_hex(8))
+    #: Random, so it tells nothing of other pipes; drawn once it is shown.
+    _ident: Optional[str] = None
+
+    @property
+    def ident(self) -> str:
+        if self._ident is None:
+            self._ident = secrets.token_hex(8)
+        return self._ident
 
     def message(self) -> bytes:
         return event(self.name, self.data, self.ident)
@@ -190,7 +197,7 @@ class Spectators:
         self.byClient: Dict[str, int] = {}
         self.total = 0
         #: When each pipe under way was established.
-        self._started: Dict[int, float] = {}
+        self._started: Dict[Pipe, float] = {}
         #: Recent ends by key, oldest first.
         self._endings: "collections.OrderedDict[Key, Ending]" = collections.OrderedDict()
         self._ticker = LoopingCall(self.tick)
@@ -198,11 +205,11 @@ class Spectators:
 
     # ---- the registry's milestones (Observer)
     def transferStarted(self, pipe: Pipe) -> None:
-        self._started[id(pipe)] = self.clock.seconds()
+        self._started[pipe] = self.clock.seconds()
         self.next.transferStarted(pipe)
 
     def pipeEnded(self, pipe: Pipe, how: Outcome) -> None:
-        started = self._started.pop(id(pipe), None)
+        started = self._started.pop(pipe, None)
         self.next.pipeEnded(pipe, how)
         if how is Outcome.LEFT:
             return  # nobody came to stay: the path just waits again
@@ -302,7 +309,7 @@ class Spectators:
         if pipe is not None and pipe.state is not State.DONE:
             data = self._counts(pipe)
             if pipe.state is State.STREAMING:
-                started = self._started.get(id(pipe), now)
+                started = self._started.get(pipe, now)
                 data["total"] = _sent_length(pipe)
                 data["seconds"] = round(now - started, 3)
             return event(data["state"], data), False
