@@ -121,3 +121,20 @@ def test_the_page_asks_for_a_token(make_server, procs, tmp_path):
     assert asked == "This server asks for your project's token."
     assert state == "Done."
     assert helpers.file_sha256(out) == digest
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_page_at_root_links_the_pipes_progress(make_server):
+    server = make_server()
+
+    def script(browser):
+        page, errors = open_page(browser, server.url("/"))
+        first = page.get_attribute("#watch", "href")
+        page.fill("#path", "//elsewhere.example/backup?n=2")
+        return first, page.get_attribute("#watch", "href"), errors
+
+    first, typed, errors = yield browse(script)
+    assert errors == []
+    assert first == "/mypath?progress"
+    # One leading slash (never a link to another host), no query of its own.
+    assert typed == "/elsewhere.example/backup?progress"
