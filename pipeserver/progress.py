@@ -326,13 +326,22 @@ class Spectators:
         }
         return event("waiting", nobody), False
 
-    def refresh(self, spectator: Spectator) -> None:
+    def refresh(
+        self, spectator: Spectator, shown: Optional[Dict[Tuple[Key, str], Tuple[bytes, bool]]] = None
+    ) -> None:
         """Write ``spectator`` the state now if it changed (or a keep-alive
-        comment after a silence), unless its connection is full."""
+        comment after a silence), unless its connection is full. ``shown``
+        keeps one look's messages, made once for all who watch a pipe."""
         if spectator.paused or spectator.ended:
             return
         now = self.clock.seconds()
-        message, final = self.message(spectator, now)
+        if shown is None:
+            message, final = self.message(spectator, now)
+        else:
+            look = (spectator.key, spectator.seen)
+            if look not in shown:
+                shown[look] = self.message(spectator, now)
+            message, final = shown[look]
         if message != spectator.last:
             spectator.send(message, now)
         elif now - spectator.lastAt >= KEEPALIVE:
@@ -355,9 +364,10 @@ class Spectators:
     def tick(self) -> None:
         """Every :data:`INTERVAL` while anybody watches."""
         draining = self.registry.draining
+        shown: Dict[Tuple[Key, str], Tuple[bytes, bool]] = {}
         for key, watchers in list(self.watching.items()):
             for spectator in list(watchers):
-                self.refresh(spectator)
+                self.refresh(spectator, shown)
                 if draining and not spectator.ended and key not in self.registry.pipes:
                     spectator.end()  # nothing more will happen here
 
