@@ -32,11 +32,8 @@ counted apart from them) and in all.
 
 from __future__ import annotations
 
-import base64
 import collections
-import hashlib
 import json
-import re
 import secrets
 from dataclasses import dataclass
 from importlib import resources
@@ -49,6 +46,7 @@ from zope.interface import implementer
 
 from pipeserver import errors
 from pipeserver.interfaces import Observer, Outcome, Request
+from pipeserver.pages import inline_script
 from pipeserver.pipe import Key, Pipe, PipeRegistry, State, display_path
 
 log = Logger()
@@ -379,11 +377,8 @@ def _load_page() -> Tuple[bytes, bytes]:
     """The page, and a Content-Security-Policy that admits only its own
     inline script (by hash) and requests to this server."""
     page = resources.files("pipeserver").joinpath("progress.html").read_bytes()
-    script = re.search(rb"<script>(.*?)</script>", page, re.S)
-    assert script is not None
-    digest = base64.b64encode(hashlib.sha256(script.group(1)).digest())
     csp = (
-        b"default-src 'none'; script-src 'sha256-" + digest + b"'; "
+        b"default-src 'none'; script-src " + inline_script(page) + b"; "
         b"style-src 'unsafe-inline'; connect-src 'self'; form-action 'none'; "
         b"base-uri 'none'; frame-ancestors 'none'"
     )
