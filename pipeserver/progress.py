@@ -70,16 +70,6 @@ _OUTCOME_REASONS = {
 }
 
 
-def too_many_from_client() -> errors.Rejection:
-    return errors.over_limit(
-        "Too many spectators from your address.", reason="spectator_client_limit"
-    )
-
-
-def too_many() -> errors.Rejection:
-    return errors.over_limit("Too many spectators on this server.", reason="spectator_limit")
-
-
 def event(name: str, data: Dict[str, Any], ident: Optional[str] = None) -> bytes:
     """One Server-Sent Event: its name, its id if any, its JSON data."""
     text = f"event: {name}\n"
@@ -102,7 +92,7 @@ def _sent_length(pipe: Pipe) -> Optional[int]:
     if sender is None or sender.decoder is not None:
         return None
     values = sender.request.requestHeaders.getRawHeaders(b"content-length", [])
-    if len(values) != 1 or not values[0].isdigit():
+    if len(values) != 1 or not values[0].isdigit() or len(values[0]) > 18:
         return None
     return int(values[0])
 
@@ -241,9 +231,9 @@ class Spectators:
         if self.registry.draining:
             raise errors.over_limit("The server is shutting down.", reason="shutting_down")
         if self.total >= self.max_total:
-            raise too_many()
+            raise errors.spectator_limit()
         if self.max_per_client is not None and self.byClient.get(client, 0) >= self.max_per_client:
-            raise too_many_from_client()
+            raise errors.spectator_client_limit()
         spectator = Spectator(self, key, request, client)
         self.total += 1
         self.byClient[client] = self.byClient.get(client, 0) + 1
