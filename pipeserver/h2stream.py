@@ -24,21 +24,19 @@ fields (431), ``content-length`` digits only, whatever h2 lets through.
 from __future__ import annotations
 
 import collections
-from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Optional, Protocol, Sequence, Tuple
 
+import h2.connection
 import h2.errors
 import h2.exceptions
 from twisted.internet.error import ConnectionAborted, ConnectionLost
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
 from pipeserver import _twisted, errors
-from pipeserver.channel import STREAMED_METHODS, PipeRequest, expects_only_continue, target_ok
 from pipeserver.errors import Rejection
-
-if TYPE_CHECKING:
-    from pipeserver.http2 import H2Channel
+from pipeserver.request import STREAMED_METHODS, PipeRequest, expects_only_continue, target_ok
 
 #: Seconds a failed response's queued bytes get before its stream is reset.
 CLOSE_GRACE = 10.0
@@ -69,6 +67,49 @@ _CONNECTION_HEADERS = frozenset(
 )
 
 
+class StreamConnection(Protocol):
+    """What a stream uses of its connection (``http2.H2Channel``, which
+    imports this module: the stream knows it only by this)."""
+
+    @property
+    def h2(self) -> h2.connection.H2Connection:
+        """The sans-IO state machine (``_h2.FastH2Connection``)."""
+
+    #: The site (``site.PipeSite``) whose resource renders its request.
+    site: Any
+    transport: Any
+    clock: IReactorTime
+    #: Each stream's window step, and how long a stream may wait.
+    window: int
+    idleTimeout: float
+    secure: bool
+    paused: bool
+    #: Bytes handed to h2 since the last flush, and whether DATA went out
+    #: since the client's last WINDOW_UPDATE on the connection.
+    unflushed: int
+    sentSinceUpdate: bool
+    #: Streams that wait for the connection's window, not their own.
+    blocked: Dict[int, "H2Stream"]
+
+    def flush(self) -> None: ...
+
+    def wrote(self) -> None: ...
+
+    def ack(self, streamID: int, size: int) -> None: ...
+
+    def queue(self, delta: int) -> None: ...
+
+    def sendRoom(self) -> int: ...
+
+    def admitWaiting(self) -> bool: ...
+
+    def waitingChanged(self, delta: int) -> None: ...
+
+    def rejected(self, reason: str) -> None: ...
+
+    def streamClosed(self, stream: "H2Stream") -> None: ...
+
+
 class H2Request(PipeRequest):
     """A PipeRequest on an HTTP/2 stream (``clientproto`` ``HTTP/2``).
 
@@ -97,7 +138,7 @@ class H2Stream:
     #: No read gate: a stream is held back by its window (parties.H2Upload).
     gate = None
 
-    def __init__(self, conn: "H2Channel", streamID: int) -> None:
+    def __init__(self, conn: StreamConnection, streamID: int) -> None:
         self.conn = conn
         self.streamID = streamID
         self.site = conn.site

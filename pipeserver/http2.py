@@ -722,6 +722,17 @@ def wants_h2(transport: Any, data: bytes) -> Optional[bool]:
     return False
 
 
+def turn(old: PipeChannel, data: bytes) -> Optional[bool]:
+    """Turn the connection of ``old`` (a fresh PipeChannel, first bytes
+    ``data``) to HTTP/2 if it speaks it: True once handed over, False if it
+    does not (or cannot change protocols), None while ``data`` may still be
+    the beginning of the preface (``PipeChannel.turn``)."""
+    verdict = wants_h2(old.transport, data)
+    if verdict is None:
+        return None
+    return verdict and handover(old, old.transport, data)
+
+
 def handover(old: PipeChannel, transport: Any, data: bytes) -> bool:
     """Give ``transport`` (whose protocol is ``old``, a fresh PipeChannel)
     to a new :class:`H2Channel`, and feed it ``data``. False if the

@@ -3,13 +3,14 @@
 A :class:`~pipeserver.pipe.Pipe` knows its sender and receivers only as a
 :class:`SenderParty` and :class:`ReceiverParty` (parties.py adapts HTTP
 requests to them; the domain's unit tests use fakes), sizes its sender's
-reads through a :class:`Pacer` (fastpath.py), and tells an :class:`Observer`
-(metrics.py) how each pipe went (an :class:`Outcome`). :class:`Limits` is
-what the registry admits. Nothing here does I/O.
+reads through a :class:`Pacer` (fastpath.py), and tells its ``Observer``
+(pipe.py; metrics.py has one) how each pipe went (an :class:`Outcome`).
+:class:`Limits` is what the registry admits. Nothing here does I/O, and
+nothing here knows the pipe (pipe.py builds on this module).
 
 Outside the heart, :class:`Request` lists what the routing (``resource.py``),
 the pages, the authorizer (``tokens.py``) and the client naming
-(``clients.py``) use of a request (``channel.PipeRequest`` provides it), and
+(``clients.py``) use of a request (``request.PipeRequest`` provides it), and
 :class:`IServerReactor` the reactor ``makeService`` takes. Twisted's own
 ``IRequest`` is a zope Interface with no attribute types; a Protocol lets
 mypy check both the callers and the fakes the tests build.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import enum
 from typing import (
-    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -41,10 +41,8 @@ from twisted.internet.interfaces import (
 )
 from twisted.web.http_headers import Headers
 
+from pipeserver.errors import Replying
 from pipeserver.multipart import FirstPartDecoder
-
-if TYPE_CHECKING:
-    from pipeserver.pipe import Pipe
 
 Data = Union[bytes, memoryview]
 
@@ -169,39 +167,6 @@ class ReceiverParty(Protocol):
         """Body bytes the server holds for it in memory."""
 
 
-class PartyMaker(Protocol):
-    """Adapts what the HTTP layer hands the registry to a pipe's parties
-    (``parties.HTTPParties``)."""
-
-    def sender(self, pipe: "Pipe", request: object) -> SenderParty: ...
-
-    def receiver(self, pipe: "Pipe", request: object) -> ReceiverParty: ...
-
-
-class Observer(Protocol):
-    """Told of a pipe's milestones (metrics.py has one); never per byte."""
-
-    def transferStarted(self, pipe: "Pipe") -> None:
-        """``pipe`` is established: its parties stop waiting, bytes flow."""
-
-    def pipeEnded(self, pipe: "Pipe", how: Outcome) -> None:
-        """``pipe`` left the registry; ``pipe.bytes`` is final."""
-
-    def rejected(self, project: str, reason: str) -> None:
-        """A request was answered with an error (``Rejection.reason``)."""
-
-
-class NullObserver:
-    def transferStarted(self, pipe: "Pipe") -> None:
-        pass
-
-    def pipeEnded(self, pipe: "Pipe", how: Outcome) -> None:
-        pass
-
-    def rejected(self, project: str, reason: str) -> None:
-        pass
-
-
 class _NoPacing:
     """A sender whose reads nobody sizes (TLS, a fake): reads stay Twisted's."""
 
@@ -248,14 +213,6 @@ class Limits:
 
 
 # ---- outside the heart: the request and the reactor, typed
-
-
-class Replying(Protocol):
-    """What an error reply (``errors.plain_reply``) needs of a request."""
-
-    def setResponseCode(self, code: int) -> None: ...
-
-    def setHeader(self, name: bytes, value: bytes) -> None: ...
 
 
 class Request(Replying, Protocol):

@@ -45,7 +45,7 @@ SENDER_LINGER = 2.0
 
 
 class PipeRequestLike(Protocol):
-    """What the pipe needs of a request (``channel.PipeRequest`` provides it)."""
+    """What the pipe needs of a request (``request.PipeRequest`` provides it)."""
 
     transport: Any
     #: The channel (``channel.PipeChannel``), with its connection's ``gate``.

@@ -18,12 +18,13 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from pipeserver import __version__, _twisted, clients
-from pipeserver.channel import PipeSite
+from pipeserver.site import PipeSite
 from pipeserver.fastpath import HangupWatcher, buffered_bytes
 from pipeserver.clients import ClientAddresses
 from pipeserver.connections import Connections
 from pipeserver.interfaces import IServerReactor
 from pipeserver.logs import FORMATS, LoggingService, observer_factory
+from pipeserver.parties import HTTPParties
 from pipeserver.pipe import Limits, PipeRegistry
 from pipeserver.resource import PipeResource, open_project
 from pipeserver.tokens import TokenFileError, Tokens
@@ -321,6 +322,7 @@ def makeServer(options: OptionsLike, reactor: IServerReactor, fds: Optional[int]
     fds = fd_limit() if fds is None else fds
     registry = PipeRegistry(
         reactor,
+        HTTPParties(),
         wait_timeout=float(options["wait-timeout"]),
         watcher=HangupWatcher(reactor),
         limits=makeLimits(options, fds),

@@ -12,7 +12,7 @@ from twisted.python import usage
 
 import pipeserver
 from pipeserver import tap
-from pipeserver.channel import PipeSite
+from pipeserver.site import PipeSite
 from pipeserver.pipe import PipeRegistry
 
 

@@ -28,7 +28,9 @@ from twisted.internet.testing import StringTransport
 from twisted.web import http, resource, server
 from zope.interface import implementer
 
-from pipeserver.channel import PipeChannel, PipeRequest, PipeSite
+from pipeserver.channel import PipeChannel
+from pipeserver.request import PipeRequest
+from pipeserver.site import PipeSite
 from unit_support import Env, chunk, env, make_site, request  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
