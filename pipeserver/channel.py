@@ -32,6 +32,8 @@ from pipeserver.connections import Tab, uncounted_tab
 from pipeserver.fastpath import PEEK_MAX, buffered_bytes, kernel_unread, peek
 from pipeserver.gate import BACKLOG, CHANNEL, ReadGate
 from pipeserver.errors import Rejection
+from pipeserver.parties import ConnectionDownload, ConnectionUpload, PipeRequestLike
+from pipeserver.pipe import Pipe
 from pipeserver.request import STREAMED_METHODS, PipeRequest, _unsafeFieldValue, expects_only_continue, target_ok
 
 #: Why a PipeChannel starts no next request (``PipeChannel._stalls``): its
@@ -210,6 +212,15 @@ class PipeChannel(_twisted.StreamingChannel):
             # already, and resumes reading when the transport drains: a
             # client that neither reads nor stops sending was read forever.
             self.gate.hold(CHANNEL)
+
+    # ---- the parties of its requests (parties.HTTPParties asks)
+    def makeSender(self, pipe: Pipe, request: PipeRequestLike) -> ConnectionUpload:
+        """A sender on this connection, held back by its read gate."""
+        return ConnectionUpload(pipe, request, self.gate)
+
+    def makeReceiver(self, pipe: Pipe, request: PipeRequestLike) -> ConnectionDownload:
+        """A receiver on this connection, written straight to its socket."""
+        return ConnectionDownload(pipe, request)
 
     def requestDone(self, request: Any) -> None:
         # Before Twisted parses the next pipelined request (requestDone does,

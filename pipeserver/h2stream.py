@@ -36,6 +36,9 @@ from twisted.web.http_headers import Headers
 
 from pipeserver import _twisted, errors
 from pipeserver.errors import Rejection
+from pipeserver.interfaces import Data, Outcome, Pacer
+from pipeserver.parties import Download, PipeRequestLike, Upload
+from pipeserver.pipe import Pipe
 from pipeserver.request import STREAMED_METHODS, PipeRequest, expects_only_continue, target_ok
 
 #: Seconds a failed response's queued bytes get before its stream is reset.
@@ -135,8 +138,6 @@ class H2Stream:
 
     connected = True
     disconnecting = False
-    #: No read gate: a stream is held back by its window (parties.H2Upload).
-    gate = None
 
     def __init__(self, conn: StreamConnection, streamID: int) -> None:
         self.conn = conn
@@ -168,6 +169,15 @@ class H2Stream:
         self._windowOpened = False
         self._unacked = 0
         self.request = H2Request(self)
+
+    # ---- the parties of its request (parties.HTTPParties asks)
+    def makeSender(self, pipe: Pipe, request: PipeRequestLike) -> "StreamUpload":
+        """A sender on this stream, held back by its window."""
+        return StreamUpload(pipe, request, self)
+
+    def makeReceiver(self, pipe: Pipe, request: PipeRequestLike) -> "StreamDownload":
+        """A receiver on this stream, sent what its peer's windows take."""
+        return StreamDownload(pipe, request, self)
 
     # ---- the request arrives
     def begin(self, headers: List[Tuple[bytes, bytes]], ended: bool) -> None:
@@ -586,3 +596,68 @@ class H2Stream:
         request = self.request
         if not request.finished and not _twisted.request_disconnected(request):
             request.connectionLost(reason)
+
+
+class StreamUpload(Upload):
+    """A sender on an HTTP/2 stream. Its pace is its stream's window, which
+    the stream reopens only while the pipe reads (:meth:`setReading`): no
+    read gate, no pacer, no hang-up watch (a reset stream or a lost
+    connection is seen at once)."""
+
+    def __init__(self, pipe: Pipe, request: PipeRequestLike, stream: H2Stream) -> None:
+        super().__init__(pipe, request)
+        self.stream = stream
+
+    def setReading(self, reading: bool) -> None:
+        if reading != self.reading:
+            self.reading = reading
+            self.stream.setReading(reading)
+
+    def flush(self) -> None:
+        self.stream.conn.flush()
+
+    def close(self, clock: IReactorTime, how: Outcome) -> None:
+        # Its lines went ahead as DATA; the reset tells its client it failed.
+        self.request.endedBy = how
+        self.stream.abortConnection()
+
+
+class StreamDownload(Download):
+    """A receiver on an HTTP/2 stream, which sends what its peer's window
+    takes and queues the rest, pausing the pipe meanwhile. A response cut
+    short ends with RST_STREAM."""
+
+    def __init__(self, pipe: Pipe, request: PipeRequestLike, stream: H2Stream) -> None:
+        super().__init__(pipe, request)
+        self.stream = stream
+
+    def headWritten(self) -> None:
+        self.stream.conn.flush()
+
+    def write(self, data: Data) -> None:
+        self.writeSequence([data], len(data))
+
+    def writeSequence(self, pieces: List[Data], size: int) -> None:
+        self.request.sentLength += size
+        self.stream.send(pieces, size)
+
+    def room(self) -> int:
+        return self.stream.room()
+
+    def held(self) -> int:
+        return self.stream.queued
+
+    def taken(self) -> int:
+        return self.stream.written
+
+    def close(self, clock: IReactorTime, how: Outcome) -> None:
+        self.request.endedBy = how
+        if self.request.producer is not None:
+            self.request.unregisterProducer()
+        self.stream.fail()
+
+    def cut(self) -> None:
+        self.request.endedBy = Outcome.ABORTED
+        if self.request.producer is not None:
+            self.request.unregisterProducer()
+        self.stream.abortConnection()
