@@ -34,6 +34,7 @@ from pipeserver.gate import BACKLOG, CHANNEL, ReadGate
 from pipeserver.errors import Rejection
 from pipeserver.parties import ConnectionDownload, ConnectionUpload, PipeRequestLike
 from pipeserver.pipe import Pipe
+from pipeserver.settings import SiteView
 from pipeserver.request import STREAMED_METHODS, PipeRequest, _unsafeFieldValue, expects_only_continue, target_ok
 
 #: Why a PipeChannel starts no next request (``PipeChannel._stalls``): its
@@ -73,7 +74,7 @@ class PipeChannel(_twisted.StreamingChannel):
     #: A TCP or TLS transport (a test's fake in unit tests).
     transport: Any
     #: The PipeSite that built it (Site.buildProtocol sets it).
-    site: Any
+    site: SiteView
     #: Its line in its client's account (``PipeSite.buildProtocol``; one that
     #: counts nothing for a channel built otherwise).
     tab: Optional[Tab] = None
@@ -84,13 +85,17 @@ class PipeChannel(_twisted.StreamingChannel):
     _heldCounted = 0
     _readClosed = False
 
+    def _inFlight(self) -> Optional[PipeRequest]:
+        """The request being read (the site's requestFactory made it)."""
+        return self.requests[-1] if self.requests else None
+
     def _uploadWhole(self) -> bool:
         """Whether the request in flight is a send whose body has all been read."""
-        request = self.requests[-1] if self.requests else None
+        request = self._inFlight()
         return (
             request is not None
-            and getattr(request, "bodySink", None) is not None
-            and bool(getattr(request, "bodyComplete", False))
+            and request.bodySink is not None
+            and request.bodyComplete
             and not request.finished
         )
 
@@ -115,17 +120,16 @@ class PipeChannel(_twisted.StreamingChannel):
     def senderHalfClosed(self) -> None:
         """Tell the upload in flight that its client sent a FIN after its
         whole body (``parties.Upload.halfClosed``)."""
-        request = self.requests[-1] if self.requests else None
-        note = getattr(getattr(request, "bodySink", None), "halfClosed", None)
-        if note is not None:
-            note()
+        request = self._inFlight()
+        if request is not None and request.bodySink is not None:
+            request.bodySink.halfClosed()
 
     def bodyInKernel(self, sock: socket.socket) -> bool:
         """Whether the rest of the upload in flight is in ``sock``'s kernel
         buffer, unread (the sender is paused), so the sender's FIN is a
         half-close after a whole body rather than a hang-up."""
-        request = self.requests[-1] if self.requests else None
-        if request is None or getattr(request, "bodySink", None) is None:
+        request = self._inFlight()
+        if request is None or request.bodySink is None:
             return False
         if self._uploadWhole():
             return True
@@ -133,7 +137,7 @@ class PipeChannel(_twisted.StreamingChannel):
         if queued is None:
             return False
         held = self.bufferedBody()
-        length: Optional[int] = getattr(request, "bodyLength", None)
+        length = request.bodyLength
         if length is not None:
             bodyBytes: int = request.bodyBytes
             return len(held) + queued >= length - bodyBytes
@@ -200,9 +204,7 @@ class PipeChannel(_twisted.StreamingChannel):
         self._cancelHeaderTimer()
         self.setTimeout(None)
         self.transport.unregisterProducer()
-        channels = getattr(self.factory, "channels", None)
-        if channels is not None:
-            channels.handOver(self)
+        self.site.channels.handOver(self)
 
     # -- a client that does not take its responses
     def rawDataReceived(self, data: bytes) -> None:
@@ -330,9 +332,7 @@ class PipeChannel(_twisted.StreamingChannel):
     def _rejected(self, reason: str) -> None:
         """Count a request refused before it reached the resource (no
         project is known yet)."""
-        registry = getattr(self.site, "registry", None)
-        if registry is not None:
-            registry.observer.rejected("", reason)
+        self.site.rejected(reason)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.markHeadersTooLarge()
@@ -341,7 +341,8 @@ class PipeChannel(_twisted.StreamingChannel):
     def chunkedDecoder(self, stock: Any) -> ViewChunkedDecoder:
         # A chunked body is decoded without copying its bytes (chunked.py).
         fast = ViewChunkedDecoder(stock.dataCallback, stock.finishCallback)
-        fast.batchCallback = getattr(self.requests[-1], "handleContentChunks", None)
+        request: PipeRequest = self.requests[-1]
+        fast.batchCallback = request.handleContentChunks
         return fast
 
     def lineReceived(self, line: bytes) -> None:
@@ -376,18 +377,14 @@ class PipeChannel(_twisted.StreamingChannel):
         self.setReadGate(self.gate)
         if self.tab is None:
             self.tab = uncounted_tab()
-        channels = getattr(self.factory, "channels", None)
-        if channels is not None:
-            channels.opened(self, self.tab)
+        self.site.channels.opened(self, self.tab)
         # No client address in the log, not even in what Twisted logs for
         # this connection (its HTTP/2 successor's too: the same transport).
         _twisted.hide_peer_in_log_prefix(self.transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelHeaderTimer()
-        channels = getattr(self.factory, "channels", None)
-        if channels is not None:
-            channels.discard(self)
+        self.site.channels.discard(self)
         super().connectionLost(reason)
 
     _headRefused = False
@@ -416,10 +413,9 @@ class PipeChannel(_twisted.StreamingChannel):
             # The client waits for our word before it sends the body: a
             # sender about to be refused must get that refusal, not a
             # "100 Continue" inviting an upload that goes nowhere.
-            check = getattr(self.site.resource, "checkBeforeBody", None)
-            if check is not None and command in STREAMED_METHODS:
+            if command in STREAMED_METHODS:
                 request.setRequestLine(command, path, version)
-                rejection = check(request)
+                rejection = self.site.checkBeforeBody(request)
         if rejection is None:
             return False
         self._cancelHeaderTimer()

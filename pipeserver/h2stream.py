@@ -39,6 +39,7 @@ from pipeserver.errors import Rejection
 from pipeserver.interfaces import Data, Outcome, Pacer
 from pipeserver.parties import Download, PipeRequestLike, Upload
 from pipeserver.pipe import Pipe
+from pipeserver.settings import SiteView
 from pipeserver.request import STREAMED_METHODS, PipeRequest, expects_only_continue, target_ok
 
 #: Seconds a failed response's queued bytes get before its stream is reset.
@@ -78,8 +79,9 @@ class StreamConnection(Protocol):
     def h2(self) -> h2.connection.H2Connection:
         """The sans-IO state machine (``_h2.FastH2Connection``)."""
 
-    #: The site (``site.PipeSite``) whose resource renders its request.
-    site: Any
+    @property
+    def site(self) -> SiteView:
+        """The site (``site.PipeSite``) whose resource renders its request."""
     transport: Any
     clock: IReactorTime
     #: Each stream's window step, and how long a stream may wait.
@@ -207,7 +209,7 @@ class H2Stream:
         length = content_length(fields.getRawHeaders(b"content-length", []))
         request.gotLength(0 if ended else length)
         rejection: Optional[Rejection] = None
-        if len(headers) - len(pseudo) > self.site.maxHeaders:
+        if len(headers) - len(pseudo) > self.site.settings.max_headers:
             rejection = errors.headers_too_large()
         elif (
             not is_token(method)
@@ -268,10 +270,9 @@ class H2Stream:
             return errors.expectation_failed()
         if not expect or ended:
             return None
-        check = getattr(self.site.resource, "checkBeforeBody", None)
-        if check is not None and method in STREAMED_METHODS:
+        if method in STREAMED_METHODS:
             request.setRequestLine(method, path, b"HTTP/2")
-            rejection: Optional[Rejection] = check(request)
+            rejection = self.site.checkBeforeBody(request)
             if rejection is not None:
                 return rejection
         self.conn.h2.send_headers(self.streamID, [(b":status", b"100")])
@@ -359,7 +360,7 @@ class H2Stream:
     def writeSequence(self, iovec: List[bytes]) -> None:
         self.send(list(iovec), sum(map(len, iovec)))
 
-    def send(self, pieces: List[Any], size: int) -> None:
+    def send(self, pieces: List[Data], size: int) -> None:
         """Body bytes: what the peer's window takes goes now, the rest is
         queued (and the producer paused until it has gone)."""
         if not self.localOpen or not size:

@@ -91,13 +91,25 @@ class Pacer(Protocol):
         """The transfer is over: reads go back to their default."""
 
 
+class PartyRequest(Protocol):
+    """A party's HTTP request, which the pipe never touches: an Observer
+    reads when it came and what its response carried."""
+
+    #: When it came (the site's clock).
+    startedAt: float
+    #: Body bytes written to its response.
+    sentLength: int
+
+
 class SenderParty(Protocol):
     """The sender, as its pipe sees it (``parties.Upload``)."""
 
     client: Optional[str]
-    #: Its HTTP request, which the pipe never touches: an Observer reads
-    #: when it came (``startedAt``) and what was sent (``sentLength``).
-    request: Any
+
+    @property
+    def request(self) -> PartyRequest:
+        """Its HTTP request (see :class:`PartyRequest`)."""
+
     #: Decodes a form's body to its first part's bytes (None: sent as is).
     decoder: Optional[FirstPartDecoder]
 
@@ -132,8 +144,10 @@ class ReceiverParty(Protocol):
     """A receiver, as its pipe sees it (``parties.Download``)."""
 
     client: Optional[str]
-    #: Its HTTP request (see ``SenderParty.request``).
-    request: Any
+
+    @property
+    def request(self) -> PartyRequest:
+        """Its HTTP request (see :class:`PartyRequest`)."""
 
     def start(self, headers: Iterable[Tuple[bytes, bytes]]) -> None:
         """Begin its response with ``headers``."""
@@ -234,10 +248,15 @@ class Request(Replying, Protocol):
     #: Set by the resource once the request is authorized ("" when open).
     project: str
 
-    # What the pipe attaches (pipe.PipeRequestLike).
-    transport: object
-    producer: object
-    bodySink: object
+    # What the pipe attaches (parties.PipeRequestLike); read only here.
+    @property
+    def transport(self) -> object: ...
+
+    @property
+    def producer(self) -> object: ...
+
+    @property
+    def bodySink(self) -> object: ...
 
     def getHeader(self, key: bytes) -> Optional[bytes]: ...
 

@@ -64,6 +64,13 @@ class PipeRequestLike(Protocol):
     endedBy: Optional[Outcome]
     #: Body bytes written to its response (logs, ``taken``).
     sentLength: int
+    #: When it came (the site's clock).
+    startedAt: float
+    #: Whether its whole body is in; its length (None: chunked), and the
+    #: bytes of it read so far.
+    bodyComplete: bool
+    bodyLength: Optional[int]
+    bodyBytes: int
 
     def getHeader(self, key: bytes) -> Optional[bytes]: ...
 
@@ -164,7 +171,7 @@ class Upload:
     @property
     def bodyComplete(self) -> bool:
         """Whether its whole body was read already (with its head)."""
-        return bool(getattr(self.request, "bodyComplete", False))
+        return self.request.bodyComplete
 
     # -- what the sender sees
     _probed = False  # the next line's "[" went ahead of it (halfClosed)
@@ -251,6 +258,10 @@ class Upload:
     def bodyEnded(self) -> None:
         self.pipe.bodyEnded()
 
+    def halfClosed(self) -> None:
+        """Its client shut its side after its whole body (only HTTP/1.1
+        says so: :meth:`ConnectionUpload.halfClosed`)."""
+
     def connectionLost(self, reason: Failure) -> None:
         cancel(self._cut)  # gone already: nothing left to cut
         self.pipe.senderLost(self)
@@ -311,10 +322,10 @@ class ConnectionUpload(Upload):
 
     def unread(self) -> Optional[int]:
         """Body bytes still to come, if the sender said how many."""
-        length: Optional[int] = getattr(self.request, "bodyLength", None)
+        length = self.request.bodyLength
         if length is None:
             return None
-        return max(0, length - getattr(self.request, "bodyBytes", 0))
+        return max(0, length - self.request.bodyBytes)
 
     def setReading(self, reading: bool) -> None:
         if reading == self.reading:

@@ -15,7 +15,7 @@ while any receiver cannot take more; it reads again once every receiver can.
 from __future__ import annotations
 
 import enum
-from typing import Any, Dict, List, Optional, Protocol, Set, Tuple
+from typing import Dict, List, Optional, Protocol, Set, Tuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -43,7 +43,7 @@ def display_path(path: bytes) -> str:
 
 
 #: A pipe's resumed receivers until the first: read and discarded from only.
-_NOBODY: Set[Any] = set()
+_NOBODY: Set[ReceiverParty] = set()
 
 
 class PartyMaker(Protocol):

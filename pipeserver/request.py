@@ -38,7 +38,13 @@ class BodySink(Protocol):
 
     def bodyChunk(self, data: bytes) -> None: ...
 
+    def bodyChunks(self, pieces: List[Any]) -> None:
+        """Several body pieces of one read (see chunked.py)."""
+
     def bodyEnded(self) -> None: ...
+
+    def halfClosed(self) -> None:
+        """Its client sent a FIN after its whole body (HTTP/1.1)."""
 
     def connectionLost(self, reason: Failure) -> None: ...
 
@@ -99,12 +105,7 @@ class PipeRequest(HardenedRequest):
         sink = self.bodySink
         if sink is None:
             return
-        many = getattr(sink, "bodyChunks", None)
-        if many is not None:
-            many(pieces)
-        else:
-            for piece in pieces:
-                sink.bodyChunk(piece)
+        sink.bodyChunks(pieces)
 
     def setRequestLine(self, command: bytes, path: bytes, version: bytes) -> None:
         """What ``requestReceived`` sets from the request line, set now."""
