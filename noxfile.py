@@ -3,7 +3,8 @@
     nox                  # the core suite on every (Python, Twisted) below,
                          # and typecheck (CI)
     nox -s full          # the whole suite once, as `make test` runs it
-    nox -s typecheck     # mypy --strict (setup.cfg [mypy]) on the newest Twisted
+    nox -s typecheck     # mypy --strict (setup.cfg [mypy]) on the newest Twisted,
+                         # over pipeserver/ and tests/
     nox -l               # the list of sessions
 
 ``core`` runs on every Python that setup.cfg claims, with the newest Twisted
@@ -128,5 +129,6 @@ def full(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """``mypy --strict`` with mypy-zope (setup.cfg ``[mypy]``), against the
     newest Twisted, whose annotations are the most complete."""
-    session.install(".[typecheck]", f"Twisted[tls]=={TWISTED_NEWEST}")
+    # The test extras too: the tests are type-checked against them.
+    session.install(".[test,typecheck]", f"Twisted[tls]=={TWISTED_NEWEST}")
     session.run("mypy", *session.posargs)

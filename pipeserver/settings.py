@@ -58,3 +58,6 @@ class SiteView(Protocol):
 
     def checkBeforeBody(self, request: Request) -> Optional[Rejection]:
         """The Rejection a PUT/POST would meet before its body, if any."""
+
+    def log(self, request: Request) -> None:
+        """One access line for ``request`` (``logs.access_line``)."""

@@ -928,7 +928,7 @@ def test_receiver_leaving_after_completion_changes_nothing(env: Env) -> None:
 
 # --------------------------------------------------------------- hang-up watcher
 class _SocketTransport:
-    def __init__(self, sock) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, sock) -> None:
         self.sock = sock
         self.aborted = 0
 
@@ -940,12 +940,12 @@ class _SocketTransport:
 
 
 @pytest.fixture
-def socketpair():  # type: ignore[no-untyped-def]
+def socketpair():
     import socket
 
     pairs = []
 
-    def make():  # type: ignore[no-untyped-def]
+    def make():
         pair = socket.socketpair()
         pairs.append(pair)
         return pair

@@ -47,19 +47,19 @@ class RecordingRequest(http.Request):
 
     recorder: Recorder
 
-    def gotLength(self, length):  # type: ignore[no-untyped-def]
+    def gotLength(self, length):
         self.recorder.events.append(("gotLength", length, self.channel.transport.value()))
         super().gotLength(length)
 
-    def handleContentChunk(self, data):  # type: ignore[no-untyped-def]
+    def handleContentChunk(self, data):
         self.recorder.events.append(("chunk", data))
         super().handleContentChunk(data)
 
-    def requestReceived(self, command, path, version):  # type: ignore[no-untyped-def]
+    def requestReceived(self, command, path, version):
         self.recorder.events.append(("requestReceived", command, path, version))
         super().requestReceived(command, path, version)
 
-    def process(self):  # type: ignore[no-untyped-def]
+    def process(self):
         self.setResponseCode(204)
         self.finish()
 
@@ -67,7 +67,7 @@ class RecordingRequest(http.Request):
 class RecordingChannel(http.HTTPChannel):
     recorder: Recorder
 
-    def allHeadersReceived(self):  # type: ignore[no-untyped-def]
+    def allHeadersReceived(self):
         super().allHeadersReceived()
         self.recorder.events.append(
             (
@@ -256,7 +256,7 @@ class _RecordingDescriptor(abstract.FileDescriptor):
         self.connected = True
         self.sent = b""
 
-    def writeSomeData(self, data: bytes) -> int:  # type: ignore[override]
+    def writeSomeData(self, data: bytes) -> int:
         self.sent += bytes(data)
         return len(data)
 
@@ -313,7 +313,7 @@ def test_channel_passes_pause_and_resume_to_the_request_producer() -> None:
     class Res(resource.Resource):
         isLeaf = True
 
-        def render_GET(self, req):  # type: ignore[no-untyped-def]
+        def render_GET(self, req):
             req.registerProducer(producer, True)
             req.write(b"x")
             return server.NOT_DONE_YET
@@ -336,7 +336,7 @@ def no_tempfile(monkeypatch: pytest.MonkeyPatch) -> List[int]:
     """A test-only guard: any attempt to spool a body to disk raises."""
     calls: List[int] = []
 
-    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def refuse(*args, **kwargs):
         calls.append(1)
         raise AssertionError("a request body went to a temporary file")
 
@@ -638,10 +638,10 @@ def test_bodiless_request_goes_from_allHeadersReceived_to_allContentReceived() -
     calls: List[str] = []
 
     class Channel(http.HTTPChannel):
-        def allHeadersReceived(self):  # type: ignore[no-untyped-def]
+        def allHeadersReceived(self):
             calls.append("allHeadersReceived")
 
-        def allContentReceived(self):  # type: ignore[no-untyped-def]
+        def allContentReceived(self):
             calls.append("allContentReceived")
 
     channel = Channel()
@@ -746,7 +746,7 @@ def test_a_reshaped_request_line_stops_the_import(monkeypatch: pytest.MonkeyPatc
 
     original = http.HTTPChannel.lineReceived
 
-    def renamed(self, line):  # type: ignore[no-untyped-def]
+    def renamed(self, line):
         original(self, line)
         for name in ("_command", "_path", "_version"):
             if name in vars(self):
