@@ -103,7 +103,14 @@ class PipeChannel(_twisted.StreamingChannel):
         if self._readClosed:
             return  # again, once a paused transport reads on: nothing new
         self._readClosed = True
-        if self._uploadWhole():
+        request = self._inFlight()
+        if request is not None and request.endedBy is not None and request.bodySink is not None:
+            # Its pipe failed the sender and shut our side already
+            # (parties.close_failing): with its side shut too, nothing is
+            # left to read or send, so the connection goes now, not at the
+            # linger's cut.
+            self.transport.loseConnection()
+        elif self._uploadWhole():
             # Its response is still due; after it, nothing more can come.
             self.persistent = False
             self.senderHalfClosed()
