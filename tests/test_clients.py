@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type"
 """Which client a request counts against (clients.py, SPEC §9), without sockets."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type"
 """HTTP edges over real sockets (issue 10 items 3, 5, 7, 11, 14): requests cut
 short are logged, a cut HTTP/1.0 stream ends with a reset, a sender that
 half-closes is served, the request line and head are held to RFC 9112, and a

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,return"
 """The text observer writes exactly what twistd's own would
 (``formatEventAsClassicLogText`` with RFC 3339 times), event by event."""
 

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,attr-defined,has-type,misc,union-attr"
 """The ``twistd pipe`` command: its options, the service they build, the plugin."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,assignment,attr-defined,comparison-overlap,func-returns-value,method-assign,misc,union-attr,unused-ignore"
 """Guards for the Twisted internals pipeserver relies on (see pipeserver/_twisted.py).
 
 The streaming request path overrides hooks Twisted documents as "not

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,comparison-overlap"
 """The typed wiring (tap.Server) and the one error builder (errors.py)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,attr-defined"
 """Socket-free helpers for the unit tests: a fake TCP transport, an HTTP client
 driving a ``PipeChannel`` by hand, and (from tests/http_wire.py) the parser
 for what it wrote on the wire.
