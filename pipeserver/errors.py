@@ -6,12 +6,20 @@ request exists (:meth:`Rejection.wire`)."""
 from __future__ import annotations
 
 import functools
-from typing import Callable, Dict, ParamSpec, Sequence, Tuple
+from typing import Callable, Dict, ParamSpec, Protocol, Sequence, Tuple
 
 from twisted.web.http import RESPONSES
 
 from pipeserver.headers import SANDBOX_CSP, SERVER
-from pipeserver.interfaces import Replying
+
+
+class Replying(Protocol):
+    """What an error reply (``errors.plain_reply``) needs of a request."""
+
+    def setResponseCode(self, code: int) -> None: ...
+
+    def setHeader(self, name: bytes, value: bytes) -> None: ...
+
 
 #: Extra response headers: (name, value) as text, e.g. ("Retry-After", "5").
 HeaderPairs = Sequence[Tuple[str, str]]

@@ -45,9 +45,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pipeserver import errors
-from pipeserver.interfaces import Observer, Outcome, Request
+from pipeserver.interfaces import Outcome, Request
 from pipeserver.pages import inline_script
-from pipeserver.pipe import Key, Pipe, PipeRegistry, State, display_path
+from pipeserver.pipe import Key, Observer, Pipe, PipeRegistry, State, display_path
 
 log = Logger()
 
@@ -87,14 +87,15 @@ def wants_page(request: Request) -> bool:
 
 
 def _sent_length(pipe: Pipe) -> Optional[int]:
-    """The body's size, if the sender said it and receivers get it as is."""
+    """The body's size, if the sender said it and receivers get it as is
+    (a form's part has no length of its own)."""
     sender = pipe.sender
     if sender is None or sender.decoder is not None:
         return None
-    values = sender.request.requestHeaders.getRawHeaders(b"content-length", [])
-    if len(values) != 1 or not values[0].isdigit() or len(values[0]) > 18:
-        return None
-    return int(values[0])
+    for name, value in sender.receiverHeaders() or ():
+        if name.lower() == b"content-length" and value.isdigit() and len(value) <= 18:
+            return int(value)
+    return None
 
 
 @dataclass

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="func-returns-value,arg-type"
 """``/PATH?progress`` in Debian's headless Chromium (issue 21, item 3).
 
 A browser asks for HTML, so it gets the spectator's page, whose script

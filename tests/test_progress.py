@@ -78,7 +78,14 @@ def waiting(n: Optional[int], sender: bool, receivers: int, path: str = "/p") ->
 
 def timers(env: Env) -> int:
     """The spectators' timers pending on the clock."""
-    return sum(1 for call in env.clock.getDelayedCalls() if isinstance(call.func, LoopingCall))
+    calls = env.clock.getDelayedCalls()
+    return len([call for call in calls if isinstance(getattr(call, "func", None), LoopingCall)])
+
+
+def hub(env: Env) -> progress.Spectators:
+    site: Any = env.site
+    spectators: progress.Spectators = site.resource.spectators
+    return spectators
 
 
 def tick(env: Env, times: int = 1) -> None:
@@ -212,7 +219,9 @@ def test_a_latecomer_sees_the_end_for_a_while(env: Env) -> None:
     assert late.responses()[-1].complete
     # One that was shown this end already (EventSource's Last-Event-ID)
     # waits for the next transfer instead.
-    again = spectate(env, headers=((b"Last-Event-ID", ident(late).encode()),))
+    shown = ident(late)
+    assert shown is not None
+    again = spectate(env, headers=((b"Last-Event-ID", shown.encode()),))
     assert events(again) == [waiting(None, False, 0)]
     assert again.open
     assert timers(env) == 1  # (for the one still watching)
@@ -277,7 +286,7 @@ def test_the_timer_runs_only_while_somebody_watches(env: Env) -> None:
     assert looks() == 1
     watcher.disconnect()
     assert looks() == 0
-    assert env.site.resource.spectators.total == 0
+    assert hub(env).total == 0
 
 
 # --------------------------------------------------------------- bounds
@@ -316,7 +325,7 @@ def test_head_takes_no_place(env: Env) -> None:
     response = client.responses(head=True)[-1]
     assert response.status == 200
     assert response.header(b"content-type") == b"text/event-stream"
-    assert env.site.resource.spectators.total == 0
+    assert hub(env).total == 0
 
 
 def test_a_shutdown_ends_the_spectators_of_nothing(env: Env) -> None:
@@ -345,7 +354,7 @@ def test_a_browser_gets_the_page(env: Env) -> None:
     csp = response.header(b"content-security-policy")
     assert csp == progress.PAGE_CSP and b"script-src 'sha256-" in csp
     assert b"unsafe-inline'; connect" not in csp.split(b"script-src")[1][:40]
-    assert env.site.resource.spectators.total == 0
+    assert hub(env).total == 0
     assert env.registry.pipes == {}
 
 
@@ -355,7 +364,8 @@ def test_metrics_still_hear_every_pipe(make_site) -> None:
     s = sender(env)
     receiver(env)
     s.send(chunk(b"x") + chunk(b""))
-    sample = env.site.metrics.prometheus.get_sample_value
+    site: Any = env.site
+    sample = site.metrics.prometheus.get_sample_value
     assert sample("pipeserver_pipes_established_total", {"project": ""}) == 1
     assert sample("pipeserver_pipes_closed_total", {"project": "", "outcome": "completed"}) == 1
     env.clock.advance(0)

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,comparison-overlap"
 """The typed wiring (tap.Server) and the one error builder (errors.py)."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ def parse(*argv: str) -> tap.Options:
 
 
 # ------------------------------------------------------------ the wiring
-def test_makeService_holds_one_server_whose_parts_are_wired_together(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_makeService_holds_one_server_whose_parts_are_wired_together(tmp_path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("")
     reactor = MemoryReactorClock()
