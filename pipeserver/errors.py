@@ -315,6 +315,14 @@ def client_limit() -> Rejection:
     )
 
 
+def spectator_client_limit() -> Rejection:
+    return over_limit("Too many spectators from your address.", reason="spectator_client_limit")
+
+
+def spectator_limit() -> Rejection:
+    return over_limit("Too many spectators on this server.", reason="spectator_limit")
+
+
 def h2_waiting_senders() -> Rejection:
     return over_limit(
         "Too many HTTP/2 senders from your address or connection are waiting "

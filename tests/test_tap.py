@@ -206,7 +206,7 @@ def test_metrics_listen_serves_a_second_site() -> None:
     assert sorted(ports) == [8080, 9100]
     assert ports[8080] is service.site
     assert ports[9100] is service.metricsSite
-    assert service.site.registry.observer is service.site.metrics
+    assert service.site.registry.observer.next is service.site.metrics
     service.stopService()
 
 

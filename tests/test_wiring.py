@@ -36,7 +36,9 @@ def test_makeService_holds_one_server_whose_parts_are_wired_together(tmp_path) -
     assert server.resource is server.site.resource
     assert server.resource.registry is server.registry is server.site.registry
     assert server.resource.authorize is server.tokens is server.site.tokens
-    assert server.registry.observer is server.metrics is server.site.metrics
+    # ?progress's spectators hear the registry first and pass it all on to metrics.
+    assert server.registry.observer is server.resource.spectators
+    assert server.resource.spectators.next is server.metrics is server.site.metrics
     # The service that drains the registry holds the same server.
     (pipes,) = [child for child in service if isinstance(child, tap.PipeService)]
     assert pipes.server is server and pipes.reactor is reactor
