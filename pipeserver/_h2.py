@@ -298,6 +298,12 @@ class FastH2Connection(h2.connection.H2Connection):
             self.silent += 1
         return events
 
+    def mid_header_block(self) -> bool:
+        """Whether a header block has begun and not ended (a HEADERS
+        without END_HEADERS whose CONTINUATIONs are still to come). False
+        without the hooks (an unverified h2): the idle timeout bounds it."""
+        return HOOKS and bool(self.incoming_buffer._headers_buffer)
+
     def keep_open(self) -> None:
         """Back to open after a client's GOAWAY: h2 closes its state
         machine on any GOAWAY and would send nothing more, where the

@@ -29,7 +29,7 @@ from zope.interface import implementer
 from pipeserver import _twisted, errors
 from pipeserver.chunked import ViewChunkedDecoder
 from pipeserver.connections import Tab, uncounted_tab
-from pipeserver.fastpath import PEEK_MAX, buffered_bytes, kernel_unread, peek
+from pipeserver.fastpath import PEEK_MAX, buffered_bytes, kernel_unread, peek, read_heads
 from pipeserver.gate import BACKLOG, CHANNEL, ReadGate
 from pipeserver.errors import Rejection
 from pipeserver.parties import ConnectionDownload, ConnectionUpload, PipeRequestLike
@@ -388,6 +388,8 @@ class PipeChannel(_twisted.StreamingChannel):
         # No client address in the log, not even in what Twisted logs for
         # this connection (its HTTP/2 successor's too: the same transport).
         _twisted.hide_peer_in_log_prefix(self.transport)
+        # A waiting sender keeps only what came with its head (fastpath.HEAD_READ).
+        read_heads(self.transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelHeaderTimer()

@@ -25,7 +25,7 @@ import select
 import socket
 import struct
 import termios
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union, cast
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime, IReadDescriptor
@@ -45,8 +45,14 @@ Data = Union[bytes, memoryview]
 READ_MIN = 65536
 READ_MAX = 1 << 20
 #: The read size is set again once this much has been read since the last
-#: time (reads start at READ_MIN, Twisted's own size).
+#: time (a sender's first read is HEAD_READ).
 SIZING_STEP = 16384
+#: What one read of an HTTP/1.1 connection brings while no pipe sizes its
+#: reads: a head (``--max-header-bytes``' default) or a few, and what comes
+#: after. A waiting sender's body is not read (SPEC §2) but for what came in
+#: the read that brought its head: at most this, not Twisted's 64 KiB, with
+#: which 621 waiting senders of one client held 34 MB (bench/one_client.py).
+HEAD_READ = 16384
 #: A sender that brings at least ``BULK_BYTES`` per ``BULK_WINDOW`` seconds
 #: (200 MB/s) is read only once that much has queued (SO_RCVLOWAT): at full
 #: speed the reactor would otherwise wake for every ~64 KiB the client
@@ -74,6 +80,20 @@ def direct_socket(transport: object) -> Optional[socket.socket]:
         return None
     sock = getattr(transport, "socket", None)
     return sock if isinstance(sock, socket.socket) else None
+
+
+def read_heads(transport: object) -> None:
+    """Read ``transport`` (plain TCP) at most :data:`HEAD_READ` at a time,
+    until a pipe's :class:`ReadPacer` sizes its reads."""
+    if direct_socket(transport) is not None:
+        cast(Any, transport).bufferSize = HEAD_READ
+
+
+def read_freely(transport: object) -> None:
+    """Back to Twisted's own read size (a connection turned to HTTP/2,
+    whose flow control bounds what a stream sends)."""
+    if direct_socket(transport) is not None:
+        cast(Any, transport).bufferSize = READ_MIN
 
 
 def buffered_bytes(transport: object) -> int:
@@ -403,16 +423,16 @@ class ReadPacer:
 
     def stop(self) -> None:
         """The transfer is over: the connection may carry another request,
-        or be read to its end, so reads go back to Twisted's own (a next PUT
-        would otherwise have up to READ_MAX of its body read with its head,
-        before any receiver is there, SPEC §2)."""
+        or be read to its end, so reads go back to heads' (a next PUT would
+        otherwise have up to READ_MAX of its body read with its head, before
+        any receiver is there, SPEC §2)."""
         if self._bulkTimer is not None:
             self._bulkTimer.cancel()
             self._bulkTimer = None
         if self._mark != 1:
             self._bulk, self._mark = False, 1
             self.setLowWater(1)
-        self.transport.bufferSize = READ_MIN
+        self.transport.bufferSize = HEAD_READ
 
 
 # ---- a paused sender hanging up

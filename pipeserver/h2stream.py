@@ -87,6 +87,8 @@ class StreamConnection(Protocol):
     #: Each stream's window step, and how long a stream may wait.
     window: int
     idleTimeout: float
+    #: How long a request whose body goes to no pipe may take to end.
+    headerTimeout: float
     secure: bool
     paused: bool
     #: Bytes handed to h2 since the last flush, and whether DATA went out
@@ -240,10 +242,10 @@ class H2Stream:
                 self.openWindow()
         else:
             # Rendered once its body (read and dropped) has ended, which
-            # must come within the idle timeout (as an HTTP/1.1 request's
+            # must come within the header timeout (as an HTTP/1.1 request's
             # body must): a request that never ends keeps nothing for ever.
             self._method, self._path = method, path
-            self._ending = self.conn.clock.callLater(self.conn.idleTimeout, self._neverEnded)
+            self._ending = self.conn.clock.callLater(self.conn.headerTimeout, self._neverEnded)
             self.openWindow()
 
     def _neverEnded(self) -> None:

@@ -57,7 +57,7 @@ from zope.interface import implementer
 
 from pipeserver.channel import PipeChannel
 from pipeserver.connections import Tab, uncounted_tab
-from pipeserver.fastpath import buffered_bytes
+from pipeserver.fastpath import buffered_bytes, read_freely
 from pipeserver._h2 import FastH2Connection
 from pipeserver.h2stream import H2Stream
 from pipeserver.settings import SiteView
@@ -228,12 +228,15 @@ class H2Channel(Protocol):
         self.maxStreams = settings.h2_max_streams
         self.clock = site.reactor
         #: Seconds a connection without streams is kept (the site's idle
-        #: timeout, ``--idle-timeout``), a finished response waits for a
-        #: shut window, and a request may take to end.
+        #: timeout, ``--idle-timeout``), and a finished response waits for
+        #: a shut window.
         timeout = site.timeOut
         self.idleTimeout = float(timeout) if timeout else 60.0
         #: Seconds the client has to acknowledge our SETTINGS.
         self.settingsTimeout = float(settings.header_timeout or 20.0)
+        #: Seconds a request whose body goes to no pipe has to end
+        #: (``--header-timeout``, as over HTTP/1.1).
+        self.headerTimeout = float(settings.header_timeout or 20.0)
         self.streams: Dict[int, H2Stream] = {}
         #: Streams whose queue waits for the connection's window, not for
         #: their own.
@@ -251,6 +254,8 @@ class H2Channel(Protocol):
         self._acks: Dict[int, int] = {}
         self._idle: Optional[IDelayedCall] = None
         self._settingsTimer: Optional[IDelayedCall] = None
+        #: Runs while a header block has begun and not ended.
+        self._headerTimer: Optional[IDelayedCall] = None
         self.peerKey: Optional[str] = None
         self.peer = Peer(self.clock)
         self.budgets = self.peer.budgets
@@ -360,6 +365,7 @@ class H2Channel(Protocol):
             silent, self.h2.silent = self.h2.silent, 0
             if silent and not self._spend("silent", silent):
                 return
+            self._timeHeaderBlock()
             self._sendAcks()
         finally:
             self.inEvents = False
@@ -481,6 +487,29 @@ class H2Channel(Protocol):
         self.rejected("h2_settings_timeout")
         self.goAway(h2.errors.ErrorCodes.SETTINGS_TIMEOUT)
         self._linger()
+
+    def _timeHeaderBlock(self) -> None:
+        """A header block begun must end within --header-timeout, as an
+        HTTP/1.1 head must, whether or not other streams are open (the idle
+        timer runs only while none is)."""
+        if not self.h2.mid_header_block():
+            self._stopHeaderTimer()
+        elif self._headerTimer is None:
+            self._headerTimer = self.clock.callLater(self.headerTimeout, self._headerBlockTimedOut)
+
+    def _headerBlockTimedOut(self) -> None:
+        self._headerTimer = None
+        if self.transport is None or self.discarding:
+            return
+        log.info("HTTP/2 connection ended: a header block did not end within the header timeout")
+        self.rejected("h2_header_timeout")
+        self.goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        self._linger()
+
+    def _stopHeaderTimer(self) -> None:
+        timer, self._headerTimer = self._headerTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def _stopSettingsTimer(self) -> None:
         timer, self._settingsTimer = self._settingsTimer, None
@@ -639,6 +668,7 @@ class H2Channel(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stopIdle()
         self._stopSettingsTimer()
+        self._stopHeaderTimer()
         later, self._abortLater = self._abortLater, None
         if later is not None and later.active():
             later.cancel()
@@ -742,6 +772,8 @@ def handover(old: PipeChannel, transport: Any, data: bytes) -> bool:
     else:
         return False
     old.leave()
+    # HTTP/1.1 read heads 16 KiB at a time; a stream's window bounds h2's.
+    read_freely(transport)
     channel.makeConnection(transport)
     channel.dataReceived(data)
     return True

@@ -147,12 +147,12 @@ class Options(usage.Options):
          "the pipe holds bytes for it before it is cut, so the others go on; "
          "0 = never. A lone receiver is never cut.", _non_negative_float],
         ["idle-timeout", None, 60.0,
-         "Seconds an idle connection (HTTP/1.1 or HTTP/2) is kept between requests; "
-         "over HTTP/2 also the most a request body without a pipe may take to end. "
+         "Seconds an idle connection (HTTP/1.1 or HTTP/2) is kept between requests. "
          "Waiting and streaming parties are never cut by it.", _positive_float],
         ["header-timeout", None, 20.0,
          "Seconds a client has to send its request line and headers "
-         "(HTTP/2: to acknowledge our SETTINGS).", _positive_float],
+         "(HTTP/2: a header block, and to acknowledge our SETTINGS), and a "
+         "request body that goes to no pipe (a GET's) to end.", _positive_float],
         ["max-headers", None, 100, "Most header lines (HTTP/2: fields) in a request.",
          _positive_int],
         ["max-header-bytes", None, 16384,
@@ -387,6 +387,7 @@ def settings(options: OptionsLike, limits: Limits) -> str:
         "max-waiting": limits.max_waiting,
         "max-waiting-per-project": limits.max_waiting_per_project,
         "max-waiting-per-client": limits.max_parties_per_client,
+        "max-connections-per-client": limits.max_connections_per_client,
     }
     shown = {
         "listen": " ".join(options["listen"]),

@@ -25,6 +25,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 import helpers
 from h2_support import (
+    continuation_frame,
     data_frame,
     frame_bytes,
     h2clients,  # noqa: F401  (fixture)
@@ -304,8 +305,12 @@ def test_an_h2_receiver_with_a_huge_window_that_reads_nothing(server, procs, tmp
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_request_that_never_ends_is_reset_after_the_idle_timeout(make_server, procs, tmp_path, h2clients):
-    server = make_server("--idle-timeout", "1")
+def test_a_request_that_never_ends_is_reset_after_the_header_timeout(make_server, procs, tmp_path, h2clients):
+    """As HTTP/1.1 bounds a body that goes to no pipe (tests/test_abuse.py):
+    --header-timeout, not the (longer) idle timeout. With the stream budget
+    (200 a second), one client could otherwise hold 12,000 such streams
+    (~49 MiB, bench/one_client.py h2-unended) for the 60 s default."""
+    server = make_server("--header-timeout", "1")
     client = yield h2clients.raw(server.portnum)
     forever = client.request(1, "/version", end_stream=False)  # a GET, never ended
     client.send(data_frame(1, b"x"))
@@ -315,6 +320,38 @@ def test_a_request_that_never_ends_is_reset_after_the_idle_timeout(make_server, 
     assert forever.reset == ErrorCodes.CANCEL and forever.status is None, forever.describe()
     yield curl_pair(server, procs, tmp_path, "/beside", 100_000, "--http2-prior-knowledge")
     client.abort()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_header_block_that_never_ends_ends_the_connection_after_the_header_timeout(
+    make_server, procs, tmp_path, h2clients
+):
+    """A HEADERS without END_HEADERS whose CONTINUATION never comes (h2
+    holds the block, up to twice --max-header-bytes) is timed as an
+    HTTP/1.1 head is, even on a connection whose other stream (a waiting
+    receiver) keeps its idle timer off; one whose CONTINUATION comes in
+    time is served."""
+    if not _h2.HOOKS:
+        pytest.skip("this h2 lacks the hooks: the idle timeout bounds a header block")
+    server = make_server("--header-timeout", "1")
+    stalled = yield h2clients.raw(server.portnum)
+    stalled.request(1, "/held")
+    yield server.wait_receivers("/held", 1)
+    block = headers_block(stalled.encoder, "/version", extra=[("x-pad", "p" * 8000)])
+    stalled.send(headers_frame(3, block[:4000], end_headers=False))
+    slow = yield h2clients.raw(server.portnum, source="127.0.0.2")
+    block = headers_block(slow.encoder, "/version")
+    slow.send(headers_frame(1, block[:5], end_headers=False))
+    yield sleep(0.5)
+    slow.send(continuation_frame(1, block[5:], end_headers=True))
+    yield wait_for(lambda: stalled.ended, timeout=5, what="GOAWAY for the header block")
+    assert stalled.goaway is not None and stalled.goaway[0] == CALM, stalled.goaway
+    yield wait_for(lambda: slow.response(1).finished, what="the slow head's answer")
+    assert slow.response(1).status == 200, slow.response(1).describe()
+    assert not slow.ended
+    yield stalled.wait_closed(10)
+    yield server.wait_empty()
+    yield curl_pair(server, procs, tmp_path, "/after", 100_000, "--http2-prior-knowledge")
 
 
 @pytest_twisted.inlineCallbacks
@@ -503,3 +540,58 @@ def test_an_h2_client_over_its_queued_budget_gets_no_new_stream(make_server, h2c
                    what="/version on the same connection")
     assert other.responses[3].status == 200
     other.abort()
+
+
+@pytest.mark.parametrize(
+    "path", ["/a\x1b[31mred", "/a\x7fb", "/a\tb", "/x\u2028y", "/p HTTP/1.1\" 200 ok"],
+    ids=["escape", "delete", "tab", "line-separator", "fake-fields"],
+)
+@pytest_twisted.inlineCallbacks
+def test_a_bad_path_gets_400_and_no_raw_control_is_logged(server, h2clients, path):
+    """HTTP/1.1 refuses a target with a byte outside visible ASCII before
+    logging it; an h2 ``:path`` is text h2 does not check: refused the same,
+    and the access line carries no control character of it."""
+    with Lines() as log:
+        client = yield h2clients.raw(server.portnum)
+        response = client.request(1, path)
+        yield wait_for(lambda: response.finished or client.ended, what="the answer")
+        yield sleep(0.1)
+    if client.goaway is None and response.reset is None:
+        assert response.status == 400 and response.body == b"[ERROR] Malformed request.\n", response.describe()
+    access = [line for line in log.lines if "in=" in line and "out=" in line]
+    assert len(access) == 1 and " 400 refused " in access[0], log.lines
+    for line in log.lines:
+        assert not any(ch in line for ch in "\x1b\x7f\t\u2028"), repr(line)
+        assert 'HTTP/1.1" 200' not in line, line
+    client.abort()
+
+
+@pytest_twisted.inlineCallbacks
+def test_no_client_address_in_any_h2_log_line(make_server, h2clients):
+    """Every way an HTTP/2 connection of 127.0.0.9 ends (idle, SETTINGS
+    never acknowledged, a flood, a protocol error, a stream reset, the
+    connection cap) is logged without its address (README: no client
+    address in logs; HTTP/1.1: tests/test_http_edges.py)."""
+    server = make_server("--idle-timeout", "0.5", "--header-timeout", "0.5",
+                         "--max-connections-per-client", "5")
+    me = "127.0.0.9"
+    with Lines() as log:
+        idle = yield h2clients.raw(server.portnum, source=me)
+        deaf = yield h2clients.raw(server.portnum, source=me, ack_settings=False)
+        broken = yield h2clients.raw(server.portnum, source=me)
+        broken.write(frame_bytes([data_frame(2, b"x")]))  # DATA on an idle, even stream
+        reset = yield h2clients.raw(server.portnum, source=me)
+        reset.request(1, "/r", method="PUT", end_stream=False)
+        yield server.wait_sender("/r")
+        reset.send(rst_frame(1))
+        # Last: a flood spends the budget its address's connections share.
+        flood = yield h2clients.raw(server.portnum, source=me)
+        flood.write(frame_bytes(ping_frame(b"%08d" % k) for k in range(300)))
+        over = yield h2clients.raw(server.portnum, source=me, ready=False)
+        for client in (idle, deaf, flood, broken, reset, over):
+            yield client.wait_closed(10)
+        yield server.wait_empty()
+    text = "\n".join(log.lines)
+    assert "HTTP/2 flood" in text and "SETTINGS were not acknowledged" in text, text
+    assert "PUT /r " in text, text
+    assert me not in text, text

@@ -25,6 +25,7 @@ pytest.importorskip("h2")
 
 MiB = 1024 * 1024
 SENDER = os.path.join(os.path.dirname(__file__), "clients", "httpx_send.py")
+SLOW_RECEIVER = os.path.join(os.path.dirname(__file__), "clients", "h2_slow_receive.py")
 SUCCESS = "[INFO] All receiver(s) was/were received successfully."
 
 
@@ -82,8 +83,11 @@ def test_a_slow_h2_receiver_holds_an_httpx_sender_back(server, procs, tmp_path):
     body = str(tmp_path / "body")
     expected = make_file(body, size, seed=20)
     out = str(tmp_path / "out")
+    # 4 MiB/s over h2c with curl's windows, its socket's receive buffer
+    # pinned: curl's is autotuned up to tcp_rmem's maximum (32 MiB here),
+    # and on a loaded machine the kernel then took the body, not the server.
     receiver = procs.spawn(
-        curl("-f", "--http2-prior-knowledge", "--limit-rate", "4M", "-o", out, server.url("/slow")),
+        [sys.executable, SLOW_RECEIVER, server.url("/slow"), out, str(4 * MiB), str(256 * 1024)],
         name="slow h2 receiver",
     )
     yield server.wait_receivers("/slow", 1)

@@ -189,8 +189,8 @@ def test_keep_alive_sender_after_a_fast_transfer_reads_one_small_read(server, pr
     yield wait_for(lambda: SENDER_DONE.encode() in sender.data, what="the first transfer")
     yield receiver.wait()
     assert receiver.exit_code == 0 and file_sha256(out) == sha256(big), receiver.describe()
-    # ... and the end of the pipe puts the reads back to Twisted's size.
-    assert channel.transport.bufferSize == fastpath.READ_MIN
+    # ... and the end of the pipe puts the reads back to heads' size.
+    assert channel.transport.bufferSize == fastpath.HEAD_READ
     yield server.wait_gone("/fast")
 
     # Its next PUT has head and whole body in the kernel at once: while it
@@ -204,7 +204,7 @@ def test_keep_alive_sender_after_a_fast_transfer_reads_one_small_read(server, pr
         lambda: channel.transport not in reactor.getReaders(), what="the sender paused"
     )
     held = server.pipe("/slow").bytesHeld()
-    assert held <= fastpath.READ_MIN, held
+    assert held <= fastpath.HEAD_READ, held
     receiver2 = yield connect(server.portnum)
     receiver2.send(get_request("/slow"))
     yield receiver2.wait_closed(15)

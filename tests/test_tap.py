@@ -397,7 +397,7 @@ def test_start_logs_the_settings_in_force() -> None:
     assert line == (
         "Settings: listen=tcp:0:interface=127.0.0.1 metrics-listen=- trusted-proxy=- no-h2=no "
         "wait-timeout=2.5 max-receivers=256 tokens=- max-waiting=40 max-waiting-per-project=- "
-        "max-waiting-per-client=8 max-connections-per-client=- max-queued-per-client=16777216 "
+        "max-waiting-per-client=8 max-connections-per-client=16 max-queued-per-client=16777216 "
         "stall-timeout=60 idle-timeout=60 header-timeout=20 max-headers=100 "
         "max-header-bytes=16384 max-path-bytes=1024 h2-window=262144 h2-max-streams=100 "
         "shutdown-grace=30 log-format=text"
