@@ -36,6 +36,9 @@ What is used, and where:
 * what ``http.Request`` calls on its channel (``writeHeaders``, ``write``,
   ``requestDone``: the private ``_IDeprecatedHTTPChannelToRequestInterface``),
   which ``h2stream.H2Stream`` implements for a request on an HTTP/2 stream;
+* ``LogPublisher._observers`` (:func:`log_observers`, checked on a
+  publisher of its own, off if unverified): whether our text observer is
+  the only one, so that an access line may skip the event;
 * ``TLSMemoryBIOFactory._applyProtocolNegotiation`` (a version switch:
   :data:`ALPN_SET_PER_CONNECTION`) and ``ReactorBase._exitSignal``
   (:func:`set_exit_signal`).
@@ -107,6 +110,8 @@ __all__ = [
     "VERSION",
     "chunked_body_ends",
     "hide_peer_in_log_prefix",
+    "LOG_OBSERVERS_KNOWN",
+    "log_observers",
     "request_disconnected",
     "response_chunked",
     "resume_when_drained",
@@ -404,6 +409,47 @@ def hide_peer_in_log_prefix(transport: object) -> None:
     suffix = f",{below.hostname}"
     if below.logstr.endswith(suffix):
         below.logstr = below.logstr[: -len(suffix)]
+
+
+# ---- logging
+def _logObserversKnown() -> bool:
+    """Whether a LogPublisher keeps the observers it passes events to in
+    its ``_observers`` list, in order, added and removed in place: tried on
+    a publisher of its own."""
+    from twisted.logger import ILogObserver, LogPublisher
+
+    @implementer(ILogObserver)
+    class Observer:
+        def __call__(self, event: object) -> None:
+            pass
+
+    one, two = Observer(), Observer()
+    try:
+        publisher = LogPublisher(one)
+        listed = publisher._observers
+        if type(listed) is not list or listed != [one]:
+            return False
+        publisher.addObserver(two)
+        publisher.removeObserver(one)
+        return publisher._observers is listed and listed == [two]
+    except Exception:
+        return False
+
+
+#: ``log_observers`` can be had (else it says None: the public path).
+LOG_OBSERVERS_KNOWN = _logObserversKnown()
+
+
+def log_observers(publisher: object) -> Optional[List[Any]]:
+    """The observers a ``LogPublisher`` passes each event to (not to be
+    changed), or None where that cannot be known: another kind of observer,
+    or a Twisted where it was not checked."""
+    from twisted.logger import LogPublisher
+
+    if not LOG_OBSERVERS_KNOWN or not isinstance(publisher, LogPublisher):
+        return None
+    listed: List[Any] = publisher._observers
+    return listed
 
 
 # ---- TLS and the reactor

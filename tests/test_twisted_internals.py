@@ -878,3 +878,30 @@ def test_the_channels_own_pauses_go_through_the_read_gate(env: Env) -> None:
     assert client.proto.gate.holds == {CHANNEL} and client.reading == "paused"
     client.proto.resumeProducing()
     assert client.proto.gate.holds == set() and client.reading == "producing"
+
+
+def test_a_reshaped_log_publisher_turns_the_direct_access_line_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``LogPublisher._observers`` (logs.py's access line skips the event
+    while our text observer is the only one) is tried at import; a
+    publisher that keeps its observers elsewhere fails closed: every line is
+    an event again, never a crash."""
+    from twisted.logger import LogPublisher
+
+    from pipeserver import _twisted
+
+    assert _twisted._logObserversKnown() and _twisted.LOG_OBSERVERS_KNOWN
+    publisher = LogPublisher()
+    assert _twisted.log_observers(publisher) == [] and _twisted.log_observers(print) is None
+
+    original = LogPublisher.__init__
+
+    def elsewhere(self, *observers):  # type: ignore[no-untyped-def]
+        original(self, *observers)
+        self._kept = tuple(vars(self).pop("_observers"))
+
+    monkeypatch.setattr(LogPublisher, "__init__", elsewhere)
+    assert not _twisted._logObserversKnown()
+    monkeypatch.setattr(_twisted, "LOG_OBSERVERS_KNOWN", False)
+    assert _twisted.log_observers(LogPublisher()) is None
