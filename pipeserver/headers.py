@@ -48,6 +48,17 @@ def harden(headers: Headers) -> None:
         headers.setRawHeaders(b"content-security-policy", [SANDBOX_CSP])
 
 
+def head(version: bytes, code: bytes, reason: bytes, headers: Headers) -> bytes:
+    """A response head as ``HTTPChannel.writeHeaders`` writes it, in one
+    bytes: its ~40 pieces went to ``writeSequence``, which checks each one."""
+    parts = [version, b" ", code, b" ", reason, b"\r\n"]
+    for name, values in headers.getAllRawHeaders():
+        for value in values:
+            parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
 class HardenedRequest(server.Request):
     """A request whose response head always gets :func:`harden`."""
 

@@ -905,3 +905,30 @@ def test_a_reshaped_log_publisher_turns_the_direct_access_line_off(
     assert not _twisted._logObserversKnown()
     monkeypatch.setattr(_twisted, "LOG_OBSERVERS_KNOWN", False)
     assert _twisted.log_observers(LogPublisher()) is None
+
+
+def test_a_response_head_is_twisteds_head_in_one_write(env: Env) -> None:
+    """PipeChannel.writeHeaders (issue 20) writes what HTTPChannel's writes,
+    byte for byte, as one ``write`` instead of a ``writeSequence`` of ~40
+    pieces."""
+    from twisted.web.http_headers import Headers
+
+    from pipeserver.headers import head
+
+    headers = Headers({b"Content-Type": [b"text/plain"], b"X-Two": [b"a", b"b"]})
+    headers.addRawHeader(b"content-length", b"0")
+    stock = http.HTTPChannel()
+    stock.makeConnection(StringTransport())
+    stock.writeHeaders(b"HTTP/1.1", b"404", b"Not Found", headers)
+    assert head(b"HTTP/1.1", b"404", b"Not Found", headers) == stock.transport.value() == (
+        b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nX-Two: a\r\nX-Two: b\r\n"
+        b"Content-Length: 0\r\n\r\n")
+    stock.connectionLost(None)
+
+    client = env.client()
+    sequences: List[List[bytes]] = []
+    client.transport.writeSequence = sequences.append  # type: ignore[method-assign]
+    client.send(request(b"GET", b"/version"))
+    wire = client.wire()
+    assert sequences == []
+    assert wire.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\nServer: pipeserver\r\n" in wire
