@@ -19,6 +19,7 @@ import io
 import operator
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import List, Tuple
 
@@ -932,3 +933,70 @@ def test_a_response_head_is_twisteds_head_in_one_write(env: Env) -> None:
     wire = client.wire()
     assert sequences == []
     assert wire.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\nServer: pipeserver\r\n" in wire
+
+
+def _heads(env: Env, *paths: bytes) -> List[bytes]:
+    """The response head of a GET of each path, and of a 1 KiB transfer's
+    receiver and sender, on this site."""
+    heads = [env.client().send(request(b"GET", path)).wire().partition(b"\r\n\r\n")[0]
+             for path in paths]
+    receiver = env.client().send(request(b"GET", b"/leaf"))
+    sender = env.client().send(request(b"PUT", b"/leaf", body=b"x" * 1024))
+    heads += [c.wire().partition(b"\r\n\r\n")[0] for c in (receiver, sender)]
+    return heads
+
+
+def test_a_leaf_root_is_processed_without_traversal_same_heads(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PipeRequest.process (issue 20): for the leaf root, Twisted's
+    ``Request.process`` less the traversal and a Date per request
+    (_twisted.process_leaf, headers.http_date); the same heads, byte for
+    byte, as Twisted's own gives."""
+    from pipeserver import _twisted, headers
+
+    assert _twisted.LEAN_PROCESS
+    paths = (b"/version", b"/robots.txt?y=%41", b"/help", b"/favicon.ico")
+    for _ in range(3):  # should the second tick between the two
+        lean = _heads(env, *paths)
+        monkeypatch.setattr(_twisted, "LEAN_PROCESS", False)
+        stock = _heads(env, *paths)
+        monkeypatch.setattr(_twisted, "LEAN_PROCESS", True)
+        if lean == stock:
+            break
+    assert lean == stock
+    assert all(h.count(b"\r\nServer: pipeserver\r\nDate: ") == 1 for h in lean), lean
+    assert headers.http_date() in (http.datetimeToString(), http.datetimeToString(int(time.time()) - 1))
+
+    def no_traversal(self, request):  # type: ignore[no-untyped-def]
+        raise AssertionError("traversed")
+
+    def no_date(*args):  # type: ignore[no-untyped-def]
+        raise AssertionError("formatted")
+
+    monkeypatch.setattr(server.Site, "getResourceFor", no_traversal)
+    monkeypatch.setattr(server, "datetimeToString", no_date)
+    assert [h.split(b"\r\n")[0] for h in _heads(env, b"/version")] == [b"HTTP/1.1 200 OK"] * 3
+
+
+def test_a_reshaped_request_process_turns_the_lean_one_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """process_leaf copies what ``server.Request.process`` does; at import
+    it is compared with it on requests of its own. A Twisted whose
+    ``process`` does anything more (here: one more header) fails closed:
+    Twisted's own runs."""
+    from pipeserver import _twisted
+
+    assert _twisted._leanProcessMatches()
+    original = server.Request.process
+
+    def more(self):  # type: ignore[no-untyped-def]
+        self.setHeader(b"X-New", b"1")
+        original(self)
+
+    monkeypatch.setattr(server.Request, "process", more)
+    assert not _twisted._leanProcessMatches()
+    monkeypatch.setattr(server.Request, "process", original)
+    monkeypatch.delattr(resource, "_IEncodingResource")
+    assert not _twisted._leanProcessMatches()
+    monkeypatch.setattr(_twisted, "LEAN_PROCESS", False)
+    assert _twisted.process_leaf(object(), b"date") is False
