@@ -86,6 +86,17 @@ class PipeChannel(_twisted.StreamingChannel):
     #: Bytes of its finished responses it has written on its tab.
     _heldCounted = 0
     _readClosed = False
+    #: Its local address, once asked (``getHost``).
+    _host: Any = None
+
+    def getHost(self) -> Any:
+        # Every Request asks (Request.__init__), and a TCP transport asks
+        # the kernel each time (getsockname); a connection's local address
+        # does not change.
+        host = self._host
+        if host is None:
+            host = self._host = super().getHost()
+        return host
 
     def _inFlight(self) -> Optional[PipeRequest]:
         """The request being read (the site's requestFactory made it)."""

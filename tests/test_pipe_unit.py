@@ -1288,3 +1288,18 @@ def test_shutdown_cuts_receivers_at_once_when_the_grace_ends(env: Env) -> None:
     assert drained == [None]
     env.clock.advance(CLOSE_GRACE)
     assert not s.open
+
+
+# --------------------------------------------------------------- per-request costs (issue 20)
+def test_a_connection_asks_its_local_address_once(env: Env) -> None:
+    # Twisted's Request.__init__ asks for it at every request; a TCP
+    # transport asks the kernel each time (getsockname).
+    c = env.client()
+    asked: List[object] = []
+    original = c.transport.getHost
+    c.transport.getHost = lambda: asked.append(1) or original()  # type: ignore[method-assign]
+    for _ in range(3):
+        c.send(b"GET /version HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert [r.status for r in c.responses()] == [200, 200, 200]
+    assert c.proto.getHost() is c.proto.getHost() == original()
+    assert len(asked) == 1
