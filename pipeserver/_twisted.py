@@ -33,6 +33,9 @@ What is used, and where:
   if unverified) and its log prefix (``logstr``, ``hostname``:
   :func:`hide_peer_in_log_prefix`);
 * ``Request.chunked`` (:func:`response_chunked`) and ``_disconnected``;
+* a FileDescriptor's ``_writeDisconnecting`` and write buffers
+  (:func:`stop_writing_if_done`: what ``doWrite`` does once all is sent,
+  compared with it at import, off if they differ);
 * ``twisted.web.resource._IEncodingResource``: :func:`process_leaf` does
   what ``server.Request.process`` does for a leaf root that gives no
   encoder, compared with it at import on requests of its own (off, the
@@ -118,6 +121,8 @@ __all__ = [
     "LOG_OBSERVERS_KNOWN",
     "log_observers",
     "LEAN_PROCESS",
+    "IDLE_WRITER_STOPS",
+    "stop_writing_if_done",
     "process_leaf",
     "request_disconnected",
     "response_chunked",
@@ -496,6 +501,100 @@ def resume_when_drained(transport: object) -> bool:
         return False
     transport.producerPaused = True
     return True
+
+
+def _idleWriterCheck() -> bool:
+    """Whether :func:`stop_writing_if_done` leaves a FileDescriptor as its
+    ``doWrite`` does once it has nothing left to send (with a streaming
+    producer, and without): tried on two, with reactors that record what
+    they are asked."""
+
+    class Reactor:
+        def __init__(self) -> None:
+            self.calls: List[str] = []
+
+        def addWriter(self, descriptor: object) -> None:
+            self.calls.append("addWriter")
+
+        def removeWriter(self, descriptor: object) -> None:
+            self.calls.append("removeWriter")
+
+    class Descriptor(abstract.FileDescriptor):
+        def writeSomeData(self, data: bytes) -> int:
+            return len(data)
+
+    @implementer(IPushProducer)
+    class Producer:
+        def pauseProducing(self) -> None:
+            pass
+
+        def resumeProducing(self) -> None:
+            raise AssertionError("resumed")
+
+        def stopProducing(self) -> None:
+            pass
+
+    def state(lean: bool, producer: bool) -> Tuple[Any, ...]:
+        reactor = Reactor()
+        descriptor = Descriptor(reactor=reactor)  # type: ignore[arg-type]  # a stub
+        descriptor.connected = True
+        if producer:
+            descriptor.registerProducer(Producer(), True)
+        descriptor.write(b"x")
+        set_temp_data(descriptor, b"")  # as if sent
+        if lean:
+            if not _stopWritingIfDone(descriptor):
+                raise ValueError("not taken")
+        else:
+            descriptor.doWrite()
+        return (
+            reactor.calls,
+            descriptor.dataBuffer,
+            descriptor.offset,
+            descriptor._tempDataBuffer,
+            descriptor._tempDataLen,
+            descriptor.producerPaused,
+            descriptor.disconnecting,
+            descriptor._writeDisconnected,
+        )
+
+    try:
+        _need(abstract.FileDescriptor, "_writeDisconnecting", "a half-close waiting for the buffer")
+        return all(state(False, p) == state(True, p) for p in (False, True))
+    except Exception:
+        return False
+
+
+def _stopWritingIfDone(transport: Any) -> bool:
+    if (
+        transport._tempDataLen
+        or transport.offset < len(transport.dataBuffer)
+        or transport.disconnecting
+        or transport._writeDisconnecting
+        or (
+            transport.producer is not None
+            and (not transport.streamingProducer or transport.producerPaused)
+        )
+    ):
+        return False
+    transport.dataBuffer = b""
+    transport.offset = 0
+    transport.stopWriting()
+    return True
+
+
+#: ``stop_writing_if_done`` can be had (else it does nothing: the public path).
+IDLE_WRITER_STOPS = _idleWriterCheck()
+
+
+def stop_writing_if_done(transport: Any) -> bool:
+    """Do now what a FileDescriptor's ``doWrite`` would do on the reactor's
+    next turn once ``transport`` holds nothing to send, when that is only to
+    stop asking to write (no producer to resume, no close or half-close
+    waiting): so the reactor does not wake it to send nothing (an empty
+    ``send``). False, and nothing done, otherwise, or where this Twisted
+    was not checked (:data:`IDLE_WRITER_STOPS`)."""
+    return IDLE_WRITER_STOPS and _stopWritingIfDone(transport)
 
 
 def hide_peer_in_log_prefix(transport: object) -> None:

@@ -1000,3 +1000,29 @@ def test_a_reshaped_request_process_turns_the_lean_one_off(monkeypatch: pytest.M
     assert not _twisted._leanProcessMatches()
     monkeypatch.setattr(_twisted, "LEAN_PROCESS", False)
     assert _twisted.process_leaf(object(), b"date") is False
+
+
+def test_a_reshaped_dowrite_keeps_the_writer_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stop_writing_if_done does what a FileDescriptor's ``doWrite`` does
+    once all is sent; at import the two are compared on stub descriptors.
+    A ``doWrite`` that does more there (here: tells its producer), or no
+    ``_writeDisconnecting``, fails closed: the writer stays registered and
+    the reactor's next turn does Twisted's own."""
+    from pipeserver import _twisted
+
+    assert _twisted._idleWriterCheck() and _twisted.IDLE_WRITER_STOPS
+    original = abstract.FileDescriptor.doWrite
+
+    def more(self):  # type: ignore[no-untyped-def]
+        result = original(self)
+        if self.producer is not None:
+            self.producerPaused = True
+        return result
+
+    monkeypatch.setattr(abstract.FileDescriptor, "doWrite", more)
+    assert not _twisted._idleWriterCheck()
+    monkeypatch.setattr(abstract.FileDescriptor, "doWrite", original)
+    monkeypatch.delattr(abstract.FileDescriptor, "_writeDisconnecting")
+    assert not _twisted._idleWriterCheck()
+    monkeypatch.setattr(_twisted, "IDLE_WRITER_STOPS", False)
+    assert _twisted.stop_writing_if_done(object()) is False
