@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -110,14 +110,16 @@ def test_garbage_from_a_trusted_proxy_counts_against_the_proxy(headers) -> None:
     assert client(PROXY, *headers) == "10.1.2.3"
 
 
-def test_a_peer_is_parsed_once_and_a_trusted_one_still_read_per_request(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_peer_is_parsed_once_and_a_trusted_one_still_read_per_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A keep-alive connection asks for its client at every request (issue
     20): its address is parsed once, but what a trusted proxy reports is
     read from each request's own headers."""
-    parsed = []
+    parsed: List[str] = []
     real = clients._address
 
-    def counting(text: str):  # type: ignore[no-untyped-def]
+    def counting(text: str) -> Optional[clients.IPAddress]:
         parsed.append(text)
         return real(text)
 
@@ -134,16 +136,21 @@ def test_a_peer_is_parsed_once_and_a_trusted_one_still_read_per_request(monkeypa
     assert parsed.count("10.1.2.3") == 1
 
 
-def test_a_flood_of_peer_addresses_keeps_no_more_than_a_bound(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_flood_of_peer_addresses_keeps_no_more_than_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     """Many peers (IPv6 hands out plenty) cost parsing, never memory: at
     most PEERS_KEPT are kept, and each still gets its own bucket."""
     of = ClientAddresses()
     for n in range(PEERS_KEPT * 2 + 5):
         host = f"2001:db8:0:{n:x}::1"
         assert client(IPv6Address("TCP", host, 1), of=of) == str(ipaddress.ip_network(f"{host}/64", strict=False))
-    parsed = []
+    parsed: List[str] = []
     real = clients._address
-    monkeypatch.setattr(clients, "_address", lambda text: parsed.append(text) or real(text))
+
+    def counting(text: str) -> Optional[clients.IPAddress]:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(clients, "_address", counting)
     assert client(IPv6Address("TCP", "2001:db8::1", 1), of=of) == "2001:db8::/64"
     last = f"2001:db8:0:{PEERS_KEPT * 2 + 4:x}::1"
     assert client(IPv6Address("TCP", last, 1), of=of) == f"2001:db8:0:{PEERS_KEPT * 2 + 4:x}::/64"

@@ -85,7 +85,7 @@ def test_timestamp_follows_the_second() -> None:
 
 import json  # noqa: E402
 import re  # noqa: E402
-from typing import Any, Dict, List  # noqa: E402
+from typing import Any, Dict, List, cast  # noqa: E402
 
 import pytest_twisted  # noqa: E402
 from twisted.logger import globalLogPublisher  # noqa: E402
@@ -286,11 +286,13 @@ def _lines(monkeypatch: pytest.MonkeyPatch, *observers: Any) -> None:
     monkeypatch.setattr(logs, "_access", Logger(namespace="pipeserver.access",
                                                 observer=LogPublisher(*observers)))
     for record in RECORDS:
-        logs.access_line(record, 10.25)  # type: ignore[arg-type]
+        logs.access_line(record, 10.25)
 
 
 @pytest.mark.parametrize("make", [io.StringIO, io.BytesIO])
-def test_access_lines_skip_the_event_when_ours_is_the_only_observer(monkeypatch, make) -> None:  # type: ignore[no-untyped-def]
+def test_access_lines_skip_the_event_when_ours_is_the_only_observer(
+    monkeypatch: pytest.MonkeyPatch, make: Any
+) -> None:
     # Issue 20: under twistd our text observer is the only one, and the
     # line goes straight to it, the same text (a file of bytes: in UTF-8).
     assert internals.LOG_OBSERVERS_KNOWN
@@ -299,9 +301,9 @@ def test_access_lines_skip_the_event_when_ours_is_the_only_observer(monkeypatch,
         seen: List[Any] = []
         _lines(monkeypatch, alone)
         _lines(monkeypatch, beside, seen.append)
-        if alone._out.getvalue() == beside._out.getvalue():
+        if cast(Any, alone._out).getvalue() == cast(Any, beside._out).getvalue():
             break
-    direct, evented = alone._out.getvalue(), beside._out.getvalue()
+    direct, evented = cast(Any, alone._out).getvalue(), cast(Any, beside._out).getvalue()
     if make is io.BytesIO:
         direct, evented = direct.decode("utf-8"), evented.decode("utf-8")
     assert direct == evented
@@ -313,7 +315,7 @@ def test_access_lines_skip_the_event_when_ours_is_the_only_observer(monkeypatch,
     assert all(re.match(stamp + " ", line) for line in lines)
 
 
-def test_access_lines_are_events_for_any_other_observer(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_access_lines_are_events_for_any_other_observer(monkeypatch: pytest.MonkeyPatch) -> None:
     # Twisted's own FileLogObserver, or ours behind a publisher this code
     # cannot look into: the event, as before.
     out = io.StringIO()
@@ -327,7 +329,7 @@ def test_access_lines_are_events_for_any_other_observer(monkeypatch) -> None:  #
     assert ours.events == len(RECORDS)
 
 
-def test_a_failing_write_goes_the_events_way(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_write_goes_the_events_way(monkeypatch: pytest.MonkeyPatch) -> None:
     # The publisher deals with a broken observer, as it always did: the
     # line costs the server nothing but itself.
     class Broken(io.StringIO):
