@@ -584,8 +584,12 @@ H2_VARIANTS = {
     "ours_h1_tls": ("ours HTTP/1.1 over TLS", "ours_tls", ["--http1.1"], "1.1"),
     "ours_h2c": ("ours h2c (prior knowledge)", "ours", ["--http2-prior-knowledge"], "2"),
     "ours_h1": ("ours HTTP/1.1 cleartext", "ours", ["--http1.1"], "1.1"),
+    # --base: the other checkout, beside ours in the same run
+    "base_h2_tls": ("base h2 over TLS", "base_tls", ["--http2"], "2"),
+    "base_h2c": ("base h2c (prior knowledge)", "base", ["--http2-prior-knowledge"], "2"),
 }
-H2_ROWS = {"h2tls": ["ours_h2_tls", "piping_h2_tls", "ours_h1_tls"], "h2c": ["ours_h2c", "ours_h1"]}
+H2_ROWS = {"h2tls": ["ours_h2_tls", "base_h2_tls", "piping_h2_tls", "ours_h1_tls"],
+           "h2c": ["ours_h2c", "base_h2c", "ours_h1"]}
 
 
 def make_cert(directory: Path) -> Tuple[Path, Path]:
@@ -730,6 +734,8 @@ def h2_rows(rows: List[str], starters: Dict[str, Callable[[], HttpServer]], runs
         moves: Dict[str, Callable[..., Dict[str, Any]]] = {}
         for v in variants:
             label, server, options, want = H2_VARIANTS[v]
+            if server.startswith("base") and server not in starters:
+                continue  # no --base: not a row at all
             if server not in starters:
                 status[v] = "server skipped"
                 continue
@@ -1076,6 +1082,11 @@ def main() -> int:
                 starters["ours_tls"] = lambda: HttpServer(
                     "ours_tls", lambda port: ours_argv(port, tls_listen, prof["ours_tls"]),
                     cert=cert)
+            if args.base:
+                base_root = Path(args.base).resolve()
+                starters["base"] = lambda: HttpServer("base", ours_argv, base_root)
+                starters["base_tls"] = lambda: HttpServer(
+                    "base_tls", lambda port: ours_argv(port, tls_listen), base_root, cert=cert)
             if piping_argv:
                 starters["piping_tls"] = lambda: HttpServer(
                     "piping_tls", lambda port: piping_argv + [

@@ -33,9 +33,19 @@ What is used, and where:
   if unverified) and its log prefix (``logstr``, ``hostname``:
   :func:`hide_peer_in_log_prefix`);
 * ``Request.chunked`` (:func:`response_chunked`) and ``_disconnected``;
+* a FileDescriptor's ``_writeDisconnecting`` and write buffers
+  (:func:`stop_writing_if_done`: what ``doWrite`` does once all is sent,
+  compared with it at import, off if they differ);
+* ``twisted.web.resource._IEncodingResource``: :func:`process_leaf` does
+  what ``server.Request.process`` does for a leaf root that gives no
+  encoder, compared with it at import on requests of its own (off, the
+  public path, if they differ);
 * what ``http.Request`` calls on its channel (``writeHeaders``, ``write``,
   ``requestDone``: the private ``_IDeprecatedHTTPChannelToRequestInterface``),
   which ``h2stream.H2Stream`` implements for a request on an HTTP/2 stream;
+* ``LogPublisher._observers`` (:func:`log_observers`, checked on a
+  publisher of its own, off if unverified): whether our text observer is
+  the only one, so that an access line may skip the event;
 * ``TLSMemoryBIOFactory._applyProtocolNegotiation`` (a version switch:
   :data:`ALPN_SET_PER_CONNECTION`) and ``ReactorBase._exitSignal``
   (:func:`set_exit_signal`).
@@ -56,8 +66,9 @@ from twisted.internet import abstract, base, tcp
 from twisted.internet.interfaces import IPushProducer
 from twisted.protocols import basic
 from twisted.protocols.policies import ProtocolWrapper
+from twisted.python.failure import Failure
 from zope.interface import implementer
-from twisted.web import http
+from twisted.web import http, resource, server
 
 VERSION = twisted.__version__
 
@@ -107,6 +118,12 @@ __all__ = [
     "VERSION",
     "chunked_body_ends",
     "hide_peer_in_log_prefix",
+    "LOG_OBSERVERS_KNOWN",
+    "log_observers",
+    "LEAN_PROCESS",
+    "IDLE_WRITER_STOPS",
+    "stop_writing_if_done",
+    "process_leaf",
     "request_disconnected",
     "response_chunked",
     "resume_when_drained",
@@ -309,6 +326,99 @@ def request_disconnected(request: Any) -> bool:
     return bool(request._disconnected)
 
 
+def process_leaf(request: Any, date: bytes) -> bool:
+    """``server.Request.process`` for a site whose root is a leaf that
+    gives no encoder (``PipeResource``), with ``date`` as its Date header:
+    no traversal (``getChildForRequest`` returns a leaf root at once), the
+    two headers set directly. False, and nothing done, for any other root,
+    for ``*``, or where this Twisted's own was not found to match
+    (:data:`LEAN_PROCESS`): then ``process`` is Twisted's."""
+    return LEAN_PROCESS and _processLeaf(request, date)
+
+
+def _processLeaf(request: Any, date: bytes) -> bool:
+    site = request.channel.site
+    root = site.resource
+    if not getattr(root, "isLeaf", False) or request.path == b"*" or _encodingResource(root):
+        return False
+    request.site = site
+    headers = request.responseHeaders
+    headers.setRawHeaders(b"Server", [server.version])
+    headers.setRawHeaders(b"Date", [date])
+    request.prepath = []
+    request.postpath = list(map(_unquote, request.path[1:].split(b"/")))
+    request.sitepath = []
+    try:
+        request.render(root)
+    except BaseException:
+        request.processingFailed(Failure())
+    return True
+
+
+_unquote: Callable[[bytes], bytes] = getattr(http, "unquote")  # what process() uses (untyped)
+
+
+def _encodingResource(root: object) -> bool:
+    return bool(resource._IEncodingResource.providedBy(root))
+
+
+def _leanProcessMatches() -> bool:
+    """Whether :func:`process_leaf` leaves a request as Twisted's
+    ``server.Request.process`` does (every attribute it sets, the response
+    headers in order, the resource rendered): tried on two requests of its
+    own, in the same second."""
+    rendered: List[object] = []
+
+    class Leaf(resource.Resource):
+        isLeaf = True
+
+        def render(self, request: object) -> Any:
+            rendered.append(request)
+            return server.NOT_DONE_YET
+
+    from twisted.internet.task import Clock
+
+    class Channel:
+        transport = None
+        factory = None
+        site = server.Site(Leaf(), reactor=Clock())
+
+        def getPeer(self) -> None:
+            return None
+
+        def getHost(self) -> None:
+            return None
+
+    def run(lean: bool) -> Tuple[Any, Any, bool]:
+        request = server.Request(cast(Any, Channel()))
+        request.method, request.clientproto = b"GET", b"HTTP/1.1"
+        request.uri = request.path = b"/a%20b/c/"
+        before = dict(vars(request))
+        if lean:
+            if not _processLeaf(request, http.datetimeToString()):
+                raise ValueError("not taken")
+        else:
+            request.process()
+        after = vars(request)
+        changed = {k: v for k, v in after.items() if k not in before or before[k] is not v}
+        return changed, list(request.responseHeaders.getAllRawHeaders()), rendered[-1:] == [request]
+
+    try:
+        if not _need(resource, "_IEncodingResource", "what process() asks a resource"):
+            return False
+        for _ in range(3):
+            stock, lean = run(False), run(True)
+            if stock == lean:
+                return True
+        return False
+    except Exception:
+        return False
+
+
+#: :func:`process_leaf` does what this Twisted's ``Request.process`` does.
+LEAN_PROCESS = _leanProcessMatches()
+
+
 # ---- transports
 def temp_data_len(transport: object) -> int:
     """Bytes a TCP transport's ``write`` queued since its last send (0 for
@@ -393,6 +503,100 @@ def resume_when_drained(transport: object) -> bool:
     return True
 
 
+def _idleWriterCheck() -> bool:
+    """Whether :func:`stop_writing_if_done` leaves a FileDescriptor as its
+    ``doWrite`` does once it has nothing left to send (with a streaming
+    producer, and without): tried on two, with reactors that record what
+    they are asked."""
+
+    class Reactor:
+        def __init__(self) -> None:
+            self.calls: List[str] = []
+
+        def addWriter(self, descriptor: object) -> None:
+            self.calls.append("addWriter")
+
+        def removeWriter(self, descriptor: object) -> None:
+            self.calls.append("removeWriter")
+
+    class Descriptor(abstract.FileDescriptor):
+        def writeSomeData(self, data: bytes) -> int:
+            return len(data)
+
+    @implementer(IPushProducer)
+    class Producer:
+        def pauseProducing(self) -> None:
+            pass
+
+        def resumeProducing(self) -> None:
+            raise AssertionError("resumed")
+
+        def stopProducing(self) -> None:
+            pass
+
+    def state(lean: bool, producer: bool) -> Tuple[Any, ...]:
+        reactor = Reactor()
+        descriptor = Descriptor(reactor=reactor)  # type: ignore[arg-type]  # a stub
+        descriptor.connected = True
+        if producer:
+            descriptor.registerProducer(Producer(), True)
+        descriptor.write(b"x")
+        set_temp_data(descriptor, b"")  # as if sent
+        if lean:
+            if not _stopWritingIfDone(descriptor):
+                raise ValueError("not taken")
+        else:
+            descriptor.doWrite()
+        return (
+            reactor.calls,
+            descriptor.dataBuffer,
+            descriptor.offset,
+            descriptor._tempDataBuffer,
+            descriptor._tempDataLen,
+            descriptor.producerPaused,
+            descriptor.disconnecting,
+            descriptor._writeDisconnected,
+        )
+
+    try:
+        _need(abstract.FileDescriptor, "_writeDisconnecting", "a half-close waiting for the buffer")
+        return all(state(False, p) == state(True, p) for p in (False, True))
+    except Exception:
+        return False
+
+
+def _stopWritingIfDone(transport: Any) -> bool:
+    if (
+        transport._tempDataLen
+        or transport.offset < len(transport.dataBuffer)
+        or transport.disconnecting
+        or transport._writeDisconnecting
+        or (
+            transport.producer is not None
+            and (not transport.streamingProducer or transport.producerPaused)
+        )
+    ):
+        return False
+    transport.dataBuffer = b""
+    transport.offset = 0
+    transport.stopWriting()
+    return True
+
+
+#: ``stop_writing_if_done`` can be had (else it does nothing: the public path).
+IDLE_WRITER_STOPS = _idleWriterCheck()
+
+
+def stop_writing_if_done(transport: Any) -> bool:
+    """Do now what a FileDescriptor's ``doWrite`` would do on the reactor's
+    next turn once ``transport`` holds nothing to send, when that is only to
+    stop asking to write (no producer to resume, no close or half-close
+    waiting): so the reactor does not wake it to send nothing (an empty
+    ``send``). False, and nothing done, otherwise, or where this Twisted
+    was not checked (:data:`IDLE_WRITER_STOPS`)."""
+    return IDLE_WRITER_STOPS and _stopWritingIfDone(transport)
+
+
 def hide_peer_in_log_prefix(transport: object) -> None:
     """Drop the client's address from a TCP (or Unix) server transport's
     log prefix (``logstr``, "Protocol,session,host"), which Twisted puts on
@@ -404,6 +608,47 @@ def hide_peer_in_log_prefix(transport: object) -> None:
     suffix = f",{below.hostname}"
     if below.logstr.endswith(suffix):
         below.logstr = below.logstr[: -len(suffix)]
+
+
+# ---- logging
+def _logObserversKnown() -> bool:
+    """Whether a LogPublisher keeps the observers it passes events to in
+    its ``_observers`` list, in order, added and removed in place: tried on
+    a publisher of its own."""
+    from twisted.logger import ILogObserver, LogPublisher
+
+    @implementer(ILogObserver)
+    class Observer:
+        def __call__(self, event: object) -> None:
+            pass
+
+    one, two = Observer(), Observer()
+    try:
+        publisher = LogPublisher(one)
+        listed = publisher._observers
+        if type(listed) is not list or listed != [one]:
+            return False
+        publisher.addObserver(two)
+        publisher.removeObserver(one)
+        return publisher._observers is listed and listed == [two]
+    except Exception:
+        return False
+
+
+#: ``log_observers`` can be had (else it says None: the public path).
+LOG_OBSERVERS_KNOWN = _logObserversKnown()
+
+
+def log_observers(publisher: object) -> Optional[List[Any]]:
+    """The observers a ``LogPublisher`` passes each event to (not to be
+    changed), or None where that cannot be known: another kind of observer,
+    or a Twisted where it was not checked."""
+    from twisted.logger import LogPublisher
+
+    if not LOG_OBSERVERS_KNOWN or not isinstance(publisher, LogPublisher):
+        return None
+    listed: List[Any] = publisher._observers
+    return listed
 
 
 # ---- TLS and the reactor

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from pipeserver import _twisted, errors
@@ -32,6 +33,7 @@ from pipeserver.connections import Tab, uncounted_tab
 from pipeserver.fastpath import PEEK_MAX, buffered_bytes, kernel_unread, peek, read_heads
 from pipeserver.gate import BACKLOG, CHANNEL, ReadGate
 from pipeserver.errors import Rejection
+from pipeserver.headers import head
 from pipeserver.parties import ConnectionDownload, ConnectionUpload, PipeRequestLike
 from pipeserver.pipe import Pipe
 from pipeserver.settings import SiteView
@@ -84,6 +86,17 @@ class PipeChannel(_twisted.StreamingChannel):
     #: Bytes of its finished responses it has written on its tab.
     _heldCounted = 0
     _readClosed = False
+    #: Its local address, once asked (``getHost``).
+    _host: Any = None
+
+    def getHost(self) -> Any:
+        # Every Request asks (Request.__init__), and a TCP transport asks
+        # the kernel each time (getsockname); a connection's local address
+        # does not change.
+        host = self._host
+        if host is None:
+            host = self._host = super().getHost()
+        return host
 
     def _inFlight(self) -> Optional[PipeRequest]:
         """The request being read (the site's requestFactory made it)."""
@@ -230,6 +243,12 @@ class PipeChannel(_twisted.StreamingChannel):
     def makeReceiver(self, pipe: Pipe, request: PipeRequestLike) -> ConnectionDownload:
         """A receiver on this connection, written straight to its socket."""
         return ConnectionDownload(pipe, request)
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        if not isinstance(headers, Headers):  # Twisted's old pairs: its own way
+            super().writeHeaders(version, code, reason, headers)
+            return
+        self.transport.write(head(version, code, reason, headers))
 
     def requestDone(self, request: Any) -> None:
         # Before Twisted parses the next pipelined request (requestDone does,

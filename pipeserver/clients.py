@@ -16,7 +16,7 @@ and could otherwise take a new bucket per address.
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from twisted.internet.address import IPv4Address, IPv6Address
 
@@ -29,6 +29,9 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 LOCAL = "unix"
 #: How many addresses of one header are looked at, at most.
 MAX_HOPS = 32
+#: How many peers' parsed addresses a ClientAddresses keeps (then it starts
+#: over): parsing one costs about as much as the rest of the limit's work.
+PEERS_KEPT = 4096
 
 
 def network(text: str) -> Union[IPNetwork, str]:
@@ -92,23 +95,41 @@ class ClientAddresses:
         #: proxy on the same host that connects over a Unix socket.
         self.trustUnix = LOCAL in trusted
         self.trusted = [net for net in trusted if not isinstance(net, str)]
+        # A peer's host -> what _parsePeer found; cleared when full, so a
+        # flood of addresses costs the parsing and no memory.
+        self._peers: Dict[str, Tuple[str, bool]] = {}
 
     def _trusted(self, address: IPAddress) -> bool:
         return any(address.version == net.version and address in net for net in self.trusted)
+
+    def _parsePeer(self, host: str) -> Tuple[str, bool]:
+        """A peer's bucket and whether it is a trusted proxy, kept: every
+        request of a keep-alive connection, and every connection of a busy
+        client, asks again, and ``ipaddress`` parsing was ~4 % of a small
+        transfer's CPU."""
+        found = self._peers.get(host)
+        if found is None:
+            address = _address(host)
+            if address is None:
+                found = (str(host), False)
+            else:
+                found = (bucket(address), bool(self.trusted) and self._trusted(address))
+            if len(self._peers) >= PEERS_KEPT:
+                self._peers.clear()
+            self._peers[host] = found
+        return found
 
     def __call__(self, request: Request) -> str:
         peer = request.getClientAddress()
         if not isinstance(peer, (IPv4Address, IPv6Address)):
             reported = self._reported(request) if self.trustUnix else None
             return LOCAL if reported is None else bucket(reported)
-        address = _address(peer.host)
-        if address is None:
-            return str(peer.host)
-        if self.trusted and self._trusted(address):
+        client, trusted = self._parsePeer(peer.host)
+        if trusted:
             reported = self._reported(request)
             if reported is not None:
-                address = reported
-        return bucket(address)
+                return bucket(reported)
+        return client
 
     def peer(self, peer: object) -> Tuple[str, bool]:
         """The client a connection from ``peer`` counts against before any
@@ -116,10 +137,7 @@ class ClientAddresses:
         is a trusted proxy, whose connections carry many clients."""
         if not isinstance(peer, (IPv4Address, IPv6Address)):
             return LOCAL, self.trustUnix
-        address = _address(peer.host)
-        if address is None:
-            return str(peer.host), False
-        return bucket(address), bool(self.trusted) and self._trusted(address)
+        return self._parsePeer(peer.host)
 
     def ofConnection(self, peer: object) -> Optional[str]:
         """The client a connection from ``peer`` belongs to, for what is

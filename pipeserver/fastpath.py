@@ -235,6 +235,9 @@ class DirectWrites:
         self._chunked = chunked
         if self._socket is not None:
             send_buffered_now(self.transport)
+            # Its body goes by sendmsg too: once the head is all sent, the
+            # reactor need not wake it to send nothing (an empty send).
+            _twisted.stop_writing_if_done(self.transport)
 
     def _idleSocket(self) -> Optional[socket.socket]:
         """The socket, while the transport holds nothing unsent (else None):

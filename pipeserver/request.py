@@ -24,7 +24,7 @@ from twisted.web import http
 from twisted.web.http_headers import Headers
 
 from pipeserver import _twisted, errors
-from pipeserver.headers import HardenedRequest
+from pipeserver.headers import HardenedRequest, http_date
 from pipeserver.interfaces import Outcome
 
 #: The methods whose body is streamed to a pipe, dispatched at header time.
@@ -81,6 +81,12 @@ class PipeRequest(HardenedRequest):
         self._accessSite: Any = getattr(self.channel, "site", None)
         clock = getattr(self._accessSite, "reactor", None)
         self.startedAt = clock.seconds() if clock is not None else time.time()
+
+    def process(self) -> None:
+        # Twisted's, less what a leaf root (PipeResource) never needs: the
+        # traversal, and a Date formatted per request (_twisted.process_leaf).
+        if not _twisted.process_leaf(self, http_date()):
+            super().process()
 
     @property
     def bodyComplete(self) -> bool:

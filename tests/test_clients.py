@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+import ipaddress
+from typing import List, Optional, Sequence, Tuple
 
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.web.http_headers import Headers
 
-from pipeserver.clients import ClientAddresses, network
+from pipeserver import clients
+from pipeserver.clients import PEERS_KEPT, ClientAddresses, network
 
 
 class FakeRequest:
@@ -106,3 +108,52 @@ def test_a_trusted_proxy_reports_the_client(headers, expected) -> None:
 )
 def test_garbage_from_a_trusted_proxy_counts_against_the_proxy(headers) -> None:
     assert client(PROXY, *headers) == "10.1.2.3"
+
+
+def test_a_peer_is_parsed_once_and_a_trusted_one_still_read_per_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A keep-alive connection asks for its client at every request (issue
+    20): its address is parsed once, but what a trusted proxy reports is
+    read from each request's own headers."""
+    parsed: List[str] = []
+    real = clients._address
+
+    def counting(text: str) -> Optional[clients.IPAddress]:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(clients, "_address", counting)
+    of = ClientAddresses([network("10.1.0.0/16")])
+    peer = IPv4Address("TCP", "192.0.2.1", 1)
+    assert [client(peer, of=of) for _ in range(50)] == ["192.0.2.1"] * 50
+    assert of.peer(peer) == ("192.0.2.1", False)
+    assert parsed == ["192.0.2.1"]
+    assert client(PROXY, (b"X-Forwarded-For", b"192.0.2.9"), of=of) == "192.0.2.9"
+    assert client(PROXY, (b"X-Forwarded-For", b"192.0.2.10"), of=of) == "192.0.2.10"
+    assert client(PROXY, of=of) == "10.1.2.3"
+    assert of.peer(PROXY) == ("10.1.2.3", True)
+    assert parsed.count("10.1.2.3") == 1
+
+
+def test_a_flood_of_peer_addresses_keeps_no_more_than_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many peers (IPv6 hands out plenty) cost parsing, never memory: at
+    most PEERS_KEPT are kept, and each still gets its own bucket."""
+    of = ClientAddresses()
+    for n in range(PEERS_KEPT * 2 + 5):
+        host = f"2001:db8:0:{n:x}::1"
+        assert client(IPv6Address("TCP", host, 1), of=of) == str(ipaddress.ip_network(f"{host}/64", strict=False))
+    parsed: List[str] = []
+    real = clients._address
+
+    def counting(text: str) -> Optional[clients.IPAddress]:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(clients, "_address", counting)
+    assert client(IPv6Address("TCP", "2001:db8::1", 1), of=of) == "2001:db8::/64"
+    last = f"2001:db8:0:{PEERS_KEPT * 2 + 4:x}::1"
+    assert client(IPv6Address("TCP", last, 1), of=of) == f"2001:db8:0:{PEERS_KEPT * 2 + 4:x}::/64"
+    # An early one was dropped (parsed again); the last one is kept.
+    assert parsed == ["2001:db8::1"]
+    assert len(of._peers) <= PEERS_KEPT

@@ -85,7 +85,7 @@ def test_timestamp_follows_the_second() -> None:
 
 import json  # noqa: E402
 import re  # noqa: E402
-from typing import Any, Dict, List  # noqa: E402
+from typing import Any, Dict, List, cast  # noqa: E402
 
 import pytest_twisted  # noqa: E402
 from twisted.logger import globalLogPublisher  # noqa: E402
@@ -234,3 +234,108 @@ def test_json_line_of_a_plain_event_and_a_failure() -> None:
     failure = json.loads(second)
     assert failure["level"] == "critical" and failure["text"] == "boom"
     assert "ZeroDivisionError" in failure["traceback"]
+
+
+# ---------------------------------------------------------------- access lines without an event
+
+from twisted.logger import FileLogObserver, LogPublisher, Logger  # noqa: E402
+
+from pipeserver import _twisted as internals, logs  # noqa: E402
+from pipeserver.interfaces import Outcome  # noqa: E402
+
+
+class Record:
+    """What an access line reads of a request (logs.AccessRecord)."""
+
+    def __init__(self, method: Any, path: Any, code: int, written: int, **more: Any) -> None:
+        self.method, self.path, self.code, self.startedWriting = method, path, code, written
+        self.cutShort, self.endedBy = False, None
+        self.bodyBytes, self.sentLength, self.startedAt, self.project = 1024, 0, 10.0, ""
+        vars(self).update(more)
+
+
+RECORDS = [
+    Record(b"PUT", "/a b/ü".encode(), 200, 1),
+    Record(b"GET", b"/x", 200, 1, cutShort=True, sentLength=5, project="p"),
+    Record(b"GET", b"/late", 200, 0, endedBy=Outcome.TIMED_OUT),
+    Record(b"POST", b"/r", 404, 1, startedAt=9.9995004),
+    Record(None, None, 400, 0),
+    Record(b"GET", b"/\xff\xfe", 200, 1, endedBy=Outcome.ABORTED),
+]
+TEXTS = [
+    "PUT /a b/ü 200 ok in=1024 out=0 0.250s project=-",
+    "GET /x 200 left in=1024 out=5 0.250s project=p",
+    "GET /late 0 timed_out in=1024 out=0 0.250s project=-",
+    "POST /r 404 refused in=1024 out=0 0.251s project=-",
+    "- - 400 refused in=1024 out=0 0.250s project=-",
+    "GET /\ufffd\ufffd 200 cut in=1024 out=0 0.250s project=-",
+]
+
+
+class Counting(logs.TextFileObserver):
+    """Our text observer, counting the events it is given."""
+
+    events = 0
+
+    def __call__(self, event: Any) -> None:
+        self.events += 1
+        super().__call__(event)
+
+
+def _lines(monkeypatch: pytest.MonkeyPatch, *observers: Any) -> None:
+    monkeypatch.setattr(logs, "_access", Logger(namespace="pipeserver.access",
+                                                observer=LogPublisher(*observers)))
+    for record in RECORDS:
+        logs.access_line(record, 10.25)
+
+
+@pytest.mark.parametrize("make", [io.StringIO, io.BytesIO])
+def test_access_lines_skip_the_event_when_ours_is_the_only_observer(
+    monkeypatch: pytest.MonkeyPatch, make: Any
+) -> None:
+    # Issue 20: under twistd our text observer is the only one, and the
+    # line goes straight to it, the same text (a file of bytes: in UTF-8).
+    assert internals.LOG_OBSERVERS_KNOWN
+    for _ in range(3):  # should the second tick between the two
+        alone, beside = Counting(make()), Counting(make())
+        seen: List[Any] = []
+        _lines(monkeypatch, alone)
+        _lines(monkeypatch, beside, seen.append)
+        if cast(Any, alone._out).getvalue() == cast(Any, beside._out).getvalue():
+            break
+    direct, evented = cast(Any, alone._out).getvalue(), cast(Any, beside._out).getvalue()
+    if make is io.BytesIO:
+        direct, evented = direct.decode("utf-8"), evented.decode("utf-8")
+    assert direct == evented
+    assert (alone.events, beside.events, len(seen)) == (0, len(RECORDS), len(RECORDS))
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}"
+    lines = direct.splitlines()
+    assert [re.sub("^" + stamp + " ", "", line) for line in lines] == [
+        "[pipeserver.access#info] " + text for text in TEXTS]
+    assert all(re.match(stamp + " ", line) for line in lines)
+
+
+def test_access_lines_are_events_for_any_other_observer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Twisted's own FileLogObserver, or ours behind a publisher this code
+    # cannot look into: the event, as before.
+    out = io.StringIO()
+    plain = FileLogObserver(out, logs._text_line)
+    _lines(monkeypatch, plain)
+    assert [line.split(" ", 1)[1] for line in out.getvalue().splitlines()] == [
+        "[pipeserver.access#info] " + text for text in TEXTS]
+    ours = Counting(io.StringIO())
+    monkeypatch.setattr(internals, "LOG_OBSERVERS_KNOWN", False)
+    _lines(monkeypatch, ours)
+    assert ours.events == len(RECORDS)
+
+
+def test_a_failing_write_goes_the_events_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The publisher deals with a broken observer, as it always did: the
+    # line costs the server nothing but itself.
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError("disk full")
+
+    broken = Counting(Broken())
+    _lines(monkeypatch, broken)
+    assert broken.events == len(RECORDS)

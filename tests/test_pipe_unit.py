@@ -8,7 +8,7 @@ test the registry must be empty (``make_site`` fixture in unit_support).
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Any, List, Tuple, cast
 
 import pytest
 
@@ -1288,3 +1288,82 @@ def test_shutdown_cuts_receivers_at_once_when_the_grace_ends(env: Env) -> None:
     assert drained == [None]
     env.clock.advance(CLOSE_GRACE)
     assert not s.open
+
+
+# --------------------------------------------------------------- per-request costs (issue 20)
+def test_a_connection_asks_its_local_address_once(env: Env) -> None:
+    # Twisted's Request.__init__ asks for it at every request; a TCP
+    # transport asks the kernel each time (getsockname).
+    c = env.client()
+    asked: List[object] = []
+    original = c.transport.getHost
+
+    def counting() -> Any:
+        asked.append(1)
+        return original()
+
+    c.transport.getHost = counting  # type: ignore[method-assign]
+    for _ in range(3):
+        c.send(b"GET /version HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert [r.status for r in c.responses()] == [200, 200, 200]
+    assert c.proto.getHost() is c.proto.getHost() == original()
+    assert len(asked) == 1
+
+
+def _on_a_socket(env: Env, request_: bytes) -> Tuple[object, object, object]:
+    """A PipeChannel on a real TCP transport over a loopback connection, so
+    the fast path applies, its reactor the env's MemoryReactorClock (which
+    records who asks to write); ``request_`` read. (channel, transport, peer)."""
+    import socket
+
+    from twisted.internet import tcp
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        peer = socket.create_connection(listener.getsockname())
+        ours, _ = listener.accept()
+    ours.setblocking(False)
+    peer.setblocking(False)
+    channel = cast(Any, env.site).buildProtocol(None)
+
+    class Port:
+        _realPortNumber = 8080
+
+    transport = tcp.Server(ours, channel, peer.getsockname(), cast(Any, Port()), 1, env.clock)
+    channel.makeConnection(transport)
+    channel.dataReceived(request_)
+    return channel, transport, peer
+
+
+def _received(peer: Any) -> bytes:
+    got = b""
+    try:
+        while True:
+            more = peer.recv(65536)
+            if not more:
+                return got
+            got += more
+    except BlockingIOError:
+        return got
+
+
+def test_a_receiver_that_was_sent_everything_does_not_wait_to_write(env: Env) -> None:
+    # Issue 20: a receiver's head goes out at once (send_buffered_now), its
+    # body by sendmsg; its transport then stops asking to write, rather than
+    # being woken on the reactor's next turn to send nothing.
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+
+    body = bytes(range(256)) * 4
+    receiver = _on_a_socket(env, b"GET /leaf HTTP/1.1\r\nHost: x\r\n\r\n")
+    sender = _on_a_socket(
+        env, b"PUT /leaf HTTP/1.1\r\nHost: x\r\nContent-Length: 1024\r\n\r\n" + body)
+    assert receiver[1] not in env.clock.getWriters()
+    got = _received(receiver[2])
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n") and got.endswith(b"\r\n\r\n" + body)
+    # The sender's last lines wait for the reactor's turn, as before.
+    assert sender[1] in env.clock.getWriters()
+    assert _received(sender[2]).startswith(b"HTTP/1.1 200 OK\r\n")
+    for channel, transport, peer in (receiver, sender):
+        peer.close()  # type: ignore[attr-defined]
+        transport.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
+    env.clock.advance(0)

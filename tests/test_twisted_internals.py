@@ -19,6 +19,7 @@ import io
 import operator
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import List, Tuple
 
@@ -878,3 +879,150 @@ def test_the_channels_own_pauses_go_through_the_read_gate(env: Env) -> None:
     assert client.proto.gate.holds == {CHANNEL} and client.reading == "paused"
     client.proto.resumeProducing()
     assert client.proto.gate.holds == set() and client.reading == "producing"
+
+
+def test_a_reshaped_log_publisher_turns_the_direct_access_line_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``LogPublisher._observers`` (logs.py's access line skips the event
+    while our text observer is the only one) is tried at import; a
+    publisher that keeps its observers elsewhere fails closed: every line is
+    an event again, never a crash."""
+    from twisted.logger import LogPublisher
+
+    from pipeserver import _twisted
+
+    assert _twisted._logObserversKnown() and _twisted.LOG_OBSERVERS_KNOWN
+    publisher = LogPublisher()
+    assert _twisted.log_observers(publisher) == [] and _twisted.log_observers(print) is None
+
+    original = LogPublisher.__init__
+
+    def elsewhere(self, *observers):  # type: ignore[no-untyped-def]
+        original(self, *observers)
+        self._kept = tuple(vars(self).pop("_observers"))
+
+    monkeypatch.setattr(LogPublisher, "__init__", elsewhere)
+    assert not _twisted._logObserversKnown()
+    monkeypatch.setattr(_twisted, "LOG_OBSERVERS_KNOWN", False)
+    assert _twisted.log_observers(LogPublisher()) is None
+
+
+def test_a_response_head_is_twisteds_head_in_one_write(env: Env) -> None:
+    """PipeChannel.writeHeaders (issue 20) writes what HTTPChannel's writes,
+    byte for byte, as one ``write`` instead of a ``writeSequence`` of ~40
+    pieces."""
+    from twisted.web.http_headers import Headers
+
+    from pipeserver.headers import head
+
+    headers = Headers({b"Content-Type": [b"text/plain"], b"X-Two": [b"a", b"b"]})
+    headers.addRawHeader(b"content-length", b"0")
+    stock = http.HTTPChannel()
+    stock.makeConnection(StringTransport())
+    stock.writeHeaders(b"HTTP/1.1", b"404", b"Not Found", headers)
+    assert head(b"HTTP/1.1", b"404", b"Not Found", headers) == stock.transport.value() == (
+        b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nX-Two: a\r\nX-Two: b\r\n"
+        b"Content-Length: 0\r\n\r\n")
+    stock.connectionLost(None)
+
+    client = env.client()
+    sequences: List[List[bytes]] = []
+    client.transport.writeSequence = sequences.append  # type: ignore[method-assign]
+    client.send(request(b"GET", b"/version"))
+    wire = client.wire()
+    assert sequences == []
+    assert wire.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\nServer: pipeserver\r\n" in wire
+
+
+def _heads(env: Env, *paths: bytes) -> List[bytes]:
+    """The response head of a GET of each path, and of a 1 KiB transfer's
+    receiver and sender, on this site."""
+    heads = [env.client().send(request(b"GET", path)).wire().partition(b"\r\n\r\n")[0]
+             for path in paths]
+    receiver = env.client().send(request(b"GET", b"/leaf"))
+    sender = env.client().send(request(b"PUT", b"/leaf", body=b"x" * 1024))
+    heads += [c.wire().partition(b"\r\n\r\n")[0] for c in (receiver, sender)]
+    return heads
+
+
+def test_a_leaf_root_is_processed_without_traversal_same_heads(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PipeRequest.process (issue 20): for the leaf root, Twisted's
+    ``Request.process`` less the traversal and a Date per request
+    (_twisted.process_leaf, headers.http_date); the same heads, byte for
+    byte, as Twisted's own gives."""
+    from pipeserver import _twisted, headers
+
+    assert _twisted.LEAN_PROCESS
+    paths = (b"/version", b"/robots.txt?y=%41", b"/help", b"/favicon.ico")
+    for _ in range(3):  # should the second tick between the two
+        lean = _heads(env, *paths)
+        monkeypatch.setattr(_twisted, "LEAN_PROCESS", False)
+        stock = _heads(env, *paths)
+        monkeypatch.setattr(_twisted, "LEAN_PROCESS", True)
+        if lean == stock:
+            break
+    assert lean == stock
+    assert all(h.count(b"\r\nServer: pipeserver\r\nDate: ") == 1 for h in lean), lean
+    assert headers.http_date() in (http.datetimeToString(), http.datetimeToString(int(time.time()) - 1))
+
+    def no_traversal(self, request):  # type: ignore[no-untyped-def]
+        raise AssertionError("traversed")
+
+    def no_date(*args):  # type: ignore[no-untyped-def]
+        raise AssertionError("formatted")
+
+    monkeypatch.setattr(server.Site, "getResourceFor", no_traversal)
+    monkeypatch.setattr(server, "datetimeToString", no_date)
+    assert [h.split(b"\r\n")[0] for h in _heads(env, b"/version")] == [b"HTTP/1.1 200 OK"] * 3
+
+
+def test_a_reshaped_request_process_turns_the_lean_one_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """process_leaf copies what ``server.Request.process`` does; at import
+    it is compared with it on requests of its own. A Twisted whose
+    ``process`` does anything more (here: one more header) fails closed:
+    Twisted's own runs."""
+    from pipeserver import _twisted
+
+    assert _twisted._leanProcessMatches()
+    original = server.Request.process
+
+    def more(self):  # type: ignore[no-untyped-def]
+        self.setHeader(b"X-New", b"1")
+        original(self)
+
+    monkeypatch.setattr(server.Request, "process", more)
+    assert not _twisted._leanProcessMatches()
+    monkeypatch.setattr(server.Request, "process", original)
+    monkeypatch.delattr(resource, "_IEncodingResource")
+    assert not _twisted._leanProcessMatches()
+    monkeypatch.setattr(_twisted, "LEAN_PROCESS", False)
+    assert _twisted.process_leaf(object(), b"date") is False
+
+
+def test_a_reshaped_dowrite_keeps_the_writer_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stop_writing_if_done does what a FileDescriptor's ``doWrite`` does
+    once all is sent; at import the two are compared on stub descriptors.
+    A ``doWrite`` that does more there (here: tells its producer), or no
+    ``_writeDisconnecting``, fails closed: the writer stays registered and
+    the reactor's next turn does Twisted's own."""
+    from pipeserver import _twisted
+
+    assert _twisted._idleWriterCheck() and _twisted.IDLE_WRITER_STOPS
+    original = abstract.FileDescriptor.doWrite
+
+    def more(self):  # type: ignore[no-untyped-def]
+        result = original(self)
+        if self.producer is not None:
+            self.producerPaused = True
+        return result
+
+    monkeypatch.setattr(abstract.FileDescriptor, "doWrite", more)
+    assert not _twisted._idleWriterCheck()
+    monkeypatch.setattr(abstract.FileDescriptor, "doWrite", original)
+    monkeypatch.delattr(abstract.FileDescriptor, "_writeDisconnecting")
+    assert not _twisted._idleWriterCheck()
+    monkeypatch.setattr(_twisted, "IDLE_WRITER_STOPS", False)
+    assert _twisted.stop_writing_if_done(object()) is False
