@@ -190,6 +190,10 @@ class Observer(Protocol):
     def rejected(self, project: str, reason: str) -> None:
         """A request was answered with an error (``Rejection.reason``)."""
 
+    def receiverEvent(self, pipe: "Pipe", receiver: Optional["ReceiverParty"], event: str) -> None:
+        """A receiver ``joined`` or ``left`` a live stream under way, or was
+        ``cut_stalled`` (any pipe, SPEC §5)."""
+
 
 class NullObserver:
     def transferStarted(self, pipe: "Pipe") -> None:
@@ -199,6 +203,9 @@ class NullObserver:
         pass
 
     def rejected(self, project: str, reason: str) -> None:
+        pass
+
+    def receiverEvent(self, pipe: "Pipe", receiver: Optional["ReceiverParty"], event: str) -> None:
         pass
 
 
@@ -276,6 +283,8 @@ class Request(Replying, Protocol):
 
     #: Set by the resource once the request is authorized ("" when open).
     project: str
+    #: Set by the resource once it joined a pipe: plain, queue or live.
+    mode: str
 
     # What the pipe attaches (pipe.PipeRequestLike).
     transport: object

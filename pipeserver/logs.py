@@ -10,7 +10,8 @@ request (one access line each). Anything unusual takes Twisted's code.
 (:func:`json_event`): ``time`` (ISO 8601, UTC), ``level``, ``namespace``,
 ``text``; an access line (namespace ``pipeserver.access``) adds its fields,
 each always of one type: ``method``, ``path``, ``result`` (:data:`RESULTS`),
-``project`` (strings), ``status`` (a number, 0 if no response head went
+``project``, ``mode`` (``plain``, ``queue``, ``live``: SPEC §12; the
+text line names it only when not plain) (strings), ``status`` (a number, 0 if no response head went
 out), ``received``, ``sent`` (bytes), ``duration`` (seconds).
 
 ``twistd pipe --log-format json`` works by setting the observer on the
@@ -73,6 +74,8 @@ class AccessRecord(Protocol):
     sentLength: int
     startedAt: float
     project: str
+    #: What its path was for it: plain, queue or live (SPEC §12).
+    mode: str
 
 
 def result(request: AccessRecord) -> str:
@@ -94,9 +97,12 @@ def access_line(request: AccessRecord, now: float) -> None:
     number: the response's status, 0 when no response head was sent."""
     method, path = request.method, request.path
     sent_head = request.startedWriting or request.code >= 400
+    # A queue's or a live stream's party says so; a plain one's line is as it was.
+    mode = request.mode
     _access.info(
         "{method} {path} {status} {result} in={received} out={sent} {duration:.3f}s "
-        "project={project}",
+        + ("" if mode == "plain" else "mode={mode} ")
+        + "project={project}",
         method=method.decode("latin-1", "replace") if isinstance(method, bytes) else "-",
         path=path.decode("utf-8", "replace") if isinstance(path, bytes) else "-",
         status=request.code if sent_head else 0,
@@ -105,11 +111,14 @@ def access_line(request: AccessRecord, now: float) -> None:
         sent=request.sentLength,
         duration=round(max(0.0, now - request.startedAt), 6),
         project=request.project or "-",
+        mode=mode,
     )
 
 
 #: The fields of an access line, as its JSON carries them (one type each).
-ACCESS_FIELDS = ("method", "path", "status", "result", "received", "sent", "duration", "project")
+ACCESS_FIELDS = (
+    "method", "path", "status", "result", "received", "sent", "duration", "project", "mode"
+)
 
 
 def _iso(when: Optional[float]) -> str:
