@@ -908,9 +908,11 @@ class PipeRegistry:
                     reason="project_waiting_limit",
                 )
         if queued and key not in self.queues:
-            # A plain 1:1 pipe is a queue's first transfer: the path is one now.
             line = self.queues[key] = QueueLine()
-            line.add(self.pipes.pop(key))
+            plain = self.pipes.pop(key, None)
+            if plain is not None:
+                # A plain 1:1 pipe is the queue's first transfer: the path is one now.
+                line.add(plain)
         if pipe is not None:
             return pipe
         if queued:
