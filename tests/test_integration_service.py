@@ -399,3 +399,61 @@ def test_the_access_line_names_the_mode(make_server, procs, tmp_path):
         globalLogPublisher.removeObserver(observe)
     assert any(t.startswith("GET /a 200 ok ") and t.endswith(" mode=queue project=-") for t in seen)
     assert any(t.startswith("POST /a 200 ok ") and t.endswith(" mode=queue project=-") for t in seen)
+
+
+@pytest_twisted.inlineCallbacks
+def test_metrics_show_queue_depth_live_joins_leaves_and_stall_cuts(make_server, procs):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from pipeserver.metrics import makeMetricsSite
+
+    # A sender killed while its window is full sends no FIN the server could
+    # see (its kernel holds it behind the unsent bytes): the stream, with no
+    # reader, is ended by its deadline.
+    server = make_server("--stall-timeout", "1", "--metrics-listen", "tcp:0", "--wait-timeout", "2")
+    port = reactor.listenTCP(0, makeMetricsSite(server.site.metrics), interface="127.0.0.1")
+
+    @pytest_twisted.inlineCallbacks
+    def scrape():
+        reply = yield helpers.http("GET", f"http://127.0.0.1:{port.getHost().port}/metrics")
+        samples = {}
+        for family in text_string_to_metric_families(reply.body.decode()):
+            for sample in family.samples:
+                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return samples
+
+    try:
+        before = yield scrape()
+        assert before[("pipeserver_queue_waiting", (("project", ""), ("role", "receiver")))] == 0
+        waiting = [procs.spawn(curl("-fsS", server.url("/m?queue"))) for _ in range(3)]
+        yield wait_for(lambda: queue_waiting(server, "/m") == (0, 3), 10)
+        during = yield scrape()
+        assert during[("pipeserver_queue_waiting", (("project", ""), ("role", "receiver")))] == 3
+        assert during[("pipeserver_queue_waiting", (("project", ""), ("role", "sender")))] == 0
+        for proc in waiting:
+            proc.kill()
+        # A live stream: two readers, one of them stuck (cut), one leaves.
+        stuck = deaf_reader(server.portnum, "/l?live")
+        leaver = procs.spawn(curl("-f", "-o", os.devnull, server.url("/l?live")))
+        yield server.wait_receivers("/l", 2)
+        producer, sender = procs.pipeline(
+            ["sh", "-c", "head -c 30000000 /dev/zero; sleep 30"],
+            curl("-f", "-T", "-", server.url("/l?live")),
+        )
+        yield wait_for(lambda: "[INFO] A receiver was cut" in sender.text, 20, what="the cut")
+        leaver.kill()
+        yield wait_for(lambda: "(0 now)" in sender.text, 10, what="the leave")
+        after = yield scrape()
+        events = {
+            dict(labels)["event"]: v
+            for (name, labels), v in after.items()
+            if name == "pipeserver_receiver_events_total"
+        }
+        assert events == {"joined": 2.0, "left": 2.0, "cut_stalled": 1.0}
+        assert after[("pipeserver_bytes_out_total", (("project", ""),))] > 0
+        sender.kill()
+        producer.kill()
+        stuck.close()
+        yield server.wait_empty(timeout=10)
+    finally:
+        yield port.stopListening()
