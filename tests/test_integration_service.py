@@ -457,3 +457,37 @@ def test_metrics_show_queue_depth_live_joins_leaves_and_stall_cuts(make_server, 
         yield server.wait_empty(timeout=10)
     finally:
         yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_help_recipes_for_service_paths_work(make_server, procs, tmp_path):
+    server = make_server()
+    reply = yield helpers.http("GET", server.url("/help"))
+    lines = reply.body.decode().splitlines()
+    consumer = lines[lines.index("# Each replica of the consumer:") + 1]
+    producer = lines[lines.index("# Each producer, one request per message:") + 1]
+    assert consumer == f"while curl -fsS 'http://{server.host}/jobs?queue' | ./handle-job; do :; done"
+    handler = tmp_path / "handle-job"
+    handler.write_text('#!/bin/sh\ncat > "job.$$"\n')
+    handler.chmod(0o755)
+    loops = [spawn_group(procs, f"c{n}", f"cd {tmp_path} && {consumer}") for n in range(2)]
+    yield wait_for(lambda: queue_waiting(server, "/jobs") == (0, 2), 10)
+    for _ in range(3):
+        sent = procs.spawn(["sh", "-c", producer], name="producer")
+        yield sent.wait(timeout=20)
+        assert sent.exit_code == 0, sent.describe()
+    yield wait_for(lambda: queue_waiting(server, "/jobs") == (0, 2), 10)
+    jobs = sorted(p.read_text() for p in tmp_path.glob("job.*") if p.stat().st_size)
+    assert jobs == ['{"job": 42}\n'] * 3
+    for loop in loops:
+        loop.kill()
+    # The live recipe: a reader, then the sender of a few lines.
+    start = lines.index("======= Live stream (?live): readers join and leave, from now =======")
+    send, read = lines[start + 1], lines[start + 2].split("   #")[0]
+    reader = procs.spawn(["sh", "-c", read], name="reader")
+    yield server.wait_receivers("/logs", 1)
+    sender = procs.spawn(["sh", "-c", send.replace("./service 2>&1", "printf 'a\\nb\\n'")])
+    for proc in (sender, reader):
+        yield proc.wait(timeout=20)
+        assert proc.exit_code == 0, proc.describe()
+    assert reader.text == "a\nb\n"
