@@ -134,6 +134,7 @@ def test_queue_senders_wait_in_order_and_a_plain_receiver_lines_up(make_server, 
     yield wait_for(lambda: queue_waiting(server, "/q") == (2, 0), 10)
     # No ?queue: it lines up all the same, and gets the oldest message.
     r1 = procs.spawn(curl("-fsS", server.url("/q")))
+    yield wait_for(lambda: queue_waiting(server, "/q") == (1, 0), 10)  # r1 came first
     r2 = procs.spawn(curl("-fsS", server.url("/q?queue")))
     for proc in (s1, s2, r1, r2):
         yield proc.wait(timeout=20)
