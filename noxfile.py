@@ -1,9 +1,11 @@
 """The support matrix: which Pythons and Twisted releases pipeserver is tested on.
 
     nox                  # the core suite on every (Python, Twisted) below,
-                         # and typecheck (CI)
+                         # typecheck and imports (CI)
     nox -s full          # the whole suite once, as `make test` runs it
-    nox -s typecheck     # mypy --strict (setup.cfg [mypy]) on the newest Twisted
+    nox -s typecheck     # mypy --strict (setup.cfg [mypy]) on the newest Twisted,
+                         # over pipeserver/ and tests/
+    nox -s imports       # lint-imports: the layers (setup.cfg [importlinter])
     nox -l               # the list of sessions
 
 ``core`` runs on every Python that setup.cfg claims, with the newest Twisted
@@ -55,7 +57,7 @@ CORE = [(python, TWISTED_NEWEST, H2_NEWEST) for python in PYTHONS] + [
     (PYTHONS[0], TWISTED_MIDDLE, H2_NEWEST),
 ]
 
-nox.options.sessions = ["core", "typecheck"]
+nox.options.sessions = ["core", "typecheck", "imports"]
 nox.options.error_on_missing_interpreters = True
 # uv builds a session's environment in seconds; plain venv + pip otherwise.
 nox.options.default_venv_backend = "uv|venv"
@@ -128,5 +130,14 @@ def full(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """``mypy --strict`` with mypy-zope (setup.cfg ``[mypy]``), against the
     newest Twisted, whose annotations are the most complete."""
-    session.install(".[typecheck]", f"Twisted[tls]=={TWISTED_NEWEST}")
+    # The test extras too: the tests are type-checked against them.
+    session.install(".[test,typecheck]", f"Twisted[tls]=={TWISTED_NEWEST}")
     session.run("mypy", *session.posargs)
+
+
+@nox.session(python=PYTHONS[-1])
+def imports(session: nox.Session) -> None:
+    """``lint-imports``: no import from a lower layer to a higher one, the
+    domain free of adapters (setup.cfg ``[importlinter]`` contracts)."""
+    session.install(".[imports]")
+    session.run("lint-imports", "--config", "setup.cfg")

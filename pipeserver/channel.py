@@ -1,52 +1,41 @@
-"""HTTP plumbing: stream request bodies instead of spooling them.
+"""HTTP/1.1: the channel that streams request bodies instead of spooling them.
 
 Stock twisted.web renders a request only once its whole body is in, spooled
 to memory or to a temporary file. A pipe must render at header time and pass
-each body chunk on as it arrives, so this module subclasses the channel and
-the request. It leans on names Twisted documents as "not intended for
+each body chunk on as it arrives, so this module subclasses the channel (the
+request is request.py's). It leans on names Twisted documents as "not intended for
 users" (``gotLength``, ``handleContentChunk``, ``requestReceived``); every
 private name it needs is reached through _twisted.py (``StreamingChannel``,
 its base), which checks them at import. How the modules fit: see
 docs/ARCHITECTURE.md.
 """
 
-# twisted.web's channel and request are untyped, and this module subclasses
+# twisted.web's channel is untyped, and this module subclasses
 # and calls them from typed code.
 # mypy: disallow-untyped-calls=False
 
 from __future__ import annotations
 
-import io
 import socket
-import time
-from typing import Any, List, Optional, Protocol, Sequence
+from typing import Any, Callable, List, Optional
 
-from twisted.internet.interfaces import (
-    IDelayedCall,
-    IHalfCloseableProtocol,
-    ILoggingContext,
-    IProtocolFactory,
-)
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol
 from twisted.logger import Logger
-from twisted.internet import protocol
 from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
-from twisted.web import http, server
-from twisted.web.http_headers import Headers
-from zope.interface import classImplementsOnly, implementer
+from zope.interface import implementer
 
 from pipeserver import _twisted, errors
 from pipeserver.chunked import ViewChunkedDecoder
-from pipeserver.connections import Connections, Tab, uncounted_tab
+from pipeserver.connections import Tab, uncounted_tab
 from pipeserver.fastpath import PEEK_MAX, buffered_bytes, kernel_unread, peek
 from pipeserver.gate import BACKLOG, CHANNEL, ReadGate
 from pipeserver.errors import Rejection
-from pipeserver.headers import HardenedRequest
-from pipeserver.interfaces import Outcome
-from pipeserver.logs import access_line
-
-STREAMED_METHODS = (b"PUT", b"POST")
+from pipeserver.parties import ConnectionDownload, ConnectionUpload, PipeRequestLike
+from pipeserver.pipe import Pipe
+from pipeserver.settings import SiteView
+from pipeserver.request import STREAMED_METHODS, PipeRequest, _unsafeFieldValue, expects_only_continue, target_ok
 
 #: Why a PipeChannel starts no next request (``PipeChannel._stalls``): its
 #: own responses are not taken; its client's are not (over its budget).
@@ -55,178 +44,6 @@ _CLIENT = 2
 
 log = Logger()
 
-
-class BodySink(Protocol):
-    """Where a streamed request's body goes (``parties.Upload`` is one)."""
-
-    def bodyChunk(self, data: bytes) -> None: ...
-
-    def bodyEnded(self) -> None: ...
-
-    def connectionLost(self, reason: Failure) -> None: ...
-
-
-class PipeRequest(HardenedRequest):
-    """A request whose body is handed on as it arrives, never stored.
-
-    Every response head says no version and lets nothing a client sent run
-    on our origin (``HardenedRequest``, headers.py).
-    PUT and POST are rendered as soon as their headers are complete
-    (``dispatchEarly``); their resource attaches a ``bodySink``. A response
-    may be written while the body still arrives, but ``finish`` is held back
-    until the body has ended, since finishing earlier breaks the channel.
-    """
-
-    bodySink: Optional[BodySink] = None
-    streamed = False
-    project = ""
-    #: What its path was for it (SPEC §12): plain, queue or live.
-    mode = "plain"
-    bodyBytes = 0
-    #: The body's Content-Length; None when chunked (or not yet known).
-    bodyLength: Optional[int] = None
-    _bodyEnded = False
-    _finishPending = False
-    _logged = False
-    #: Its connection went before its response ended.
-    cutShort = False
-    #: Why its pipe ended it early, if it did (the access line's result).
-    endedBy: Optional[Outcome] = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Twisted sets self.channel to None when the connection goes, which
-        # is just when a request cut short still has its access line to log.
-        self._accessSite: Any = getattr(self.channel, "site", None)
-        clock = getattr(self._accessSite, "reactor", None)
-        self.startedAt = clock.seconds() if clock is not None else time.time()
-
-    @property
-    def bodyComplete(self) -> bool:
-        """True once the whole request body has been read."""
-        return not self.streamed or self._bodyEnded
-
-    def gotLength(self, length: Optional[int]) -> None:
-        # Never spool: a body goes to the sink or nowhere.
-        self.content = io.BytesIO()
-        self.bodyLength = length
-
-    def handleContentChunk(self, data: bytes) -> None:
-        self.bodyBytes += len(data)
-        sink = self.bodySink
-        if sink is not None:
-            sink.bodyChunk(data)
-
-    def handleContentChunks(self, pieces: List[Any]) -> None:
-        """Several body pieces of one read (see chunked.py)."""
-        for piece in pieces:
-            self.bodyBytes += len(piece)
-        sink = self.bodySink
-        if sink is None:
-            return
-        many = getattr(sink, "bodyChunks", None)
-        if many is not None:
-            many(pieces)
-        else:
-            for piece in pieces:
-                sink.bodyChunk(piece)
-
-    def setRequestLine(self, command: bytes, path: bytes, version: bytes) -> None:
-        """What ``requestReceived`` sets from the request line, set now."""
-        self.method, self.uri, self.clientproto = command, path, version
-        self.args = {}
-        self.path, _, query = path.partition(b"?")
-        if query:
-            self.args = http.parse_qs(query, 1)
-
-    def dispatchEarly(self, command: bytes, path: bytes, version: bytes) -> None:
-        """Render now, at header time, as ``requestReceived`` would later."""
-        self.streamed = True
-        self.setRequestLine(command, path, version)
-        self.process()
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if not self.streamed:
-            super().requestReceived(command, path, version)
-            return
-        self._bodyEnded = True
-        if self.bodySink is not None:
-            self.bodySink.bodyEnded()
-        if self._finishPending:
-            self._finishPending = False
-            super().finish()
-
-    def finish(self) -> None:
-        if self.streamed and not self._bodyEnded:
-            self._finishPending = True
-            return
-        super().finish()
-
-    def processingFailed(self, reason: Failure) -> None:
-        # Twisted's answer is an HTML page ("Processing Failed", or the
-        # traceback with displayTracebacks); clients get the [ERROR] line
-        # every other failure has, and the traceback goes to the log once.
-        log.failure(
-            "Unexpected error handling {method} {path}",
-            failure=reason,
-            method=getattr(self, "method", b"-"),
-            path=getattr(self, "path", b"-"),
-        )
-        sink, self.bodySink = self.bodySink, None
-        if sink is not None:
-            # The pipe forgets this party as if it had gone.
-            sink.connectionLost(reason)
-        if self.finished or _twisted.request_disconnected(self):
-            return
-        if self.startedWriting:
-            # Too late for a status: a cut response is a failed one.
-            transport: Any = self.transport
-            transport.abortConnection()
-            return
-        rejection = errors.internal_error()
-        date = self.responseHeaders.getRawHeaders(b"date")
-        # Whatever the resource had set belongs to the answer it did not give.
-        self.responseHeaders = Headers({b"date": date} if date else {})
-        self.write(rejection.apply(self))
-        self.finish()
-
-    def connectionLost(self, reason: Failure) -> None:
-        super().connectionLost(reason)
-        if not self.finished and not self._logged:
-            # finish() logs the others; a request cut short is logged here.
-            site = self._accessSite
-            # Only a request that got as far as the resource (its method
-            # set on the instance): a head cut mid-way is no request yet.
-            if site is not None and "method" in vars(self):
-                self._logged = True
-                self.cutShort = True
-                site.log(self)
-        sink, self.bodySink = self.bodySink, None
-        if sink is not None:
-            sink.connectionLost(reason)
-
-
-#: The bytes a request target may hold: visible ASCII (RFC 9112 3.2, RFC
-#: 3986); anything else arrives percent-encoded or not at all.
-_TARGET_BYTES = bytes(range(0x21, 0x7F))
-
-
-def target_ok(path: bytes) -> bool:
-    """Whether a request target is all visible ASCII."""
-    return not path.translate(None, _TARGET_BYTES)
-
-
-def _unsafeFieldValue(line: bytes) -> bool:
-    """A header line with a CR or NUL in it (RFC 9110 5.5: reject). A bare
-    CR could end the header early for a proxy in front of us, and be passed
-    on to a receiver as a header line of its own."""
-    return b"\r" in line or b"\x00" in line
-
-
-def expects_only_continue(values: Sequence[bytes]) -> bool:
-    """Whether ``Expect`` asks for nothing but ``100-continue``."""
-    tokens = {t.strip().lower() for v in values for t in v.split(b",")} - {b""}
-    return tokens <= {b"100-continue"}
 
 
 @implementer(IHalfCloseableProtocol)
@@ -257,7 +74,7 @@ class PipeChannel(_twisted.StreamingChannel):
     #: A TCP or TLS transport (a test's fake in unit tests).
     transport: Any
     #: The PipeSite that built it (Site.buildProtocol sets it).
-    site: Any
+    site: SiteView
     #: Its line in its client's account (``PipeSite.buildProtocol``; one that
     #: counts nothing for a channel built otherwise).
     tab: Optional[Tab] = None
@@ -268,13 +85,17 @@ class PipeChannel(_twisted.StreamingChannel):
     _heldCounted = 0
     _readClosed = False
 
+    def _inFlight(self) -> Optional[PipeRequest]:
+        """The request being read (the site's requestFactory made it)."""
+        return self.requests[-1] if self.requests else None
+
     def _uploadWhole(self) -> bool:
         """Whether the request in flight is a send whose body has all been read."""
-        request = self.requests[-1] if self.requests else None
+        request = self._inFlight()
         return (
             request is not None
-            and getattr(request, "bodySink", None) is not None
-            and bool(getattr(request, "bodyComplete", False))
+            and request.bodySink is not None
+            and request.bodyComplete
             and not request.finished
         )
 
@@ -282,7 +103,14 @@ class PipeChannel(_twisted.StreamingChannel):
         if self._readClosed:
             return  # again, once a paused transport reads on: nothing new
         self._readClosed = True
-        if self._uploadWhole():
+        request = self._inFlight()
+        if request is not None and request.endedBy is not None and request.bodySink is not None:
+            # Its pipe failed the sender and shut our side already
+            # (parties.close_failing): with its side shut too, nothing is
+            # left to read or send, so the connection goes now, not at the
+            # linger's cut.
+            self.transport.loseConnection()
+        elif self._uploadWhole():
             # Its response is still due; after it, nothing more can come.
             self.persistent = False
             self.senderHalfClosed()
@@ -299,17 +127,16 @@ class PipeChannel(_twisted.StreamingChannel):
     def senderHalfClosed(self) -> None:
         """Tell the upload in flight that its client sent a FIN after its
         whole body (``parties.Upload.halfClosed``)."""
-        request = self.requests[-1] if self.requests else None
-        note = getattr(getattr(request, "bodySink", None), "halfClosed", None)
-        if note is not None:
-            note()
+        request = self._inFlight()
+        if request is not None and request.bodySink is not None:
+            request.bodySink.halfClosed()
 
     def bodyInKernel(self, sock: socket.socket) -> bool:
         """Whether the rest of the upload in flight is in ``sock``'s kernel
         buffer, unread (the sender is paused), so the sender's FIN is a
         half-close after a whole body rather than a hang-up."""
-        request = self.requests[-1] if self.requests else None
-        if request is None or getattr(request, "bodySink", None) is None:
+        request = self._inFlight()
+        if request is None or request.bodySink is None:
             return False
         if self._uploadWhole():
             return True
@@ -317,7 +144,7 @@ class PipeChannel(_twisted.StreamingChannel):
         if queued is None:
             return False
         held = self.bufferedBody()
-        length: Optional[int] = getattr(request, "bodyLength", None)
+        length = request.bodyLength
         if length is not None:
             bodyBytes: int = request.bodyBytes
             return len(held) + queued >= length - bodyBytes
@@ -359,21 +186,23 @@ class PipeChannel(_twisted.StreamingChannel):
 
     #: The first bytes so far, while they may still be HTTP/2's preface.
     _sniffed: Optional[bytes] = b""
+    #: Hands the connection to HTTP/2 if its first bytes ask for it
+    #: (``http2.turn``: True handed over, False not, None not known yet);
+    #: set by the site that speaks HTTP/2 (site.py), which sits above both.
+    turn: Optional[Callable[["PipeChannel", bytes], Optional[bool]]] = None
 
     def _turnsToHTTP2(self, data: bytes) -> bool:
         """Whether the connection (first bytes ``data``) went to HTTP/2, or
         waits for more bytes to tell."""
-        if not getattr(self.site, "h2Enabled", False):
+        if self.turn is None:
             self._sniffed = None
             return False
-        from pipeserver import http2  # (it builds on this module)
-
-        verdict = http2.wants_h2(self.transport, data)
+        verdict = self.turn(self, data)
         if verdict is None:
             self._sniffed = data
             return True
         self._sniffed = None
-        return verdict and http2.handover(self, self.transport, data)
+        return verdict
 
     def leave(self) -> None:
         """Give up the connection to another protocol (http2.handover):
@@ -382,9 +211,7 @@ class PipeChannel(_twisted.StreamingChannel):
         self._cancelHeaderTimer()
         self.setTimeout(None)
         self.transport.unregisterProducer()
-        channels = getattr(self.factory, "channels", None)
-        if channels is not None:
-            channels.handOver(self)
+        self.site.channels.handOver(self)
 
     # -- a client that does not take its responses
     def rawDataReceived(self, data: bytes) -> None:
@@ -394,6 +221,15 @@ class PipeChannel(_twisted.StreamingChannel):
             # already, and resumes reading when the transport drains: a
             # client that neither reads nor stops sending was read forever.
             self.gate.hold(CHANNEL)
+
+    # ---- the parties of its requests (parties.HTTPParties asks)
+    def makeSender(self, pipe: Pipe, request: PipeRequestLike) -> ConnectionUpload:
+        """A sender on this connection, held back by its read gate."""
+        return ConnectionUpload(pipe, request, self.gate)
+
+    def makeReceiver(self, pipe: Pipe, request: PipeRequestLike) -> ConnectionDownload:
+        """A receiver on this connection, written straight to its socket."""
+        return ConnectionDownload(pipe, request)
 
     def requestDone(self, request: Any) -> None:
         # Before Twisted parses the next pipelined request (requestDone does,
@@ -503,9 +339,7 @@ class PipeChannel(_twisted.StreamingChannel):
     def _rejected(self, reason: str) -> None:
         """Count a request refused before it reached the resource (no
         project is known yet)."""
-        registry = getattr(self.site, "registry", None)
-        if registry is not None:
-            registry.observer.rejected("", reason)
+        self.site.rejected(reason)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.markHeadersTooLarge()
@@ -514,7 +348,8 @@ class PipeChannel(_twisted.StreamingChannel):
     def chunkedDecoder(self, stock: Any) -> ViewChunkedDecoder:
         # A chunked body is decoded without copying its bytes (chunked.py).
         fast = ViewChunkedDecoder(stock.dataCallback, stock.finishCallback)
-        fast.batchCallback = getattr(self.requests[-1], "handleContentChunks", None)
+        request: PipeRequest = self.requests[-1]
+        fast.batchCallback = request.handleContentChunks
         return fast
 
     def lineReceived(self, line: bytes) -> None:
@@ -549,18 +384,14 @@ class PipeChannel(_twisted.StreamingChannel):
         self.setReadGate(self.gate)
         if self.tab is None:
             self.tab = uncounted_tab()
-        channels = getattr(self.factory, "channels", None)
-        if channels is not None:
-            channels.opened(self, self.tab)
+        self.site.channels.opened(self, self.tab)
         # No client address in the log, not even in what Twisted logs for
         # this connection (its HTTP/2 successor's too: the same transport).
         _twisted.hide_peer_in_log_prefix(self.transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelHeaderTimer()
-        channels = getattr(self.factory, "channels", None)
-        if channels is not None:
-            channels.discard(self)
+        self.site.channels.discard(self)
         super().connectionLost(reason)
 
     _headRefused = False
@@ -589,10 +420,9 @@ class PipeChannel(_twisted.StreamingChannel):
             # The client waits for our word before it sends the body: a
             # sender about to be refused must get that refusal, not a
             # "100 Continue" inviting an upload that goes nowhere.
-            check = getattr(self.site.resource, "checkBeforeBody", None)
-            if check is not None and command in STREAMED_METHODS:
+            if command in STREAMED_METHODS:
                 request.setRequestLine(command, path, version)
-                rejection = check(request)
+                rejection = self.site.checkBeforeBody(request)
         if rejection is None:
             return False
         self._cancelHeaderTimer()
@@ -637,75 +467,3 @@ class PipeChannel(_twisted.StreamingChannel):
         # Otherwise its body goes nowhere (a GET's, a refused upload's): the
         # header timer runs on until it has all come (allContentReceived),
         # as the idle timer, reset by every byte, would not end a trickle.
-
-
-class RefusedConnection(protocol.Protocol):
-    """A connection past its client's cap (``Connections.admit``): closed at
-    once, before a byte is read or written, whatever protocol it would
-    speak (under TLS, before the handshake)."""
-
-    def connectionMade(self) -> None:
-        transport: Any = self.transport
-        transport.abortConnection()
-
-
-class PipeSite(server.Site):
-    """A Site that builds :class:`PipeChannel` and :class:`PipeRequest`."""
-
-    # Twisted's own protocol switch would hand h2 to its H2Connection, whose
-    # streams' flow control the pipe does not drive: PipeChannel turns to
-    # http2.H2Channel itself.
-    protocol = PipeChannel  # type: ignore[assignment]  # Twisted types it as its h2-switching wrapper
-    requestFactory = PipeRequest
-    headerTimeout: Optional[float] = 20.0
-    maxHeaders = 100
-    totalHeadersSize = 16384
-    #: HTTP/2 (http2.py): spoken at all; each stream's window step; the
-    #: streams a connection may have open at once.
-    h2Enabled = True
-    h2Window = 256 * 1024
-    h2MaxStreams = 100
-    #: What one client's HTTP/2 connections share (``http2.Peers``: frame
-    #: budgets, waiting senders), made at the first HTTP/2 connection.
-    h2Peers: Any = None
-
-    def acceptableProtocols(self) -> List[bytes]:
-        """What TLS offers by ALPN: h2 (http2.py, which PipeChannel hands
-        the connection to) and HTTP/1.1."""
-        return [b"h2", b"http/1.1"] if self.h2Enabled else [b"http/1.1"]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: Open connections, so a shutdown can wait for their last bytes, and
-        #: what each client holds through them (its cap, its queued bytes).
-        self.channels = Connections()
-
-    def buildProtocol(self, addr: Any) -> Any:
-        tab = self.channels.admit(addr)
-        if tab is None:
-            # Its client holds as many connections as it may: closed before
-            # a byte is read or written, HTTP/1.1 and HTTP/2 alike.
-            registry = getattr(self, "registry", None)
-            if registry is not None:
-                registry.observer.rejected("", "connection_limit")
-            return RefusedConnection()
-        channel = super().buildProtocol(addr)
-        if channel is None:
-            tab.close()
-            return None
-        channel.tab = tab
-        channel.headerTimeout = self.headerTimeout
-        channel.maxHeaders = self.maxHeaders
-        channel.totalHeadersSize = self.totalHeadersSize
-        channel.MAX_LENGTH = self.totalHeadersSize
-        return channel
-
-    def log(self, request: Any) -> None:
-        """One access line per request (logs.access_line)."""
-        access_line(request, self.reactor.seconds())
-
-
-if _twisted.ALPN_SET_PER_CONNECTION:
-    # No ALPN then: clients speak HTTP/1.1, their default, all the same.
-    # tests/test_twisted_internals.py checks both ways on real handshakes.
-    classImplementsOnly(PipeSite, IProtocolFactory, ILoggingContext)

@@ -6,12 +6,20 @@ request exists (:meth:`Rejection.wire`)."""
 from __future__ import annotations
 
 import functools
-from typing import Callable, Dict, ParamSpec, Sequence, Tuple
+from typing import Callable, Dict, ParamSpec, Protocol, Sequence, Tuple
 
 from twisted.web.http import RESPONSES
 
 from pipeserver.headers import SANDBOX_CSP, SERVER
-from pipeserver.interfaces import Replying
+
+
+class Replying(Protocol):
+    """What an error reply (``errors.plain_reply``) needs of a request."""
+
+    def setResponseCode(self, code: int) -> None: ...
+
+    def setHeader(self, name: bytes, value: bytes) -> None: ...
+
 
 #: Extra response headers: (name, value) as text, e.g. ("Retry-After", "5").
 HeaderPairs = Sequence[Tuple[str, str]]
@@ -377,6 +385,14 @@ def client_limit() -> Rejection:
         "Too many parties from your address are waiting or transferring.",
         reason="client_limit",
     )
+
+
+def spectator_client_limit() -> Rejection:
+    return over_limit("Too many spectators from your address.", reason="spectator_client_limit")
+
+
+def spectator_limit() -> Rejection:
+    return over_limit("Too many spectators on this server.", reason="spectator_limit")
 
 
 def h2_waiting_senders() -> Rejection:

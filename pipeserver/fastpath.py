@@ -306,7 +306,7 @@ class DirectWrites:
         socket with a large send buffer becomes writable again only once
         much of it is free, so a client reading slowly may take bytes for
         seconds without the transport's buffer moving."""
-        sent: int = getattr(self.request, "sentLength", 0)
+        sent: int = self.request.sentLength
         held = buffered_bytes(self.transport)
         # Under TLS, the TCP transport below holds the (encrypted) bytes.
         below = self.transport

@@ -24,21 +24,23 @@ fields (431), ``content-length`` digits only, whatever h2 lets through.
 from __future__ import annotations
 
 import collections
-from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Optional, Protocol, Sequence, Tuple
 
+import h2.connection
 import h2.errors
 import h2.exceptions
 from twisted.internet.error import ConnectionAborted, ConnectionLost
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
 from pipeserver import _twisted, errors
-from pipeserver.channel import STREAMED_METHODS, PipeRequest, expects_only_continue, target_ok
 from pipeserver.errors import Rejection
-
-if TYPE_CHECKING:
-    from pipeserver.http2 import H2Channel
+from pipeserver.interfaces import Data, Outcome, Pacer
+from pipeserver.parties import Download, PipeRequestLike, Upload
+from pipeserver.pipe import Pipe
+from pipeserver.settings import SiteView
+from pipeserver.request import STREAMED_METHODS, PipeRequest, expects_only_continue, target_ok
 
 #: Seconds a failed response's queued bytes get before its stream is reset.
 CLOSE_GRACE = 10.0
@@ -69,6 +71,50 @@ _CONNECTION_HEADERS = frozenset(
 )
 
 
+class StreamConnection(Protocol):
+    """What a stream uses of its connection (``http2.H2Channel``, which
+    imports this module: the stream knows it only by this)."""
+
+    @property
+    def h2(self) -> h2.connection.H2Connection:
+        """The sans-IO state machine (``_h2.FastH2Connection``)."""
+
+    @property
+    def site(self) -> SiteView:
+        """The site (``site.PipeSite``) whose resource renders its request."""
+    transport: Any
+    clock: IReactorTime
+    #: Each stream's window step, and how long a stream may wait.
+    window: int
+    idleTimeout: float
+    secure: bool
+    paused: bool
+    #: Bytes handed to h2 since the last flush, and whether DATA went out
+    #: since the client's last WINDOW_UPDATE on the connection.
+    unflushed: int
+    sentSinceUpdate: bool
+    #: Streams that wait for the connection's window, not their own.
+    blocked: Dict[int, "H2Stream"]
+
+    def flush(self) -> None: ...
+
+    def wrote(self) -> None: ...
+
+    def ack(self, streamID: int, size: int) -> None: ...
+
+    def queue(self, delta: int) -> None: ...
+
+    def sendRoom(self) -> int: ...
+
+    def admitWaiting(self) -> bool: ...
+
+    def waitingChanged(self, delta: int) -> None: ...
+
+    def rejected(self, reason: str) -> None: ...
+
+    def streamClosed(self, stream: "H2Stream") -> None: ...
+
+
 class H2Request(PipeRequest):
     """A PipeRequest on an HTTP/2 stream (``clientproto`` ``HTTP/2``).
 
@@ -94,10 +140,8 @@ class H2Stream:
 
     connected = True
     disconnecting = False
-    #: No read gate: a stream is held back by its window (parties.H2Upload).
-    gate = None
 
-    def __init__(self, conn: "H2Channel", streamID: int) -> None:
+    def __init__(self, conn: StreamConnection, streamID: int) -> None:
         self.conn = conn
         self.streamID = streamID
         self.site = conn.site
@@ -128,6 +172,15 @@ class H2Stream:
         self._unacked = 0
         self.request = H2Request(self)
 
+    # ---- the parties of its request (parties.HTTPParties asks)
+    def makeSender(self, pipe: Pipe, request: PipeRequestLike) -> "StreamUpload":
+        """A sender on this stream, held back by its window."""
+        return StreamUpload(pipe, request, self)
+
+    def makeReceiver(self, pipe: Pipe, request: PipeRequestLike) -> "StreamDownload":
+        """A receiver on this stream, sent what its peer's windows take."""
+        return StreamDownload(pipe, request, self)
+
     # ---- the request arrives
     def begin(self, headers: List[Tuple[bytes, bytes]], ended: bool) -> None:
         """Its HEADERS: build the request and render it, now if its body is
@@ -156,7 +209,7 @@ class H2Stream:
         length = content_length(fields.getRawHeaders(b"content-length", []))
         request.gotLength(0 if ended else length)
         rejection: Optional[Rejection] = None
-        if len(headers) - len(pseudo) > self.site.maxHeaders:
+        if len(headers) - len(pseudo) > self.site.settings.max_headers:
             rejection = errors.headers_too_large()
         elif (
             not is_token(method)
@@ -217,10 +270,9 @@ class H2Stream:
             return errors.expectation_failed()
         if not expect or ended:
             return None
-        check = getattr(self.site.resource, "checkBeforeBody", None)
-        if check is not None and method in STREAMED_METHODS:
+        if method in STREAMED_METHODS:
             request.setRequestLine(method, path, b"HTTP/2")
-            rejection: Optional[Rejection] = check(request)
+            rejection = self.site.checkBeforeBody(request)
             if rejection is not None:
                 return rejection
         self.conn.h2.send_headers(self.streamID, [(b":status", b"100")])
@@ -308,7 +360,7 @@ class H2Stream:
     def writeSequence(self, iovec: List[bytes]) -> None:
         self.send(list(iovec), sum(map(len, iovec)))
 
-    def send(self, pieces: List[Any], size: int) -> None:
+    def send(self, pieces: List[Data], size: int) -> None:
         """Body bytes: what the peer's window takes goes now, the rest is
         queued (and the producer paused until it has gone)."""
         if not self.localOpen or not size:
@@ -545,3 +597,68 @@ class H2Stream:
         request = self.request
         if not request.finished and not _twisted.request_disconnected(request):
             request.connectionLost(reason)
+
+
+class StreamUpload(Upload):
+    """A sender on an HTTP/2 stream. Its pace is its stream's window, which
+    the stream reopens only while the pipe reads (:meth:`setReading`): no
+    read gate, no pacer, no hang-up watch (a reset stream or a lost
+    connection is seen at once)."""
+
+    def __init__(self, pipe: Pipe, request: PipeRequestLike, stream: H2Stream) -> None:
+        super().__init__(pipe, request)
+        self.stream = stream
+
+    def setReading(self, reading: bool) -> None:
+        if reading != self.reading:
+            self.reading = reading
+            self.stream.setReading(reading)
+
+    def flush(self) -> None:
+        self.stream.conn.flush()
+
+    def close(self, clock: IReactorTime, how: Outcome) -> None:
+        # Its lines went ahead as DATA; the reset tells its client it failed.
+        self.request.endedBy = how
+        self.stream.abortConnection()
+
+
+class StreamDownload(Download):
+    """A receiver on an HTTP/2 stream, which sends what its peer's window
+    takes and queues the rest, pausing the pipe meanwhile. A response cut
+    short ends with RST_STREAM."""
+
+    def __init__(self, pipe: Pipe, request: PipeRequestLike, stream: H2Stream) -> None:
+        super().__init__(pipe, request)
+        self.stream = stream
+
+    def headWritten(self) -> None:
+        self.stream.conn.flush()
+
+    def write(self, data: Data) -> None:
+        self.writeSequence([data], len(data))
+
+    def writeSequence(self, pieces: List[Data], size: int) -> None:
+        self.request.sentLength += size
+        self.stream.send(pieces, size)
+
+    def room(self) -> int:
+        return self.stream.room()
+
+    def held(self) -> int:
+        return self.stream.queued
+
+    def taken(self) -> int:
+        return self.stream.written
+
+    def close(self, clock: IReactorTime, how: Outcome) -> None:
+        self.request.endedBy = how
+        if self.request.producer is not None:
+            self.request.unregisterProducer()
+        self.stream.fail()
+
+    def cut(self) -> None:
+        self.request.endedBy = Outcome.ABORTED
+        if self.request.producer is not None:
+            self.request.unregisterProducer()
+        self.stream.abortConnection()

@@ -39,6 +39,7 @@ docs/HTTP2.md.
 from __future__ import annotations
 
 import collections
+import typing
 from typing import Any, Dict, List, Optional
 
 import h2.config
@@ -48,18 +49,18 @@ import h2.exceptions
 import h2.settings
 import hyperframe.frame
 from twisted.internet.error import ConnectionAborted
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, ISSLTransport
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pipeserver.channel import PipeChannel
-from pipeserver.clients import ClientAddresses
 from pipeserver.connections import Tab, uncounted_tab
 from pipeserver.fastpath import buffered_bytes
 from pipeserver._h2 import FastH2Connection
 from pipeserver.h2stream import H2Stream
+from pipeserver.settings import SiteView
 
 log = Logger()
 
@@ -105,7 +106,7 @@ class Budget:
 
     __slots__ = ("clock", "burst", "rate", "tokens", "at")
 
-    def __init__(self, clock: Any, burst: float, rate: float) -> None:
+    def __init__(self, clock: IReactorTime, burst: float, rate: float) -> None:
         self.clock = clock
         self.burst = burst
         self.rate = rate
@@ -148,7 +149,7 @@ class Peer:
 
     __slots__ = ("budgets", "connections", "waiting")
 
-    def __init__(self, clock: Any) -> None:
+    def __init__(self, clock: IReactorTime) -> None:
         self.budgets = {name: Budget(clock, *spec) for name, spec in BUDGETS.items()}
         self.connections = 0
         self.waiting = 0
@@ -160,7 +161,7 @@ class Peers:
     last connection has been gone for :data:`REFILL` seconds (by then its
     budgets would be full again)."""
 
-    def __init__(self, clock: Any) -> None:
+    def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self.peers: Dict[str, Peer] = {}
         #: Peers without a connection, oldest first: when the last left.
@@ -196,6 +197,13 @@ class Peers:
             self.peers.pop(key, None)
 
 
+class H2Site(SiteView, typing.Protocol):
+    """What an HTTP/2 connection reads of its site (``site.PipeSite``)."""
+
+    #: What one client's HTTP/2 connections share.
+    h2Peers: Peers
+
+
 @implementer(IPushProducer)
 class H2Channel(Protocol):
     """An HTTP/2 connection: the ``h2`` state machine and its streams.
@@ -212,11 +220,12 @@ class H2Channel(Protocol):
     #: Ended for a flood: what still comes is dropped unread (``_linger``).
     discarding = False
 
-    def __init__(self, site: Any, window: int, maxStreams: int) -> None:
+    def __init__(self, site: "H2Site") -> None:
         self.site = site
         self.factory = site
-        self.window = window
-        self.maxStreams = maxStreams
+        settings = self.settings = site.settings
+        self.window = settings.h2_window
+        self.maxStreams = settings.h2_max_streams
         self.clock = site.reactor
         #: Seconds a connection without streams is kept (the site's idle
         #: timeout, ``--idle-timeout``), a finished response waits for a
@@ -224,7 +233,7 @@ class H2Channel(Protocol):
         timeout = site.timeOut
         self.idleTimeout = float(timeout) if timeout else 60.0
         #: Seconds the client has to acknowledge our SETTINGS.
-        self.settingsTimeout = float(site.headerTimeout or 20.0)
+        self.settingsTimeout = float(settings.header_timeout or 20.0)
         self.streams: Dict[int, H2Stream] = {}
         #: Streams whose queue waits for the connection's window, not for
         #: their own.
@@ -258,7 +267,7 @@ class H2Channel(Protocol):
         # transport (under TLS, the one beneath it).
         self._wire = getattr(transport, "transport", transport) if self.secure else transport
         self._joinPeers(transport)
-        header_bytes = int(getattr(self.site, "totalHeadersSize", 16384))
+        header_bytes = self.settings.max_header_bytes
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         conn = self.h2 = FastH2Connection(config=config, header_cap=2 * header_bytes)
         codes = h2.settings.SettingCodes
@@ -276,12 +285,11 @@ class H2Channel(Protocol):
         # a client already sent on, and drive their windows negative.
         conn.increment_flow_control_window(CONNECTION_WINDOW)
         transport.registerProducer(self, True)
-        channels = getattr(self.site, "channels", None)
-        if channels is not None:
-            channels.add(self)
-            # The client's ledger (--max-queued-per-client), shared with
-            # its HTTP/1.1 connections: the tab handed over, if any.
-            self.tab = channels.tabOf(self)
+        channels = self.site.channels
+        channels.add(self)
+        # The client's ledger (--max-queued-per-client), shared with
+        # its HTTP/1.1 connections: the tab handed over, if any.
+        self.tab = channels.tabOf(self)
         self._settingsTimer = self.clock.callLater(self.settingsTimeout, self._settingsTimedOut)
         self._idleFor()
         self.flush()
@@ -289,14 +297,7 @@ class H2Channel(Protocol):
     def _joinPeers(self, transport: Any) -> None:
         """Share the budgets of this client's other connections."""
         site = self.site
-        if site.h2Peers is None:
-            site.h2Peers = Peers(self.clock)
-        client_of = getattr(site.resource, "client_of", None)
-        peer = transport.getPeer()
-        if isinstance(client_of, ClientAddresses):
-            self.peerKey = client_of.ofConnection(peer)
-        else:
-            self.peerKey = ClientAddresses().ofConnection(peer)
+        self.peerKey = site.clientAddresses.ofConnection(transport.getPeer())
         self.peer = site.h2Peers.join(self.peerKey)
         self.budgets = self.peer.budgets
 
@@ -555,9 +556,7 @@ class H2Channel(Protocol):
     def rejected(self, reason: str) -> None:
         """Count a refusal before any project is known (metrics'
         ``pipeserver_rejections_total``, project "")."""
-        registry = getattr(self.site, "registry", None)
-        if registry is not None:
-            registry.observer.rejected("", reason)
+        self.site.rejected(reason)
 
     def streamClosed(self, stream: H2Stream) -> None:
         if self.streams.get(stream.streamID) is stream:
@@ -643,12 +642,9 @@ class H2Channel(Protocol):
         later, self._abortLater = self._abortLater, None
         if later is not None and later.active():
             later.cancel()
-        channels = getattr(self.site, "channels", None)
-        if channels is not None:
-            channels.discard(self)
+        self.site.channels.discard(self)
         self._endStreams(reason)
-        if self.site.h2Peers is not None:
-            self.site.h2Peers.leave(self.peerKey, self.peer)
+        self.site.h2Peers.leave(self.peerKey, self.peer)
         self.transport = None
 
     def _endStreams(self, reason: Failure) -> None:
@@ -722,12 +718,23 @@ def wants_h2(transport: Any, data: bytes) -> Optional[bool]:
     return False
 
 
+def turn(old: PipeChannel, data: bytes) -> Optional[bool]:
+    """Turn the connection of ``old`` (a fresh PipeChannel, first bytes
+    ``data``) to HTTP/2 if it speaks it: True once handed over, False if it
+    does not (or cannot change protocols), None while ``data`` may still be
+    the beginning of the preface (``PipeChannel.turn``)."""
+    verdict = wants_h2(old.transport, data)
+    if verdict is None:
+        return None
+    return verdict and handover(old, old.transport, data)
+
+
 def handover(old: PipeChannel, transport: Any, data: bytes) -> bool:
     """Give ``transport`` (whose protocol is ``old``, a fresh PipeChannel)
     to a new :class:`H2Channel`, and feed it ``data``. False if the
     transport cannot change protocols (then HTTP/1.1 goes on)."""
-    site = old.site
-    channel = H2Channel(site, int(site.h2Window), int(site.h2MaxStreams))
+    # The site that handed ``old`` this function is a PipeSite (site.py).
+    channel = H2Channel(typing.cast(H2Site, old.site))
     if getattr(transport, "wrappedProtocol", None) is old:  # TLS
         transport.wrappedProtocol = channel
     elif getattr(transport, "protocol", None) is old:  # TCP, Unix

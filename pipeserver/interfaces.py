@@ -3,13 +3,14 @@
 A :class:`~pipeserver.pipe.Pipe` knows its sender and receivers only as a
 :class:`SenderParty` and :class:`ReceiverParty` (parties.py adapts HTTP
 requests to them; the domain's unit tests use fakes), sizes its sender's
-reads through a :class:`Pacer` (fastpath.py), and tells an :class:`Observer`
-(metrics.py) how each pipe went (an :class:`Outcome`). :class:`Limits` is
-what the registry admits. Nothing here does I/O.
+reads through a :class:`Pacer` (fastpath.py), and tells its ``Observer``
+(pipe.py; metrics.py has one) how each pipe went (an :class:`Outcome`).
+:class:`Limits` is what the registry admits. Nothing here does I/O, and
+nothing here knows the pipe (pipe.py builds on this module).
 
 Outside the heart, :class:`Request` lists what the routing (``resource.py``),
 the pages, the authorizer (``tokens.py``) and the client naming
-(``clients.py``) use of a request (``channel.PipeRequest`` provides it), and
+(``clients.py``) use of a request (``request.PipeRequest`` provides it), and
 :class:`IServerReactor` the reactor ``makeService`` takes. Twisted's own
 ``IRequest`` is a zope Interface with no attribute types; a Protocol lets
 mypy check both the callers and the fakes the tests build.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import enum
 from typing import (
-    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -41,10 +41,8 @@ from twisted.internet.interfaces import (
 )
 from twisted.web.http_headers import Headers
 
+from pipeserver.errors import Replying
 from pipeserver.multipart import FirstPartDecoder
-
-if TYPE_CHECKING:
-    from pipeserver.pipe import Pipe
 
 Data = Union[bytes, memoryview]
 
@@ -93,13 +91,25 @@ class Pacer(Protocol):
         """The transfer is over: reads go back to their default."""
 
 
+class PartyRequest(Protocol):
+    """A party's HTTP request, which the pipe never touches: an Observer
+    reads when it came and what its response carried."""
+
+    #: When it came (the site's clock).
+    startedAt: float
+    #: Body bytes written to its response.
+    sentLength: int
+
+
 class SenderParty(Protocol):
     """The sender, as its pipe sees it (``parties.Upload``)."""
 
     client: Optional[str]
-    #: Its HTTP request, which the pipe never touches: an Observer reads
-    #: when it came (``startedAt``) and what was sent (``sentLength``).
-    request: Any
+
+    @property
+    def request(self) -> PartyRequest:
+        """Its HTTP request (see :class:`PartyRequest`)."""
+
     #: Decodes a form's body to its first part's bytes (None: sent as is).
     decoder: Optional[FirstPartDecoder]
 
@@ -134,8 +144,10 @@ class ReceiverParty(Protocol):
     """A receiver, as its pipe sees it (``parties.Download``)."""
 
     client: Optional[str]
-    #: Its HTTP request (see ``SenderParty.request``).
-    request: Any
+
+    @property
+    def request(self) -> PartyRequest:
+        """Its HTTP request (see :class:`PartyRequest`)."""
 
     def start(self, headers: Iterable[Tuple[bytes, bytes]]) -> None:
         """Begin its response with ``headers``."""
@@ -167,46 +179,6 @@ class ReceiverParty(Protocol):
 
     def held(self) -> int:
         """Body bytes the server holds for it in memory."""
-
-
-class PartyMaker(Protocol):
-    """Adapts what the HTTP layer hands the registry to a pipe's parties
-    (``parties.HTTPParties``)."""
-
-    def sender(self, pipe: "Pipe", request: object) -> SenderParty: ...
-
-    def receiver(self, pipe: "Pipe", request: object) -> ReceiverParty: ...
-
-
-class Observer(Protocol):
-    """Told of a pipe's milestones (metrics.py has one); never per byte."""
-
-    def transferStarted(self, pipe: "Pipe") -> None:
-        """``pipe`` is established: its parties stop waiting, bytes flow."""
-
-    def pipeEnded(self, pipe: "Pipe", how: Outcome) -> None:
-        """``pipe`` left the registry; ``pipe.bytes`` is final."""
-
-    def rejected(self, project: str, reason: str) -> None:
-        """A request was answered with an error (``Rejection.reason``)."""
-
-    def receiverEvent(self, pipe: "Pipe", receiver: Optional["ReceiverParty"], event: str) -> None:
-        """A receiver ``joined`` or ``left`` a live stream under way, or was
-        ``cut_stalled`` (any pipe, SPEC §5)."""
-
-
-class NullObserver:
-    def transferStarted(self, pipe: "Pipe") -> None:
-        pass
-
-    def pipeEnded(self, pipe: "Pipe", how: Outcome) -> None:
-        pass
-
-    def rejected(self, project: str, reason: str) -> None:
-        pass
-
-    def receiverEvent(self, pipe: "Pipe", receiver: Optional["ReceiverParty"], event: str) -> None:
-        pass
 
 
 class _NoPacing:
@@ -257,14 +229,6 @@ class Limits:
 # ---- outside the heart: the request and the reactor, typed
 
 
-class Replying(Protocol):
-    """What an error reply (``errors.plain_reply``) needs of a request."""
-
-    def setResponseCode(self, code: int) -> None: ...
-
-    def setHeader(self, name: bytes, value: bytes) -> None: ...
-
-
 class Request(Replying, Protocol):
     """What pipeserver reads and writes on a request outside the heart."""
 
@@ -286,10 +250,15 @@ class Request(Replying, Protocol):
     #: Set by the resource once it joined a pipe: plain, queue or live.
     mode: str
 
-    # What the pipe attaches (pipe.PipeRequestLike).
-    transport: object
-    producer: object
-    bodySink: object
+    # What the pipe attaches (parties.PipeRequestLike); read only here.
+    @property
+    def transport(self) -> object: ...
+
+    @property
+    def producer(self) -> object: ...
+
+    @property
+    def bodySink(self) -> object: ...
 
     def getHeader(self, key: bytes) -> Optional[bytes]: ...
 

@@ -60,7 +60,7 @@ RESULTS = ("ok", "refused", "timed_out", "cut", "left")
 
 
 class AccessRecord(Protocol):
-    """What an access line reads of a request (``channel.PipeRequest``)."""
+    """What an access line reads of a request (``request.PipeRequest``)."""
 
     method: bytes
     path: bytes

@@ -19,7 +19,7 @@ for every project the server knows (each project of the tokens file, or
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from prometheus_client import (
     CollectorRegistry,
@@ -37,7 +37,7 @@ from twisted.web.server import Site
 from pipeserver import _twisted
 from pipeserver.errors import TEXT_PLAIN, Rejection
 from pipeserver.headers import HardenedRequest
-from pipeserver.interfaces import Request
+from pipeserver.interfaces import ReceiverParty, Request
 from pipeserver.pipe import Outcome, Pipe, PipeRegistry, State
 
 #: Seconds a party waited for its pipe to be established.
@@ -98,7 +98,7 @@ class PipeMetrics:
         self.bytesOut: Dict[str, int] = {}
         #: The receivers of each pipe under way (only a live stream's join
         #: once established; one that leaves still counts what it was sent).
-        self.streaming: Dict[Pipe, List[Any]] = {}
+        self.streaming: Dict[Pipe, List[ReceiverParty]] = {}
         self.prometheus.register(_Bytes(self))
 
     def watch(self, registry: PipeRegistry, projects: Projects = _open_server) -> None:
@@ -116,9 +116,7 @@ class PipeMetrics:
         if pipe.sender is not None:
             parties.append(("sender", pipe.sender.request))
         for role, request in parties:
-            joined = getattr(request, "startedAt", None)
-            if joined is not None:
-                self.waited.labels(project, role).observe(max(0.0, now - joined))
+            self.waited.labels(project, role).observe(max(0.0, now - request.startedAt))
 
     def pipeEnded(self, pipe: Pipe, how: Outcome) -> None:
         project = pipe.key[0]
@@ -132,9 +130,9 @@ class PipeMetrics:
     def rejected(self, project: str, reason: str) -> None:
         self.rejections.labels(project, reason or "other").inc()
 
-    def receiverEvent(self, pipe: Pipe, receiver: Optional[Any], event: str) -> None:
+    def receiverEvent(self, pipe: Pipe, receiver: Optional[ReceiverParty], event: str) -> None:
         self.receiverEvents.labels(pipe.key[0], event).inc()
-        if event == "joined":
+        if event == "joined" and receiver is not None:
             receivers = self.streaming.get(pipe)
             if receivers is not None and receiver not in receivers:
                 receivers.append(receiver)
@@ -144,8 +142,8 @@ class PipeMetrics:
         return generate_latest(self.prometheus)
 
 
-def _sent(receivers: List[Any]) -> int:
-    return sum(getattr(download.request, "sentLength", 0) for download in receivers)
+def _sent(receivers: List[ReceiverParty]) -> int:
+    return sum(download.request.sentLength for download in receivers)
 
 
 class _Bytes:

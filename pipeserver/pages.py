@@ -123,6 +123,8 @@ def _surface_help(url: str, auth: str) -> str:
 curl {auth}-OJ '{url}/mypath?filename=report.pdf'
 # In a browser: show it (download=0) or save it (download=1)
 {url}/mypath?download=0
+# Watch a transfer's progress without receiving it (Server-Sent Events; a page in a browser)
+curl {auth}-N '{url}/mypath?progress'
 # Watch a video stream: send WebM or fragmented MP4...
 ffmpeg -re -i movie.mp4 -c:v libvpx -deadline realtime -b:v 1M -f webm - | curl {auth}-T - {url}/screen
 # ...and open this page in a browser
@@ -149,15 +151,20 @@ _STYLE = (
 )
 
 
+def inline_script(page: bytes) -> bytes:
+    """The CSP source that admits ``page``'s one inline script and no
+    other: ``'sha256-...'``, its hash."""
+    script = re.search(rb"<script>(.*?)</script>", page, re.S)
+    assert script is not None
+    return b"'sha256-" + base64.b64encode(hashlib.sha256(script.group(1)).digest()) + b"'"
+
+
 def _load_index() -> Tuple[bytes, bytes]:
     """The browser page, and a Content-Security-Policy that admits only its
     own inline script (by hash) and requests to this server."""
     page = resources.files("pipeserver").joinpath("index.html").read_bytes()
-    script = re.search(rb"<script>(.*?)</script>", page, re.S)
-    assert script is not None
-    digest = base64.b64encode(hashlib.sha256(script.group(1)).digest())
     csp = (
-        b"default-src 'none'; script-src 'sha256-" + digest + b"'; "
+        b"default-src 'none'; script-src " + inline_script(page) + b"; "
         b"style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; "
         b"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     )

@@ -3,9 +3,12 @@
 :class:`Upload` is the sender's request as its pipe sees it
 (``pipe.SenderParty``), and the request's body sink; :class:`Download` a
 receiver's (``pipe.ReceiverParty``), registered on its request as a push
-producer once streaming. :class:`HTTPParties` makes them for the registry.
-How bytes move fast (straight to sockets, reads sized to the receivers) is
-in fastpath.py.
+producer once streaming. Both are protocol-neutral; their HTTP/1.1 forms
+(:class:`ConnectionUpload`, :class:`ConnectionDownload`) are here, their
+HTTP/2 peers in h2stream.py, and each request's channel builds its own for
+:class:`HTTPParties`, which makes them for the registry. How bytes move
+fast on HTTP/1.1 (straight to sockets, reads sized to the receivers) is in
+fastpath.py.
 """
 
 from __future__ import annotations
@@ -45,11 +48,11 @@ SENDER_LINGER = 2.0
 
 
 class PipeRequestLike(Protocol):
-    """What the pipe needs of a request (``channel.PipeRequest`` provides it)."""
+    """What the pipe needs of a request (``request.PipeRequest`` provides it)."""
 
     transport: Any
-    #: The channel (``channel.PipeChannel``), with its connection's ``gate``.
-    channel: Any
+    #: Its channel: the HTTP/1.1 connection or the HTTP/2 stream.
+    channel: "PartyBuilder"
     clientproto: bytes
     args: Dict[bytes, List[bytes]]
     requestHeaders: Headers
@@ -59,6 +62,15 @@ class PipeRequestLike(Protocol):
     defaultContentType: Optional[bytes]
     #: Why the pipe ended it early, for its access line (logs.result).
     endedBy: Optional[Outcome]
+    #: Body bytes written to its response (logs, ``taken``).
+    sentLength: int
+    #: When it came (the site's clock).
+    startedAt: float
+    #: Whether its whole body is in; its length (None: chunked), and the
+    #: bytes of it read so far.
+    bodyComplete: bool
+    bodyLength: Optional[int]
+    bodyBytes: int
 
     def getHeader(self, key: bytes) -> Optional[bytes]: ...
 
@@ -121,30 +133,31 @@ def content_type(value: bytes) -> bytes:
 
 
 class Upload:
-    """The sender's request, as its pipe sees it.
+    """The sender's request, as its pipe sees it, on either protocol.
 
     It is the request's body sink: the HTTP layer hands it body chunks as
-    they arrive, the end of the body, and the loss of the connection.
+    they arrive, the end of the body, and the loss of the connection. How
+    its body is held back (:meth:`setReading`), its reads sized, its lines
+    flushed and its failure shown are its connection's:
+    :class:`ConnectionUpload` on HTTP/1.1, ``h2stream.StreamUpload`` on an
+    HTTP/2 stream; each request's channel builds its own (``makeSender``).
     """
 
     #: The client address it counts against while in its pipe (None after).
     client: Optional[str] = None
+    _cut: Optional[IDelayedCall] = None  # close()'s cut, cancelled once gone
 
-    def __init__(self, pipe: "Pipe", request: PipeRequestLike) -> None:
+    def __init__(self, pipe: "Pipe", request: PipeRequestLike, buffered: bool = False) -> None:
         self.pipe = pipe
         self.request = request
         self.transport: Any = request.transport
-        # HTTP/1.0, or a proxy that cannot stream a response while it still
-        # sends the request body (nginx; see docs/proxies.md): every line at
-        # the end, in one response.
-        self._buffered = (
-            request.clientproto not in (b"HTTP/1.1", b"HTTP/2")
-            or request.getHeader(b"x-pipe-progress") == b"at-end"
-        )
+        # A proxy that cannot stream a response while it still sends the
+        # request body (nginx; see docs/proxies.md), or HTTP/1.0
+        # (``buffered``): every line at the end, in one response.
+        self._buffered = buffered or request.getHeader(b"x-pipe-progress") == b"at-end"
         self._lines: List[bytes] = []
-        #: Whether the pipe lets it read (it holds the connection's gate if not).
+        #: Whether the pipe lets it read.
         self.reading = True
-        self.gate: ReadGate = request.channel.gate
         self.decoder: Optional[FirstPartDecoder] = None
         ctype = request.getHeader(b"content-type")
         if ctype is not None:
@@ -158,11 +171,10 @@ class Upload:
     @property
     def bodyComplete(self) -> bool:
         """Whether its whole body was read already (with its head)."""
-        return bool(getattr(self.request, "bodyComplete", False))
+        return self.request.bodyComplete
 
     # -- what the sender sees
     _probed = False  # the next line's "[" went ahead of it (halfClosed)
-    _cut: Optional[IDelayedCall] = None  # close()'s cut, cancelled once gone
 
     def say(self, line: str) -> None:
         data = line.encode("utf-8") + b"\n"
@@ -178,76 +190,30 @@ class Upload:
 
     def finish(self) -> None:
         # The pipe is done with the connection, which may carry another
-        # request: the channel reads it (requestDone) unless it holds it; and
-        # a half-closed sender's reset no longer matters (halfClosed).
+        # request: the channel reads it (requestDone) unless it holds it.
         self.setReading(True)
-        self.pipe.watcher.unwatch(self.transport)
         if self._buffered:
             body = b"".join(self._lines)
             self.request.setHeader(b"content-length", b"%d" % len(body))
             self.request.write(body)
         self.request.finish()
 
-    def halfClosed(self) -> None:
-        """Its client shut its side after its whole body: a FIN, which is
-        what a client that half-closes (nc -N) sends, and all a killed one
-        sends too. The one still there waits for its lines; the one gone
-        must free its place. Every line starts with "[", so that byte is
-        sent now, ahead of the next line: a gone client's kernel answers it
-        with a reset, which the watcher sees."""
-        if self.pipe.state is not State.WAITING or self._buffered or self._probed:
-            return  # (lines held for the end: nothing may be sent yet)
-        self.request.write(b"[")
-        self._probed = True
-        self.pipe.watcher.watchReset(self.transport)
-
     def flush(self) -> None:
-        """Put the response so far (its head and lines, which
-        ``request.write`` leaves in the transport's buffer) on the socket
-        now: receivers' heads go straight to theirs (``Download.start``),
-        and a client may wait for the sender's response before it reads the
-        receivers' (piping-server's own tests do)."""
-        send_buffered_now(self.transport)
+        """Put the response so far (its head and lines) on the wire now."""
+        raise NotImplementedError
 
     def close(self, clock: IReactorTime, how: Outcome) -> None:
-        self.request.endedBy = how
-        self.pipe.watcher.unwatch(self.transport)
-        self._cut = close_failing(self.transport, clock, half=True)
-        # Read on (and drop) what it still sends, so it sees our lines.
-        self.reading = True
-        self.gate.drain()
+        """End its connection so its client sees a failure."""
+        raise NotImplementedError
 
     # -- reading the body
     def pacer(self, clock: IReactorTime, room: Callable[[], int]) -> Pacer:
-        """What sizes this sender's reads: the fast path's on a plain TCP
-        connection, none otherwise."""
-        sock = direct_socket(self.transport)
-        if sock is None:
-            return NO_PACING
-        return ReadPacer(clock, self.transport, sock, room, self.unread)
-
-    def unread(self) -> Optional[int]:
-        """Body bytes still to come, if the sender said how many."""
-        length: Optional[int] = getattr(self.request, "bodyLength", None)
-        if length is None:
-            return None
-        return max(0, length - getattr(self.request, "bodyBytes", 0))
+        """What sizes this sender's reads (none unless its connection can)."""
+        return NO_PACING
 
     def setReading(self, reading: bool) -> None:
-        if reading == self.reading:
-            if not reading and self.pipe.state is State.WAITING:
-                # Paused by a reader, now waiting (a live stream's last
-                # reader left): its hang-up must be seen from now on.
-                self.pipe.watcher.watch(self.transport)
-            return
-        self.reading = reading
-        if reading:
-            self.pipe.watcher.unwatch(self.transport)
-            self.gate.release(PIPE)
-        else:
-            self.gate.hold(PIPE)
-            if self.pipe.state is State.WAITING:
-                self.pipe.watcher.watch(self.transport)
+        """Read its body on (True), or hold it back (False)."""
+        raise NotImplementedError
 
     def receiverHeaders(self) -> Optional[List[Tuple[bytes, bytes]]]:
         """The headers receivers get, or None until a form's part headers are in."""
@@ -292,19 +258,107 @@ class Upload:
     def bodyEnded(self) -> None:
         self.pipe.bodyEnded()
 
+    def halfClosed(self) -> None:
+        """Its client shut its side after its whole body (only HTTP/1.1
+        says so: :meth:`ConnectionUpload.halfClosed`)."""
+
     def connectionLost(self, reason: Failure) -> None:
         cancel(self._cut)  # gone already: nothing left to cut
-        self.pipe.watcher.unwatch(self.transport)
         self.pipe.senderLost(self)
 
 
-@implementer(IPushProducer)
-class Download(DirectWrites):
-    """A receiver's request: a push producer registered on it once streaming.
+class ConnectionUpload(Upload):
+    """A sender on an HTTP/1.1 connection: held back by the connection's
+    read gate (the kernel keeps its bytes), its reads sized to the
+    receivers (``fastpath.ReadPacer``), its hang-up seen while paused
+    (the pipe's watcher), its failure a half-close and a linger."""
 
-    Its transport pauses it when its write buffer is full; the pipe then
-    pauses the upload until every receiver can take more. Body bytes go out
-    through :class:`fastpath.DirectWrites`.
+    def __init__(self, pipe: "Pipe", request: PipeRequestLike, gate: ReadGate) -> None:
+        # HTTP/1.0 (no chunks): every line at the end, in one response.
+        super().__init__(pipe, request, buffered=request.clientproto != b"HTTP/1.1")
+        self.gate = gate
+
+    def finish(self) -> None:
+        # A half-closed sender's reset no longer matters (halfClosed).
+        self.pipe.watcher.unwatch(self.transport)
+        super().finish()
+
+    def halfClosed(self) -> None:
+        """Its client shut its side after its whole body: a FIN, which is
+        what a client that half-closes (nc -N) sends, and all a killed one
+        sends too. The one still there waits for its lines; the one gone
+        must free its place. Every line starts with "[", so that byte is
+        sent now, ahead of the next line: a gone client's kernel answers it
+        with a reset, which the watcher sees."""
+        if self.pipe.state is not State.WAITING or self._buffered or self._probed:
+            return  # (lines held for the end: nothing may be sent yet)
+        self.request.write(b"[")
+        self._probed = True
+        self.pipe.watcher.watchReset(self.transport)
+
+    def flush(self) -> None:
+        """Put the response so far (its head and lines, which
+        ``request.write`` leaves in the transport's buffer) on the socket
+        now: receivers' heads go straight to theirs (``Download.start``),
+        and a client may wait for the sender's response before it reads the
+        receivers' (piping-server's own tests do)."""
+        send_buffered_now(self.transport)
+
+    def close(self, clock: IReactorTime, how: Outcome) -> None:
+        self.request.endedBy = how
+        self.pipe.watcher.unwatch(self.transport)
+        self._cut = close_failing(self.transport, clock, half=True)
+        # Read on (and drop) what it still sends, so it sees our lines.
+        self.reading = True
+        self.gate.drain()
+
+    def pacer(self, clock: IReactorTime, room: Callable[[], int]) -> Pacer:
+        """What sizes this sender's reads: the fast path's on a plain TCP
+        connection, none otherwise."""
+        sock = direct_socket(self.transport)
+        if sock is None:
+            return NO_PACING
+        return ReadPacer(clock, self.transport, sock, room, self.unread)
+
+    def unread(self) -> Optional[int]:
+        """Body bytes still to come, if the sender said how many."""
+        length = self.request.bodyLength
+        if length is None:
+            return None
+        return max(0, length - self.request.bodyBytes)
+
+    def setReading(self, reading: bool) -> None:
+        if reading == self.reading:
+            if not reading and self.pipe.state is State.WAITING:
+                # Paused by a reader, now waiting (a live stream's last
+                # reader left): its hang-up must be seen from now on.
+                self.pipe.watcher.watch(self.transport)
+            return
+        self.reading = reading
+        if reading:
+            self.pipe.watcher.unwatch(self.transport)
+            self.gate.release(PIPE)
+        else:
+            self.gate.hold(PIPE)
+            if self.pipe.state is State.WAITING:
+                self.pipe.watcher.watch(self.transport)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.pipe.watcher.unwatch(self.transport)
+        super().connectionLost(reason)
+
+
+@implementer(IPushProducer)
+class Download:
+    """A receiver's request, on either protocol: a push producer registered
+    on it once streaming.
+
+    Its transport pauses it when it can take no more; the pipe then pauses
+    the upload until every receiver can take more. How body bytes go out,
+    what its connection can take and has taken, and how its response is
+    cut short are its connection's: :class:`ConnectionDownload` on
+    HTTP/1.1, ``h2stream.StreamDownload`` on an HTTP/2 stream; each
+    request's channel builds its own (``makeReceiver``).
     """
 
     #: The client address it counts against while in its pipe (None after).
@@ -314,7 +368,7 @@ class Download(DirectWrites):
     def __init__(self, pipe: "Pipe", request: PipeRequestLike) -> None:
         self.pipe = pipe
         self.request = request
-        self.transport = request.transport
+        self.transport: Any = request.transport
         # Twisted would otherwise label the bytes text/html.
         request.defaultContentType = None
         request.notifyFinish().addErrback(self._lost)
@@ -351,13 +405,53 @@ class Download(DirectWrites):
         self.headWritten()
 
     def headWritten(self) -> None:
-        """Its response head is written: body bytes may now go straight to
-        its socket (fastpath.DirectWrites)."""
-        self.startDirect(_twisted.response_chunked(self.request))
+        """Its response head is written (to be sent now)."""
+        raise NotImplementedError
+
+    # -- its connection's, as ``pipe.ReceiverParty`` names them
+    def write(self, data: Data) -> None:
+        raise NotImplementedError
+
+    def writeSequence(self, pieces: List[Data], size: int) -> None:
+        raise NotImplementedError
+
+    def room(self) -> int:
+        raise NotImplementedError
+
+    def held(self) -> int:
+        raise NotImplementedError
+
+    def taken(self) -> int:
+        raise NotImplementedError
+
+    def close(self, clock: IReactorTime, how: Outcome) -> None:
+        raise NotImplementedError
+
+    def cut(self) -> None:
+        raise NotImplementedError
 
     def finish(self) -> None:
         self.request.unregisterProducer()
         self.request.finish()
+
+    def reject(self, status: int, text: str, how: Outcome) -> None:
+        request = self.request
+        request.endedBy = how
+        retry = [("Retry-After", "5")] if status == 503 else []
+        request.write(errors.plain_reply(request, status, text, retry))
+        request.finish()
+
+
+@implementer(IPushProducer)
+class ConnectionDownload(DirectWrites, Download):
+    """A receiver on an HTTP/1.1 connection: body bytes go straight to its
+    socket (:class:`fastpath.DirectWrites`); cut short, its response ends
+    unframed and its connection closes."""
+
+    def headWritten(self) -> None:
+        """Its response head is written: body bytes may now go straight to
+        its socket (fastpath.DirectWrites)."""
+        self.startDirect(_twisted.response_chunked(self.request))
 
     def close(self, clock: IReactorTime, how: Outcome) -> None:
         """End before the response does: a chunked stream gets no last chunk,
@@ -385,91 +479,28 @@ class Download(DirectWrites):
         else:
             self.transport.loseConnection()
 
-    def reject(self, status: int, text: str, how: Outcome) -> None:
-        request = self.request
-        request.endedBy = how
-        retry = [("Retry-After", "5")] if status == 503 else []
-        request.write(errors.plain_reply(request, status, text, retry))
-        request.finish()
 
+class PartyBuilder(Protocol):
+    """A request's channel, as the parties' maker sees it: the HTTP/1.1
+    connection (``channel.PipeChannel``) or the HTTP/2 stream
+    (``h2stream.H2Stream``), each building its own parties."""
 
-class H2Upload(Upload):
-    """The sender on an HTTP/2 stream (``h2stream.H2Stream``, its transport).
+    def makeSender(self, pipe: "Pipe", request: PipeRequestLike) -> Upload: ...
 
-    Its pace is its stream's window, which the stream reopens only while
-    the pipe reads (:meth:`setReading`): no read gate, no pacer, no
-    hang-up watch (a reset stream or a lost connection is seen at once)."""
-
-    def setReading(self, reading: bool) -> None:
-        if reading != self.reading:
-            self.reading = reading
-            self.transport.setReading(reading)
-
-    def pacer(self, clock: IReactorTime, room: Callable[[], int]) -> Pacer:
-        return NO_PACING
-
-    def flush(self) -> None:
-        self.transport.conn.flush()
-
-    def halfClosed(self) -> None:
-        pass
-
-    def close(self, clock: IReactorTime, how: Outcome) -> None:
-        # Its lines went ahead as DATA; the reset tells its client it failed.
-        self.request.endedBy = how
-        self.transport.abortConnection()
-
-
-@implementer(IPushProducer)
-class H2Download(Download):
-    """A receiver on an HTTP/2 stream (``h2stream.H2Stream``, its transport),
-    which sends what its peer's window takes and queues the rest, pausing
-    the pipe meanwhile. A response cut short ends with RST_STREAM."""
-
-    def headWritten(self) -> None:
-        self.transport.conn.flush()
-
-    def write(self, data: Data) -> None:
-        self.writeSequence([data], len(data))
-
-    def writeSequence(self, pieces: List[Data], size: int) -> None:
-        self.request.sentLength += size
-        self.transport.send(pieces, size)
-
-    def room(self) -> int:
-        return int(self.transport.room())
-
-    def held(self) -> int:
-        return int(self.transport.queued)
-
-    def taken(self) -> int:
-        return int(self.transport.written)
-
-    def close(self, clock: IReactorTime, how: Outcome) -> None:
-        self.request.endedBy = how
-        if self.request.producer is not None:
-            self.request.unregisterProducer()
-        self.transport.fail()
-
-    def cut(self) -> None:
-        self.request.endedBy = Outcome.ABORTED
-        if self.request.producer is not None:
-            self.request.unregisterProducer()
-        self.transport.abortConnection()
+    def makeReceiver(self, pipe: "Pipe", request: PipeRequestLike) -> Download: ...
 
 
 class HTTPParties:
-    """Makes the parties of HTTP requests (``pipe.PartyMaker``)."""
+    """Makes the parties of HTTP requests (``pipe.PartyMaker``): each
+    request's channel builds its own."""
 
     def sender(self, pipe: "Pipe", request: object) -> Upload:
         # The HTTP layer hands the registry its requests.
         http = cast(PipeRequestLike, request)
-        if http.clientproto == b"HTTP/2":
-            return H2Upload(pipe, http)
-        return Upload(pipe, http)
+        builder: PartyBuilder = http.channel
+        return builder.makeSender(pipe, http)
 
     def receiver(self, pipe: "Pipe", request: object) -> Download:
         http = cast(PipeRequestLike, request)
-        if http.clientproto == b"HTTP/2":
-            return H2Download(pipe, http)
-        return Download(pipe, http)
+        builder: PartyBuilder = http.channel
+        return builder.makeReceiver(pipe, http)

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Protocol, Set, Tuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from pipeserver import errors
-from pipeserver.interfaces import NO_PACING, Data, Limits, NullObserver, Observer, Outcome
-from pipeserver.interfaces import Pacer, PartyMaker, ReceiverParty, SenderParty, Watcher, _NoWatcher
+from pipeserver.interfaces import NO_PACING, Data, Limits, Outcome
+from pipeserver.interfaces import Pacer, ReceiverParty, SenderParty, Watcher, _NoWatcher
 from pipeserver.multipart import MultipartError
 
 __all__ = [
@@ -58,7 +58,47 @@ def display_path(path: bytes) -> str:
 
 
 #: A pipe's resumed receivers until the first: read and discarded from only.
-_NOBODY: Set[Any] = set()
+_NOBODY: Set[ReceiverParty] = set()
+
+
+class PartyMaker(Protocol):
+    """Adapts what the HTTP layer hands the registry to a pipe's parties
+    (``parties.HTTPParties``)."""
+
+    def sender(self, pipe: "Pipe", request: object) -> SenderParty: ...
+
+    def receiver(self, pipe: "Pipe", request: object) -> ReceiverParty: ...
+
+
+class Observer(Protocol):
+    """Told of a pipe's milestones (metrics.py has one); never per byte."""
+
+    def transferStarted(self, pipe: "Pipe") -> None:
+        """``pipe`` is established: its parties stop waiting, bytes flow."""
+
+    def pipeEnded(self, pipe: "Pipe", how: Outcome) -> None:
+        """``pipe`` left the registry; ``pipe.bytes`` is final."""
+
+    def rejected(self, project: str, reason: str) -> None:
+        """A request was answered with an error (``Rejection.reason``)."""
+
+    def receiverEvent(self, pipe: "Pipe", receiver: Optional[ReceiverParty], event: str) -> None:
+        """A receiver ``joined`` or ``left`` a live stream under way, or was
+        ``cut_stalled`` (any pipe, SPEC §5)."""
+
+
+class NullObserver:
+    def transferStarted(self, pipe: "Pipe") -> None:
+        pass
+
+    def pipeEnded(self, pipe: "Pipe", how: Outcome) -> None:
+        pass
+
+    def rejected(self, project: str, reason: str) -> None:
+        pass
+
+    def receiverEvent(self, pipe: "Pipe", receiver: Optional[ReceiverParty], event: str) -> None:
+        pass
 
 
 class State(enum.Enum):
@@ -815,20 +855,16 @@ class PipeRegistry:
     def __init__(
         self,
         clock: IReactorTime,
+        parties: PartyMaker,
         wait_timeout: float = 300.0,
         max_receivers: int = 256,
         watcher: Optional[Watcher] = None,
         limits: Optional[Limits] = None,
         observer: Optional[Observer] = None,
-        parties: Optional[PartyMaker] = None,
     ) -> None:
         self.clock = clock
-        if parties is None:
-            # The HTTP adapters (parties.py imports this module, hence here).
-            from pipeserver.parties import HTTPParties
-
-            parties = HTTPParties()
-        #: Makes the parties of the requests it is handed.
+        #: Makes the parties of the requests it is handed (the HTTP
+        #: adapters, parties.py, which the composition root hands in).
         self.parties: PartyMaker = parties
         self.wait_timeout = wait_timeout
         self.limits = limits if limits is not None else Limits(max_receivers)

@@ -10,7 +10,7 @@ from twisted.web.http import NO_CONTENT
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from pipeserver import disposition, errors, pages, paths, video
+from pipeserver import disposition, errors, pages, paths, progress, video
 from pipeserver.clients import ClientAddresses
 from pipeserver.errors import Rejection
 from pipeserver.health import Health
@@ -60,6 +60,13 @@ class PipeResource(Resource):
         #: The client address a party counts against (clients.py).
         self.client_of = client_of
         self.health = Health(registry, registry.clock)
+        #: ``?progress``'s spectators; the registry's observer from now on.
+        self.spectators = progress.Spectators(
+            registry,
+            registry.clock,
+            max_per_client=registry.limits.max_parties_per_client,
+            max_total=registry.limits.max_waiting,
+        )
         #: Our pages by canonical name (paths.PAGES and paths.PREFIXED).
         self.reserved: Dict[str, Page] = {
             "/": pages.index,
@@ -74,6 +81,7 @@ class PipeResource(Resource):
         #: Query flags a GET of a pipe path is answered by, never joining it.
         self.views: Dict[bytes, View] = {
             b"video": self._video,
+            b"progress": self._progress,
         }
 
     def render(self, request: Request) -> Union[bytes, int]:
@@ -106,6 +114,20 @@ class PipeResource(Resource):
     def _video(self, request: Request, path: bytes) -> bytes:
         """``?video``: the player page, which fetches ``path`` itself."""
         return video.page(request)
+
+    def _progress(self, request: Request, path: bytes) -> Union[bytes, int]:
+        """``?progress``: the page (asked for as HTML), or the pipe's events
+        (tokens as for the pipe itself); never a party of the pipe."""
+        if progress.wants_page(request):
+            return progress.page(request)
+        project = self._project(request, path)
+        if request.method == b"HEAD":
+            errors.plain_headers(request, b"text/event-stream")
+            request.setHeader(b"cache-control", b"no-store")
+            request.setHeader(b"vary", b"Accept")
+            return b""
+        self.spectators.watch((project, path), request, self.client_of(request))
+        return NOT_DONE_YET
 
     def _page(self, request: Request, page: Page, head: bool) -> Union[bytes, int]:
         """A reserved page, its HEAD with the same headers as its GET."""

@@ -18,12 +18,15 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from pipeserver import __version__, _twisted, clients
-from pipeserver.channel import PipeSite
+from pipeserver.settings import Settings
+from pipeserver.site import PipeSite
 from pipeserver.fastpath import HangupWatcher, buffered_bytes
 from pipeserver.clients import ClientAddresses
 from pipeserver.connections import Connections
+from pipeserver.http2 import H2Channel
 from pipeserver.interfaces import IServerReactor
 from pipeserver.logs import FORMATS, LoggingService, observer_factory
+from pipeserver.parties import HTTPParties
 from pipeserver.pipe import Limits, PipeRegistry
 from pipeserver.resource import PipeResource, open_project
 from pipeserver.tokens import TokenFileError, Tokens
@@ -275,9 +278,9 @@ def makeLimits(options: OptionsLike, fds: int) -> Limits:
 
 class ServerSite(PipeSite):
     """The site twistd serves: a :class:`PipeSite` given its registry,
-    tokens and metrics as constructor parameters. ``channel.PipeChannel``
-    reads ``registry`` (to count a request refused before it has a
-    project), and tests read all three."""
+    settings, tokens and metrics as constructor parameters. It counts a
+    request refused before it has a project through ``registry``
+    (``PipeSite.rejected``), and tests read all of them."""
 
     def __init__(
         self,
@@ -286,10 +289,11 @@ class ServerSite(PipeSite):
         reactor: IServerReactor,
         *,
         timeout: float,
+        settings: Settings,
         tokens: Optional[Tokens] = None,
         metrics: Optional[PipeMetrics] = None,
     ) -> None:
-        super().__init__(resource, timeout=timeout, reactor=reactor)
+        super().__init__(resource, timeout=timeout, reactor=reactor, settings=settings)
         self.registry = registry
         self.tokens = tokens
         self.metrics = metrics
@@ -329,6 +333,7 @@ def makeServer(options: OptionsLike, reactor: IServerReactor, fds: Optional[int]
     fds = fd_limit() if fds is None else fds
     registry = PipeRegistry(
         reactor,
+        HTTPParties(),
         wait_timeout=float(options["wait-timeout"]),
         watcher=HangupWatcher(reactor),
         limits=makeLimits(options, fds),
@@ -356,6 +361,14 @@ def makeServer(options: OptionsLike, reactor: IServerReactor, fds: Optional[int]
         registry,
         reactor,
         timeout=float(options["idle-timeout"]),
+        settings=Settings(
+            header_timeout=float(options["header-timeout"]),
+            max_headers=int(options["max-headers"]),
+            max_header_bytes=int(options["max-header-bytes"]),
+            h2=not options.get("no-h2", False),
+            h2_window=int(options.get("h2-window", Settings.h2_window)),
+            h2_max_streams=int(options.get("h2-max-streams", Settings.h2_max_streams)),
+        ),
         tokens=tokens,
         metrics=metrics,
     )
@@ -363,12 +376,6 @@ def makeServer(options: OptionsLike, reactor: IServerReactor, fds: Optional[int]
     site.channels = Connections(
         limits.max_connections_per_client, limits.max_queued_per_client, client_of.peer
     )
-    site.headerTimeout = float(options["header-timeout"])
-    site.maxHeaders = int(options["max-headers"])
-    site.totalHeadersSize = int(options["max-header-bytes"])
-    site.h2Enabled = not options.get("no-h2", False)
-    site.h2Window = int(options.get("h2-window", site.h2Window))
-    site.h2MaxStreams = int(options.get("h2-max-streams", site.h2MaxStreams))
     site.displayTracebacks = False
     limits = registry.limits
     return Server(
@@ -529,9 +536,8 @@ class PipeService(service.Service):
         deadline = self.reactor.seconds() + self.grace + FLUSH_GRACE
         for channel in list(self.server.site.channels):
             # HTTP/2 clients hear now that no new stream will be served.
-            goAway = getattr(channel, "goAway", None)
-            if goAway is not None:
-                goAway()
+            if isinstance(channel, H2Channel):
+                channel.goAway()
         drained: Deferred[None] = registry.shutdown(self.grace)
         drained.addCallback(lambda _: self._flushed(deadline))
         drained.addCallback(lambda _: self._exitStatus(registry.cutAtShutdown))

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,override,union-attr"
 """Helpers of the abuse, property and soak tests (tests/test_abuse.py,
 tests/test_property.py, tests/test_soak.py).
 

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="import-not-found,override,union-attr"
 """Support for tests/test_cluster.py: a cluster (deploy/cluster.py: N real
 ``twistd pipe`` processes behind HAProxy on loopback) and a small raw HTTP/1.1
 client on the reactor, cheap enough to run a thousand parties at once.

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,assignment,call-overload,func-returns-value,override"
 """HTTP/2 clients for the h2 tests (tests/test_h2_*.py), on the global reactor.
 
 - :class:`H2Client`: a client on the sans-IO ``h2`` library

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,assignment,dict-item,union-attr"
 """Helpers for the integration tests: a real server on 127.0.0.1:0 in this
 process (on the global reactor), real clients (curl subprocesses and treq).
 

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,attr-defined,misc,var-annotated"
 """Abuse over real sockets (SPEC §6 "Malformed HTTP", §9 limits).
 
 Every case is followed by a normal sender/receiver pair on the same server

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="assignment,func-returns-value"
 """The browser page in a real headless Chromium (Debian's), driven by Playwright.
 
 One tab sends a file from ``/``, another receives it there, and the bytes are

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,attr-defined,func-returns-value"
 """The browser page over HTTP/2 (issue 12, item 6), in Debian's headless Chromium.
 
 Chromium sends a ``fetch()`` whose body is a ``ReadableStream`` (``duplex:

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="func-returns-value,list-item"
 """``/PATH?video`` in Debian's headless Chromium (issue 21, item 5).
 
 ffmpeg (Debian's, ``apt-get install ffmpeg``) makes a few seconds of test

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="var-annotated"
 """chunked.ViewChunkedDecoder decodes exactly as Twisted's decoder does,
 however the input is split, and hands chunk data on without copying."""
 

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="var-annotated"
 """Pipes sharded by path over several instances behind HAProxy (issue 6).
 
 Each test runs deploy/cluster.py (what `make cluster` runs): real ``twistd

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="assignment,str-bytes-safe"
 """The container image (Containerfile, `make image`) and deploy/compose.yaml,
 run for real with podman: a pipeserver container, a producer container and a
 consumer container that share nothing but the pipe's URL.

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="union-attr"
 """pipeserver.disposition without a server: the name a receiver asks for,
 made harmless, and the header value it becomes (RFC 6266 / RFC 5987).
 tests/test_integration_urls.py checks the same on the wire."""

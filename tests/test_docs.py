@@ -59,3 +59,27 @@ def test_the_protocol_reference_shows_the_texts_the_server_sends() -> None:
     assert f"`{errors.no_sender('/p', 300)}`" in protocol
     assert f"`{errors.not_all_receivers('/p', 300)}`" in protocol
     assert f"`{errors.no_receiver('/p', 300)}`" in protocol
+
+
+def test_every_test_module_is_type_checked_as_setup_cfg_says() -> None:
+    """setup.cfg's [mypy] narrows its checks for tests module by module
+    (issue 17, item 5): a new test module missing from its list would be
+    checked with the package's strictness, and fail, or worse, a module
+    listed no more would be a stale entry. The list is the tests' modules."""
+    import configparser
+    import glob
+
+    config = configparser.ConfigParser()
+    config.read(os.path.join(ROOT, "setup.cfg"))
+    listed = next(
+        set(name[len("mypy-"):].split(","))
+        for name in config.sections()
+        if name.startswith("mypy-") and "test_pipe_domain" in name
+    )
+    tests = os.path.join(ROOT, "tests")
+    found = {
+        os.path.relpath(path, tests)[: -len(".py")].replace(os.sep, ".")
+        for path in glob.glob(os.path.join(tests, "**", "*.py"), recursive=True)
+    }
+    assert listed == found
+    assert not [name for name in config.sections() if config.has_option(name, "ignore_errors")]

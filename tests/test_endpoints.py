@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,var-annotated"
 """``--listen`` with ssl:, unix: and systemd: endpoints, end to end with curl.
 
 ssl: and unix: run the service from ``tap.makeService`` in this process;

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="has-type,misc"
 """pipeserver.environ: the PIPE_* variables the container image and
 tap/pipe.tac are configured by."""
 

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="misc"
 """HTTP/2 floods and limits with raw frames on a real socket, and the drain
 at shutdown (SPEC §9, §10 and §11; issue 12 items 4 and 5).
 

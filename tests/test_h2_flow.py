@@ -1,3 +1,4 @@
+# mypy: disable-error-code="attr-defined"
 """HTTP/2 flow control as backpressure, and faults per stream (SPEC §2,
 §4, §5 and §11; issue 12 items 3 and 4).
 

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,attr-defined,var-annotated"
 """What one HTTP/2 client may do to the server (issue 22), with raw frames
 on real sockets while real clients beside it complete with the right bytes.
 

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="attr-defined,return-value"
 """pipeserver/_h2.py's DATA fast path against h2 itself.
 
 Two server connections, h2's own ``H2Connection`` and ``FastH2Connection``,

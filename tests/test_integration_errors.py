@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type"
 """Every rejection of SPEC §6 that applies without tokens or limits, over a
 real socket: exact status, Content-Type, CORS header and text."""
 

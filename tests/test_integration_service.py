@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,attr-defined"
 """Service paths over real sockets (SPEC §12): replicas of a consumer on a
 ``?queue`` path, readers joining a ``?live`` stream; with curl (HTTP/1.1 and
 HTTP/2 by prior knowledge), raw sockets for readers that do not read."""
@@ -91,9 +92,9 @@ def test_a_worker_pool_gets_every_message_exactly_once(
         spawn_group(procs, f"p{n}", PRODUCER_, f"p{n}", str(tmp_path / f"in{n}"), url)
         for n in range(2)
     ]
-    for producer in producers:
-        yield producer.wait(timeout=300)
-        assert producer.exit_code == 0 and producer.text == "", producer.describe()
+    for sending in producers:
+        yield sending.wait(timeout=300)
+        assert sending.exit_code == 0 and sending.text == "", sending.describe()
     total = 2 * messages
     # Every consumer waits again for the next message, each loop still runs.
     yield wait_for(lambda: queue_waiting(server, "/jobs") == (0, 4), 20, what="4 waiting")
@@ -116,8 +117,8 @@ def test_a_worker_pool_gets_every_message_exactly_once(
     assert sum(1 for c in range(4) if any(n.startswith(f"c{c}.") for n in files)) >= 2
     assert not any(k.startswith("rejected") for k in server.registry.counts)
     assert server.registry.counts["completed"] == total
-    for consumer in consumers:
-        consumer.kill()
+    for loop in consumers:
+        loop.kill()
     yield server.wait_empty(timeout=10)
     assert server.registry.waiting() == 0
 

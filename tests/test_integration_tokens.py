@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,var-annotated"
 """Projects and tokens over a real port with curl (SPEC §8)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="assignment"
 """End-to-end transfers through a real server with curl clients (SPEC §1, §4, §5)."""
 
 from __future__ import annotations

@@ -521,6 +521,7 @@ def test_help_has_a_line_for_each(server, procs):
         "ffmpeg -re -i movie.mp4 -c:v libvpx -deadline realtime -b:v 1M -f webm - "
         f"| curl -T - {base}/screen",
         f"{base}/screen?video",
+        f"curl -N '{base}/mypath?progress'",
         f"curl {base}/api/v1/pipe/health         # JSON: status, version, fds, waiting, active...",
         f"curl -T - {base}/api/v1/pipe/mypath    # the same pipe as {base}/mypath",
         f"curl -T - {base}/Help                  # refused, as /help is",

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,return"
 """The text observer writes exactly what twistd's own would
 (``formatEventAsClassicLogText`` with RFC 3339 times), event by event."""
 
@@ -63,7 +64,7 @@ EVENTS = [
 
 
 @pytest.mark.parametrize("event", EVENTS, ids=range(len(EVENTS)))
-def test_line_is_twisteds(event) -> None:  # type: ignore[no-untyped-def]
+def test_line_is_twisteds(event) -> None:
     out = io.StringIO()
     text_file_observer(out)(dict(event))
     assert out.getvalue() == (_twisted(dict(event)) or "")

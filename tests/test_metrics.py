@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,attr-defined,union-attr"
 """``--metrics-listen``: Prometheus metrics scraped during and after transfers."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="misc"
 """The multipart decoder's cost is linear in the bytes it is fed (issue 10,
 item 6): a form whose preamble comes one byte per chunk costs about what the
 same bytes cost as octet-stream, and never holds up other requests.

@@ -30,11 +30,20 @@ class FakePacer:
         self.stopped = True
 
 
+class FakeRequest:
+    """What an Observer reads of a party's request (``PartyRequest``)."""
+
+    def __init__(self) -> None:
+        self.startedAt = 0.0
+        self.sentLength = 0
+
+
 class FakeSender:
     client: Optional[str] = None
     decoder: Optional[FirstPartDecoder] = None
 
     def __init__(self, complete: bool = False) -> None:
+        self.request = FakeRequest()
         self.lines: List[str] = []
         self.reading = True
         self.finished = False
@@ -74,6 +83,7 @@ class FakeReceiver:
     client: Optional[str] = None
 
     def __init__(self) -> None:
+        self.request = FakeRequest()
         self.headers: Optional[List[Tuple[bytes, bytes]]] = None
         self.data = b""
         self.finished = False

@@ -932,7 +932,7 @@ def test_receiver_leaving_after_completion_changes_nothing(env: Env) -> None:
 
 # --------------------------------------------------------------- hang-up watcher
 class _SocketTransport:
-    def __init__(self, sock) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, sock) -> None:
         self.sock = sock
         self.aborted = 0
 
@@ -944,12 +944,12 @@ class _SocketTransport:
 
 
 @pytest.fixture
-def socketpair():  # type: ignore[no-untyped-def]
+def socketpair():
     import socket
 
     pairs = []
 
-    def make():  # type: ignore[no-untyped-def]
+    def make():
         pair = socket.socketpair()
         pairs.append(pair)
         return pair
@@ -1156,6 +1156,21 @@ def test_shut_sender_is_read_for_the_linger_then_cut(env: Env) -> None:
     assert s.transport.connected
     env.clock.advance(0.001)
     assert not s.transport.connected and s.transport.aborted
+
+
+def test_a_shut_sender_that_shuts_its_side_too_is_gone_at_once(env: Env) -> None:
+    """Failed, a sender's side is shut by us and its upload read on for the
+    linger; once its client shuts its side too (curl, having read our last
+    lines), nothing is left to read or send: the connection goes then, not
+    at the linger's cut, and no timer of it is left (issue 17, item 7)."""
+    s = env.client().send(request(b"PUT", b"/p", body=b"whole"))
+    env.clock.advance(WAIT)
+    assert sender_lines(s)[-1] == NOT_ALL
+    assert s.transport.writeClosed and s.transport.connected
+    s.proto.readConnectionLost()  # its FIN
+    s.flush()
+    assert not s.transport.connected and not s.transport.aborted
+    assert env.clock.getDelayedCalls() == []
 
 
 # --------------------------------------------------------------- stalled receivers

@@ -13,7 +13,7 @@ connections with random pauses, disconnects and passing time:
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, List
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -46,6 +46,8 @@ ODD_PATHS = [
     b"/Help/",
     b"/help%2e",
     b"/a?video",
+    b"/a?progress",
+    b"/api/v1/pipe/a?n=2&progress",
     b"/a?download=2",
     b"/a?n=2&filename=%E2%80%AE..%2F%00x",
 ]
@@ -252,6 +254,8 @@ def run_script(data, streams_: List[bytes], options: List[str]) -> None:
             check_invariants(env)
         env.clock.advance(0)
         assert env.registry.pipes == {}, sorted(env.registry.pipes)
+        site: Any = env.site
+        assert site.resource.spectators.total == 0
         assert env.registry.waiting() == 0
         assert env.registry.waitingByProject == {}
         # Pending timers (grace cuts, header timeouts) fire without trouble.

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="union-attr"
 """pipeserver behind real nginx, configured exactly as docs/proxies.md says.
 
 The nginx block is read from the guide, its timeouts scaled down: the

@@ -34,7 +34,7 @@ def test_drain_reads_on_whatever_is_held() -> None:
     assert transport.producerState == "producing" and gate.holds == set()
 
 
-def _streaming(env: Env):  # type: ignore[no-untyped-def]
+def _streaming(env: Env):
     receiver = env.client().send(request(b"GET", b"/p"))
     sender = env.client().send(request(b"PUT", b"/p", chunked=True) + chunk(b"x"))
     assert sender.reading == "producing"

@@ -9,7 +9,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from pipeserver import errors
-from pipeserver.pipe import LiveStream, Mode, Outcome, PipeRegistry, State
+from pipeserver.pipe import LiveStream, Mode, Outcome, Pipe, PipeRegistry, State
 from test_pipe_domain import (  # noqa: F401  (fixtures)
     KEY,
     WAIT,
@@ -26,12 +26,12 @@ LIVE = Mode.LIVE
 
 
 def send(registry: PipeRegistry, sender: FakeSender, mode: Mode = QUEUE, client: str = "",
-         n: int = 1, line: bool = False):  # type: ignore[no-untyped-def]
+         n: int = 1, line: bool = False) -> Pipe:
     return registry.send(KEY, n, sender, client, mode, line)
 
 
 def receive(registry: PipeRegistry, receiver: FakeReceiver, mode: Mode = QUEUE,
-            client: str = "", n: int = 1, line: bool = False):  # type: ignore[no-untyped-def]
+            client: str = "", n: int = 1, line: bool = False) -> Pipe:
     return registry.receive(KEY, n, receiver, client, mode, line)
 
 

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,misc"
 """Soak: many concurrent transfers over real sockets, and many clients killed
 at random moments. Raw-socket clients on the reactor (no curl processes)."""
 

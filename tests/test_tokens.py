@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,var-annotated"
 """Tokens (SPEC §8) without sockets: the file format, header parsing, reloads."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,assignment,attr-defined,comparison-overlap,func-returns-value,method-assign,misc,union-attr,unused-ignore"
 """Guards for the Twisted internals pipeserver relies on (see pipeserver/_twisted.py).
 
 The streaming request path overrides hooks Twisted documents as "not
@@ -28,7 +29,9 @@ from twisted.internet.testing import StringTransport
 from twisted.web import http, resource, server
 from zope.interface import implementer
 
-from pipeserver.channel import PipeChannel, PipeRequest, PipeSite
+from pipeserver.channel import PipeChannel
+from pipeserver.request import PipeRequest
+from pipeserver.site import PipeSite
 from unit_support import Env, chunk, env, make_site, request  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,19 +48,19 @@ class RecordingRequest(http.Request):
 
     recorder: Recorder
 
-    def gotLength(self, length):  # type: ignore[no-untyped-def]
+    def gotLength(self, length):
         self.recorder.events.append(("gotLength", length, self.channel.transport.value()))
         super().gotLength(length)
 
-    def handleContentChunk(self, data):  # type: ignore[no-untyped-def]
+    def handleContentChunk(self, data):
         self.recorder.events.append(("chunk", data))
         super().handleContentChunk(data)
 
-    def requestReceived(self, command, path, version):  # type: ignore[no-untyped-def]
+    def requestReceived(self, command, path, version):
         self.recorder.events.append(("requestReceived", command, path, version))
         super().requestReceived(command, path, version)
 
-    def process(self):  # type: ignore[no-untyped-def]
+    def process(self):
         self.setResponseCode(204)
         self.finish()
 
@@ -65,7 +68,7 @@ class RecordingRequest(http.Request):
 class RecordingChannel(http.HTTPChannel):
     recorder: Recorder
 
-    def allHeadersReceived(self):  # type: ignore[no-untyped-def]
+    def allHeadersReceived(self):
         super().allHeadersReceived()
         self.recorder.events.append(
             (
@@ -254,7 +257,7 @@ class _RecordingDescriptor(abstract.FileDescriptor):
         self.connected = True
         self.sent = b""
 
-    def writeSomeData(self, data: bytes) -> int:  # type: ignore[override]
+    def writeSomeData(self, data: bytes) -> int:
         self.sent += bytes(data)
         return len(data)
 
@@ -311,7 +314,7 @@ def test_channel_passes_pause_and_resume_to_the_request_producer() -> None:
     class Res(resource.Resource):
         isLeaf = True
 
-        def render_GET(self, req):  # type: ignore[no-untyped-def]
+        def render_GET(self, req):
             req.registerProducer(producer, True)
             req.write(b"x")
             return server.NOT_DONE_YET
@@ -334,7 +337,7 @@ def no_tempfile(monkeypatch: pytest.MonkeyPatch) -> List[int]:
     """A test-only guard: any attempt to spool a body to disk raises."""
     calls: List[int] = []
 
-    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def refuse(*args, **kwargs):
         calls.append(1)
         raise AssertionError("a request body went to a temporary file")
 
@@ -636,10 +639,10 @@ def test_bodiless_request_goes_from_allHeadersReceived_to_allContentReceived() -
     calls: List[str] = []
 
     class Channel(http.HTTPChannel):
-        def allHeadersReceived(self):  # type: ignore[no-untyped-def]
+        def allHeadersReceived(self):
             calls.append("allHeadersReceived")
 
-        def allContentReceived(self):  # type: ignore[no-untyped-def]
+        def allContentReceived(self):
             calls.append("allContentReceived")
 
     channel = Channel()
@@ -744,7 +747,7 @@ def test_a_reshaped_request_line_stops_the_import(monkeypatch: pytest.MonkeyPatc
 
     original = http.HTTPChannel.lineReceived
 
-    def renamed(self, line):  # type: ignore[no-untyped-def]
+    def renamed(self, line):
         original(self, line)
         for name in ("_command", "_path", "_version"):
             if name in vars(self):

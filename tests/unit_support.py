@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,attr-defined"
 """Socket-free helpers for the unit tests: a fake TCP transport, an HTTP client
 driving a ``PipeChannel`` by hand, and (from tests/http_wire.py) the parser
 for what it wrote on the wire.
@@ -48,7 +49,7 @@ class FakeTCP(StringTransport):
             return
         super().write(data)
 
-    def writeSequence(self, seq) -> None:  # type: ignore[no-untyped-def]
+    def writeSequence(self, seq) -> None:
         for data in seq:
             self.write(data)
 
@@ -73,13 +74,13 @@ class FakeTCP(StringTransport):
     def _deliverLost(self) -> None:
         if self.connected:
             self.connected = False
-            self.protocol.connectionLost(self.lostReason)  # type: ignore[union-attr]
+            self.protocol.connectionLost(self.lostReason)
 
 
 class Client:
     """One HTTP connection into the site, driven by hand."""
 
-    def __init__(self, site, clock: MemoryReactorClock) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, site, clock: MemoryReactorClock) -> None:
         self.site = site
         self.clock = clock
         self.proto = site.buildProtocol(None)
@@ -174,8 +175,8 @@ class Env:
     errors: List[dict] = field(default_factory=list)
 
     @property
-    def registry(self):  # type: ignore[no-untyped-def]
-        return self.site.registry  # type: ignore[attr-defined]
+    def registry(self):
+        return self.site.registry
 
     def client(self) -> Client:
         return Client(self.site, self.clock)

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="no-untyped-def,type-arg"
 """An httpx HTTP/2 sender, as a Python user writes one: PUT a file to a pipe.
 
     python httpx_send.py sync|async bytes|stream URL FILE [CA_CERT]
