@@ -22,6 +22,10 @@ Rows (docs/BENCHMARKS.md, "A pipe against a broker"):
   pairs   16 pairs x 250 x 1 KiB at once: msg/s, server CPU ms per message
   queue   4 consumers, 2 producers on one `?queue` path (SPEC section 12):
           run only where the server has queue paths (probed), else skipped
+  fanout8 64 MiB 1 -> 8 (?n=8): MB/s out, server CPU-s/GB out
+  live    64 MiB 1 -> 8 readers joined to a `?live` stream (SPEC section 12),
+          against fanout8 in the same run; Redis: PUBLISH/SUBSCRIBE as in
+          fanout; skipped like queue where there are no service paths
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ import run  # noqa: E402  (servers, /proc figures, table cells)
 HOST = run.HOST
 MiB = run.MiB
 SYSTEMS = ("ours", "base", "piping", "redis")
-ROWS = ("one", "fanout", "seq", "pairs", "queue")
+ROWS = ("one", "fanout", "seq", "pairs", "queue", "fanout8", "live")
+#: Rows that need SPEC section 12's service paths (probed with ?queue).
+SERVICE_ROWS = ("queue", "live")
 #: Redis values and pipe sends are cut in pieces of this size.
 PIECE = 1 << 20
 #: How long one row of one system may take before the bench gives up.
@@ -260,7 +266,9 @@ class Conn:
             del self.buf[:size + 2]
 
     def count(self, headers: Dict[bytes, bytes], digest: Any = None) -> int:
-        """Read a Content-Length body without keeping it; its size."""
+        """Read a Content-Length (or chunked) body without keeping it; its size."""
+        if b"content-length" not in headers:
+            return self._countChunked(digest)
         n = int(headers[b"content-length"])
         got = len(self.buf)
         if digest is not None:
@@ -276,6 +284,55 @@ class Conn:
                 digest.update(view[:k])
             got += k
         return got
+
+
+def _countChunkedImpl(conn: "Conn", digest: Any) -> int:
+    """A chunked body's size, read into one scratch buffer (as ``count`` reads
+    a counted one), so the client costs the same as for a counted body."""
+    got = 0
+    left = 0  # data bytes (plus their CRLF) of the current chunk still to come
+    carry = bytes(conn.buf)
+    conn.buf.clear()
+    scratch = bytearray(1 << 20)
+    view = memoryview(scratch)
+    while True:
+        # Skip what remains of the current chunk in ``carry``.
+        if left and carry:
+            take = min(left, len(carry))
+            if digest is not None:
+                digest.update(carry[:min(take, max(0, left - 2))])
+            carry = carry[take:]
+            left -= take
+        if left:
+            k = conn.sock.recv_into(scratch, min(len(scratch), left))
+            if not k:
+                raise EOFError(f"chunked body cut after {got} bytes")
+            if digest is not None:
+                digest.update(view[:min(k, max(0, left - 2))])
+            left -= k
+            continue
+        eol = carry.find(b"\r\n")
+        if eol < 0:
+            more = conn.sock.recv(65536)
+            if not more:
+                raise EOFError(f"chunked body cut after {got} bytes")
+            carry += more
+            continue
+        size = int(carry[:eol].split(b";")[0], 16)
+        carry = carry[eol + 2:]
+        if size == 0:
+            while not carry.startswith(b"\r\n"):  # (no trailers from a pipe)
+                more = conn.sock.recv(65536)
+                if not more:
+                    raise EOFError("chunked body cut at its end")
+                carry += more
+            conn.buf += carry[2:]
+            return got
+        got += size
+        left = size + 2
+
+
+Conn._countChunked = _countChunkedImpl  # type: ignore[attr-defined]
 
 
 def get_head(path: str) -> bytes:
@@ -305,9 +362,11 @@ def join_all(threads: List[threading.Thread], errors: List[BaseException]) -> No
         raise errors[0]
 
 
-def pipe_bulk(port: int, system: str, nbytes: int, k: int, sha: bool = False) -> Tuple[float, int]:
-    """K receivers then one sender on a fresh path; (seconds, bytes out)."""
-    path = fresh("bulk") + (f"?n={k}" if k > 1 else "")
+def pipe_bulk(port: int, system: str, nbytes: int, k: int, sha: bool = False,
+              live: bool = False) -> Tuple[float, int]:
+    """K receivers then one sender on a fresh path; (seconds, bytes out).
+    ``live``: the receivers are readers of a `?live` stream (SPEC 12)."""
+    path = fresh("bulk") + ("?live" if live else f"?n={k}" if k > 1 else "")
     block = memoryview(gen.block())
     errors: List[BaseException] = []
     digests: List[str] = []
@@ -339,7 +398,12 @@ def pipe_bulk(port: int, system: str, nbytes: int, k: int, sha: bool = False) ->
         sender.sock.sendall(piece)
         left -= len(piece)
     status, headers = sender.head()
-    check_sender(status, sender.body(headers), system)
+    text = sender.body(headers)
+    if live:
+        if status != 200 or f"[INFO] {k} receiver(s) got the end".encode() not in text:
+            raise RuntimeError(f"{system}: live sender got {status} {text[-200:]!r}")
+    else:
+        check_sender(status, text, system)
     join_all(threads, errors)
     seconds = time.monotonic() - t0
     for c in receivers + [sender]:
@@ -631,11 +695,12 @@ class System:
     def port(self) -> int:
         return int(self.server.port)
 
-    def bulk(self, nbytes: int, k: int, sha: bool = False) -> Tuple[float, int]:
+    def bulk(self, nbytes: int, k: int, sha: bool = False, live: bool = False
+             ) -> Tuple[float, int]:
         if self.is_redis:
             return redis_one(self.port, nbytes, sha) if k == 1 else \
                 redis_fanout(self.port, nbytes, k)
-        return pipe_bulk(self.port, self.name, nbytes, k, sha)
+        return pipe_bulk(self.port, self.name, nbytes, k, sha, live)
 
     def messages(self, pairs: int, each: int, body: bytes) -> None:
         errors: List[BaseException] = []
@@ -666,9 +731,9 @@ class System:
             pipe_queue(self.port, self.name, consumers, producers, each, body)
 
 
-def measure_bulk(system: System, nbytes: int, k: int) -> Dict[str, float]:
+def measure_bulk(system: System, nbytes: int, k: int, live: bool = False) -> Dict[str, float]:
     with Meter(system.server.pid) as m:
-        seconds, out = system.bulk(nbytes, k)
+        seconds, out = system.bulk(nbytes, k, live=live)
     return {"mbps": out / seconds / 1e6, "cpu_s_per_gb": m.cpu / (out / 1e9),
             "rss_growth_mib": m.rss_growth_mib, "seconds": seconds}
 
@@ -712,6 +777,14 @@ def row_specs(cfg: Dict[str, Any]) -> Dict[str, Tuple[str, Callable[[System], Di
                   "(server CPU ms per message)",
                   lambda s: measure_queue(s, 4, 2, cfg["queue_each"]),
                   [("msg_per_s", "", 0), ("cpu_ms_per_msg", "", 3)]),
+        "fanout8": (f"{fsize // MiB} MiB 1 -> 8 (?n=8): MB/s out (server CPU-s/GB out, "
+                    "peak RSS growth)",
+                    lambda s: measure_bulk(s, fsize, 8),
+                    [("mbps", "", 0), ("cpu_s_per_gb", "", 2), ("rss_growth_mib", "MiB", 1)]),
+        "live": (f"{fsize // MiB} MiB 1 -> 8 ?live readers: MB/s out (server CPU-s/GB out, "
+                 "peak RSS growth)",
+                 lambda s: measure_bulk(s, fsize, 8, live=True),
+                 [("mbps", "", 0), ("cpu_s_per_gb", "", 2), ("rss_growth_mib", "MiB", 1)]),
     }
 
 
@@ -815,11 +888,12 @@ def bench(runs: int, quick: bool, wanted: List[str], only: List[str],
             if not s.is_redis:
                 s.has_queue = pipe_has_queue(s.port)
         for row, (label, fn, _) in specs.items():
-            runners = [s for s in systems if row != "queue" or s.is_redis or s.has_queue]
-            if row == "queue":
+            runners = [s for s in systems
+                       if row not in SERVICE_ROWS or s.is_redis or s.has_queue]
+            if row in SERVICE_ROWS:
                 for s in systems:
                     if s not in runners:
-                        note(f"queue row: {s.name} has no ?queue paths (SPEC 12, issue 18): "
+                        note(f"{row} row: {s.name} has no service paths (SPEC 12, issue 18): "
                              "skipped")
                 if not any(not s.is_redis for s in runners):
                     continue

@@ -204,9 +204,22 @@ def established(path: str) -> Rejection:
     return bad(f"[ERROR] Connection on '{path}' has been established already.")
 
 
+#: What a second plain sender or receiver is told it could do instead (§12).
+SECOND_SENDER_HINT = (
+    "To hand over several messages on one path, add ?queue on every side (each message"
+    " goes to one receiver); ?n=K and ?live are for several receivers of one stream."
+)
+LIVE_SENDER_HINT = "A live stream has one sender: use another path, or ?queue for several."
+RECEIVERS_FULL_HINT = (
+    "To share messages among receivers add ?queue on every side, to join a running"
+    " stream add ?live, or for K receivers of every byte use ?n=K."
+)
+
+
 @_reason
-def second_sender(path: str) -> Rejection:
-    return bad(f"[ERROR] Another sender has been connected on '{path}'.")
+def second_sender(path: str, hint: str = SECOND_SENDER_HINT) -> Rejection:
+    text = f"[ERROR] Another sender has been connected on '{path}'."
+    return bad(hinted(text, hint) if hint else text)
 
 
 @_reason
@@ -224,8 +237,67 @@ def n_mismatch(path: str, expected: int, got: int) -> Rejection:
 
 
 @_reason
-def receivers_full() -> Rejection:
-    return bad("[ERROR] The number of receivers has reached limits.")
+def receivers_full(hint: str = RECEIVERS_FULL_HINT) -> Rejection:
+    text = "[ERROR] The number of receivers has reached limits."
+    return bad(hinted(text, hint) if hint else text)
+
+
+# ---- service paths (SPEC §12)
+
+
+@_reason
+def queue_n(n: int) -> Rejection:
+    """``?queue`` with ``?n`` other than 1."""
+    return bad(
+        f"[ERROR] ?queue cannot be used with ?n={n}: a queue gives each message to one"
+        " receiver. Drop ?n (or use ?n=1)."
+    )
+
+
+@_reason
+def queue_n_mismatch(path: str, got: int) -> Rejection:
+    """A party without ``?queue`` asks ``?n`` other than 1 on a queue path."""
+    return bad(hinted(
+        f"[ERROR] The number of receivers should be 1 but {got}.",
+        f"'{path}' is a queue path: each message goes to one receiver; drop ?n.",
+    ))
+
+
+@_reason
+def live_with(other: str) -> Rejection:
+    """``?live`` with ``?n`` or ``?queue`` in one URL."""
+    why = (
+        "a live stream takes any number of receivers"
+        if other == "n"
+        else "a path is either a queue or a live stream"
+    )
+    return bad(f"[ERROR] ?live cannot be used with ?{other}: {why}.")
+
+
+@_reason
+def mode_conflict(path: str, now: str, asked: str) -> Rejection:
+    """A ``?queue`` or ``?live`` party on a path that is something else now
+    (``now``: "a queue path", "a live stream", "a pipe for 3 receivers")."""
+    return bad(hinted(
+        f"[ERROR] '{path}' is {now} now: a party with ?{asked} cannot join it.",
+        "Use the same query on every side, or another path.",
+    ))
+
+
+@_reason
+def live_sender_needed(path: str) -> Rejection:
+    """A plain sender on a path where receivers wait for a live stream."""
+    return bad(f"[ERROR] Receivers on '{path}' wait for a live stream: send with ?live.")
+
+
+@_reason
+def live_invalid() -> Rejection:
+    return bad('[ERROR] Invalid query parameter "live": use ?live or ?live=line')
+
+
+@_reason
+def queue_invalid() -> Rejection:
+    return bad('[ERROR] Invalid query parameter "queue": use ?queue, with no value')
 
 
 @_reason
@@ -333,6 +405,11 @@ def h2_waiting_senders() -> Rejection:
 
 def no_sender(path: str, wait: float) -> str:
     return f"[ERROR] No sender arrived on '{path}' within {seconds(wait)} seconds."
+
+
+def no_receiver(path: str, wait: float) -> str:
+    """A live sender that had no reader for ``wait`` seconds."""
+    return f"[ERROR] No receiver on '{path}' within {seconds(wait)} seconds."
 
 
 def not_all_receivers(path: str, wait: float) -> str:

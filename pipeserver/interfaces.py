@@ -247,6 +247,8 @@ class Request(Replying, Protocol):
 
     #: Set by the resource once the request is authorized ("" when open).
     project: str
+    #: Set by the resource once it joined a pipe: plain, queue or live.
+    mode: str
 
     # What the pipe attaches (parties.PipeRequestLike); read only here.
     @property

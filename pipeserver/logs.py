@@ -10,7 +10,8 @@ request (one access line each). Anything unusual takes Twisted's code.
 (:func:`json_event`): ``time`` (ISO 8601, UTC), ``level``, ``namespace``,
 ``text``; an access line (namespace ``pipeserver.access``) adds its fields,
 each always of one type: ``method``, ``path``, ``result`` (:data:`RESULTS`),
-``project`` (strings), ``status`` (a number, 0 if no response head went
+``project``, ``mode`` (``plain``, ``queue``, ``live``: SPEC §12; the
+text line names it only when not plain) (strings), ``status`` (a number, 0 if no response head went
 out), ``received``, ``sent`` (bytes), ``duration`` (seconds).
 
 ``twistd pipe --log-format json`` works by setting the observer on the
@@ -76,6 +77,8 @@ class AccessRecord(Protocol):
     sentLength: int
     startedAt: float
     project: str
+    #: What its path was for it: plain, queue or live (SPEC §12).
+    mode: str
 
 
 def result(request: AccessRecord) -> str:
@@ -94,6 +97,7 @@ def result(request: AccessRecord) -> str:
 _ACCESS_FORMAT = (
     "{method} {path} {status} {result} in={received} out={sent} {duration:.3f}s project={project}"
 )
+_ACCESS_FORMAT_MODE = _ACCESS_FORMAT.replace("project=", "mode={mode} project=")
 #: What a text line names as the access line's system (``_text_line``).
 _ACCESS_SYSTEM = f"{_access.namespace}#info"
 
@@ -104,6 +108,9 @@ def access_line(request: AccessRecord, now: float) -> None:
     number: the response's status, 0 when no response head was sent."""
     method, path = request.method, request.path
     sent_head = request.startedWriting or request.code >= 400
+    # A queue's or a live stream's party says so; a plain one's line is as it was.
+    mode = request.mode
+    form = _ACCESS_FORMAT if mode == "plain" else _ACCESS_FORMAT_MODE
     fields = dict(
         method=method.decode("latin-1", "replace") if isinstance(method, bytes) else "-",
         path=path.decode("utf-8", "replace") if isinstance(path, bytes) else "-",
@@ -113,6 +120,7 @@ def access_line(request: AccessRecord, now: float) -> None:
         sent=request.sentLength,
         duration=round(max(0.0, now - request.startedAt), 6),
         project=request.project or "-",
+        mode=mode,
     )
     sole = _soleTextObserver()
     if sole is not None:
@@ -121,13 +129,13 @@ def access_line(request: AccessRecord, now: float) -> None:
         # went to the event, Logger.emit and the publisher). Should the
         # write fail, the event's way below meets the same failure, and the
         # publisher deals with it as it always did.
-        line = f"{_stamp(time.time())} [{_ACCESS_SYSTEM}] {_ACCESS_FORMAT.format(**fields)}"
+        line = f"{_stamp(time.time())} [{_ACCESS_SYSTEM}] {form.format(**fields)}"
         try:
             sole.writeText(line.replace("\n", "\n\t") + "\n")
             return
         except Exception:
             pass
-    _access.info(_ACCESS_FORMAT, **fields)
+    _access.info(form, **fields)
 
 
 def _soleTextObserver() -> Optional["TextFileObserver"]:
@@ -142,7 +150,9 @@ def _soleTextObserver() -> Optional["TextFileObserver"]:
 
 
 #: The fields of an access line, as its JSON carries them (one type each).
-ACCESS_FIELDS = ("method", "path", "status", "result", "received", "sent", "duration", "project")
+ACCESS_FIELDS = (
+    "method", "path", "status", "result", "received", "sent", "duration", "project", "mode"
+)
 
 
 def _iso(when: Optional[float]) -> str:

@@ -19,7 +19,7 @@ for every project the server knows (each project of the tokens file, or
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, Iterator, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from prometheus_client import (
     CollectorRegistry,
@@ -79,6 +79,13 @@ class PipeMetrics:
             buckets=WAIT_BUCKETS,
             registry=self.prometheus,
         )
+        self.receiverEvents = Counter(
+            "pipeserver_receiver_events",
+            "Receivers that joined or left a live stream under way (joined, left), and "
+            "receivers of any pipe cut for taking no byte for --stall-timeout (cut_stalled).",
+            ["project", "event"],
+            registry=self.prometheus,
+        )
         self.rejections = Counter(
             "pipeserver_rejections",
             "Requests answered with an error, by reason.",
@@ -89,8 +96,8 @@ class PipeMetrics:
         #: added at scrape time (_Live).
         self.bytesIn: Dict[str, int] = {}
         self.bytesOut: Dict[str, int] = {}
-        #: The receivers of each pipe under way (nobody joins once established;
-        #: one that leaves still counts what it was sent).
+        #: The receivers of each pipe under way (only a live stream's join
+        #: once established; one that leaves still counts what it was sent).
         self.streaming: Dict[Pipe, List[ReceiverParty]] = {}
         self.prometheus.register(_Bytes(self))
 
@@ -122,6 +129,13 @@ class PipeMetrics:
 
     def rejected(self, project: str, reason: str) -> None:
         self.rejections.labels(project, reason or "other").inc()
+
+    def receiverEvent(self, pipe: Pipe, receiver: Optional[ReceiverParty], event: str) -> None:
+        self.receiverEvents.labels(pipe.key[0], event).inc()
+        if event == "joined" and receiver is not None:
+            receivers = self.streaming.get(pipe)
+            if receivers is not None and receiver not in receivers:
+                receivers.append(receiver)
 
     # -- exposition
     def render(self) -> bytes:
@@ -189,14 +203,24 @@ class _Gauges:
         known = dict.fromkeys(self.projects(), 0)
         waiting = dict(known, **self.registry.waitingByProject)
         streaming = dict(known)
-        for key, pipe in list(self.registry.pipes.items()):
+        for pipe in self.registry.allPipes():
             if pipe.state is State.STREAMING:
-                streaming[key[0]] = streaming.get(key[0], 0) + 1
-        return self._families(waiting, streaming)
+                project = pipe.key[0]
+                streaming[project] = streaming.get(project, 0) + 1
+        queued: Dict[Tuple[str, str], int] = {}
+        for project in known:
+            queued[(project, "sender")] = queued[(project, "receiver")] = 0
+        for key, line in list(self.registry.queues.items()):
+            senders, receivers = line.depth()
+            for role, count in (("sender", senders), ("receiver", receivers)):
+                queued[(key[0], role)] = queued.get((key[0], role), 0) + count
+        return self._families(waiting, streaming, queued)
 
     @staticmethod
     def _families(
-        waiting: Dict[str, int], streaming: Dict[str, int]
+        waiting: Dict[str, int],
+        streaming: Dict[str, int],
+        queued: Optional[Dict[Tuple[str, str], int]] = None,
     ) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
             "pipeserver_parties_waiting",
@@ -213,6 +237,14 @@ class _Gauges:
         )
         for project, count in sorted(streaming.items()):
             family.add_metric([project], count)
+        yield family
+        family = GaugeMetricFamily(
+            "pipeserver_queue_waiting",
+            "Senders and receivers waiting on ?queue paths (the queues' depth), by role.",
+            labels=["project", "role"],
+        )
+        for (project, role), count in sorted((queued or {}).items()):
+            family.add_metric([project, role], count)
         yield family
 
 

@@ -92,12 +92,27 @@ curl {auth}{url}/mypath | openssl aes-256-cbc -pbkdf2 -d
 ======= Many receivers =======
 seq 1000 | curl {auth}-T - '{url}/mypath?n=3'
 curl {auth}'{url}/mypath?n=3'   # three times: every receiver gets every byte
-{_surface_help(url, auth)}""" + ("" if tokens else f"""
+{_service_help(url, auth)}{_surface_help(url, auth)}""" + ("" if tokens else f"""
 ======= Tokens =======
 # When the server asks for a token
 curl -H 'Authorization: Bearer TOKEN' {url}/mypath
 """),
     )
+
+
+def _service_help(url: str, auth: str) -> str:
+    """The /help lines for service paths (SPEC §12): a queue, a live stream."""
+    return f"""
+======= Worker pool (?queue): each message to one receiver =======
+# Each replica of the consumer:
+while curl {auth}-fsS '{url}/jobs?queue' | ./handle-job; do :; done
+# Each producer, one request per message:
+echo '{{"job": 42}}' | curl {auth}-fsS -T - '{url}/jobs?queue'
+
+======= Live stream (?live): readers join and leave, from now =======
+./service 2>&1 | curl {auth}-T - '{url}/logs?live=line'
+curl {auth}-sSN '{url}/logs?live'   # any time, any number of times
+"""
 
 
 def _surface_help(url: str, auth: str) -> str:

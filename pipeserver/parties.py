@@ -329,6 +329,10 @@ class ConnectionUpload(Upload):
 
     def setReading(self, reading: bool) -> None:
         if reading == self.reading:
+            if not reading and self.pipe.state is State.WAITING:
+                # Paused by a reader, now waiting (a live stream's last
+                # reader left): its hang-up must be seen from now on.
+                self.pipe.watcher.watch(self.transport)
             return
         self.reading = reading
         if reading:

@@ -45,7 +45,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pipeserver import errors
-from pipeserver.interfaces import Outcome, Request
+from pipeserver.interfaces import Outcome, ReceiverParty, Request
 from pipeserver.pages import inline_script
 from pipeserver.pipe import Key, Observer, Pipe, PipeRegistry, State, display_path
 
@@ -224,6 +224,9 @@ class Spectators:
 
     def rejected(self, project: str, reason: str) -> None:
         self.next.rejected(project, reason)
+
+    def receiverEvent(self, pipe: Pipe, receiver: Optional[ReceiverParty], event: str) -> None:
+        self.next.receiverEvent(pipe, receiver, event)
 
     # ---- spectators coming and going
     def watch(self, key: Key, request: Request, client: str) -> Spectator:

@@ -63,6 +63,8 @@ class PipeRequest(HardenedRequest):
     bodySink: Optional[BodySink] = None
     streamed = False
     project = ""
+    #: What its path was for it (SPEC §12): plain, queue or live.
+    mode = "plain"
     bodyBytes = 0
     #: The body's Content-Length; None when chunked (or not yet known).
     bodyLength: Optional[int] = None

@@ -16,7 +16,7 @@ from pipeserver.errors import Rejection
 from pipeserver.health import Health
 from pipeserver.interfaces import Request
 from pipeserver.paths import Target
-from pipeserver.pipe import PipeRegistry
+from pipeserver.pipe import Mode, PipeRegistry
 
 _INTEGER = re.compile(rb"^\s*([+-]?)(\d+)\s*$")
 #: Digits past which ``n`` is not parsed at all: it is out of range anyway,
@@ -150,11 +150,14 @@ class PipeResource(Resource):
         return project
 
     def _send(self, request: Request, target: Target) -> int:
-        project, n = self._checkSend(request, target)
-        self.registry.send((project, target.key), n, request, self.client_of(request))
+        project, n, (mode, line) = self._checkSend(request, target)
+        pipe = self.registry.send(
+            (project, target.key), n, request, self.client_of(request), mode, line
+        )
+        request.mode = pipe.mode.value
         return NOT_DONE_YET
 
-    def _checkSend(self, request: Request, target: Target) -> Tuple[str, int]:
+    def _checkSend(self, request: Request, target: Target) -> Tuple[str, int, Tuple[Mode, bool]]:
         """A send's checks that need no body; raises their Rejection."""
         if target.reserved == paths.HEALTH:
             raise errors.method_not_allowed(request.method.decode("latin-1"), HEALTH_METHODS)
@@ -165,7 +168,7 @@ class PipeResource(Resource):
             raise errors.content_range(request.method.decode("latin-1"))
         project = self._project(request, target.key)
         n = self._n(request, errors.sender_n_invalid)
-        return project, n
+        return project, n, self._mode(request, n)
 
     def checkBeforeBody(self, request: Request) -> Optional[Rejection]:
         """The Rejection a PUT/POST would meet before its body, if any.
@@ -186,13 +189,41 @@ class PipeResource(Resource):
             raise errors.service_worker()
         project = self._project(request, path)
         n = self._n(request, errors.receiver_n_invalid)
+        mode, line = self._mode(request, n)
         disposition.requested(request.args)  # its 400 now, not once streaming
         if head:
             # Answer at once and take no place in the pipe.
             errors.plain_headers(request)
             return b""
-        self.registry.receive((project, path), n, request, self.client_of(request))
+        pipe = self.registry.receive(
+            (project, path), n, request, self.client_of(request), mode, line
+        )
+        request.mode = pipe.mode.value
         return NOT_DONE_YET
+
+    def _mode(self, request: Request, n: int) -> Tuple[Mode, bool]:
+        """What the URL asks of its path (SPEC §12): ``?queue``, ``?live``
+        (and whether ``?live=line``) or neither; raises their 400s."""
+        if b"?" not in request.uri:
+            return Mode.PLAIN, False
+        names = paths.query_names(request.uri)
+        live, queue = b"live" in names, b"queue" in names
+        if queue and request.args.get(b"queue", [b""])[0]:
+            raise errors.queue_invalid()
+        if live:
+            value = request.args.get(b"live", [b""])[0]
+            if value not in (b"", b"line"):
+                raise errors.live_invalid()
+            if queue:
+                raise errors.live_with("queue")
+            if b"n" in names:
+                raise errors.live_with("n")
+            return Mode.LIVE, value == b"line"
+        if queue:
+            if n != 1:
+                raise errors.queue_n(n)
+            return Mode.QUEUE, False
+        return Mode.PLAIN, False
 
     def _n(self, request: Request, invalid: Callable[[int], Rejection]) -> int:
         values = request.args.get(b"n")

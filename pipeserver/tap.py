@@ -63,6 +63,12 @@ Frame budgets (resets, control frames, empty DATA, new streams, frames
 that change nothing) belong to the client address, not the connection.
 --no-h2 turns HTTP/2 off.
 
+Service paths, asked for in the URL: ?queue pairs any number of senders
+and receivers in arrival order, each message to one receiver (replicas of
+a consumer); ?live streams one long-lived sender to readers that join and
+leave at any time, each from the moment it joins (?live=line: from a line's
+start).
+
 --metrics-listen ENDPOINT serves Prometheus metrics at /metrics on a
 separate endpoint (e.g. tcp:9100:interface=127.0.0.1). --log-format json
 writes one JSON object per line to twistd's log (stdout with -n).
@@ -116,7 +122,8 @@ class Options(usage.Options):
 
     optParameters = [
         ["wait-timeout", None, 300.0,
-         "Seconds a party waits for its pipe to be established.", _positive_float],
+         "Seconds a party waits for its pipe to be established (and a ?live "
+         "sender for a reader).", _positive_float],
         ["max-receivers", None, 256,
          "Largest n (receivers of one pipe) a client may ask for.", _positive_int],
         ["tokens", None, None,
@@ -143,9 +150,10 @@ class Options(usage.Options):
          "Bytes of responses one client address may leave untaken (it does not "
          "read them) before its connections start no new request.", _positive_int],
         ["stall-timeout", None, 60.0,
-         "Seconds a receiver of a fan-out pipe (n >= 2) may take no byte while "
-         "the pipe holds bytes for it before it is cut, so the others go on; "
-         "0 = never. A lone receiver is never cut.", _non_negative_float],
+         "Seconds a receiver of a fan-out pipe (n >= 2, or a ?live stream "
+         "with another reader) may take no byte while the pipe holds bytes for "
+         "it before it is cut, so the others go on; 0 = never. A lone receiver "
+         "is never cut.", _non_negative_float],
         ["idle-timeout", None, 60.0,
          "Seconds an idle connection (HTTP/1.1 or HTTP/2) is kept between requests. "
          "Waiting and streaming parties are never cut by it.", _positive_float],

@@ -173,7 +173,9 @@ class Server:
 
     def wait_empty(self, timeout: float = 5.0) -> defer.Deferred:
         return wait_for(
-            lambda: not self.registry.pipes, timeout, what="an empty registry"
+            lambda: not self.registry.pipes and not self.registry.queues,
+            timeout,
+            what="an empty registry",
         )
 
 

@@ -46,12 +46,19 @@ def test_the_protocol_reference_shows_the_texts_the_server_sends() -> None:
         errors.expectation_failed(),
         errors.malformed(),
         errors.internal_error(),
+        errors.queue_n(2),
+        errors.live_with("n"),
+        errors.live_with("queue"),
+        errors.live_sender_needed("/p"),
+        errors.live_invalid(),
+        errors.queue_invalid(),
     ]
     for rejection in rejections:
         for line in rejection.text.splitlines():
             assert f"`{line}`" in protocol, line
     assert f"`{errors.no_sender('/p', 300)}`" in protocol
     assert f"`{errors.not_all_receivers('/p', 300)}`" in protocol
+    assert f"`{errors.no_receiver('/p', 300)}`" in protocol
 
 
 def test_every_test_module_is_type_checked_as_setup_cfg_says() -> None:

@@ -12,6 +12,7 @@ import pytest_twisted
 from twisted.internet import defer
 
 import pipeserver
+from pipeserver import errors
 from h2_support import h2clients  # noqa: F401  (fixture)
 from helpers import wait_for
 
@@ -96,7 +97,7 @@ def test_rejections_of_a_pipe_in_use(server, h2clients):
     yield server.wait_receivers("/p", 2)
     third = client.get("/p?n=2")
     yield third.wait()
-    assert_rejected(third, "[ERROR] The number of receivers has reached limits.")
+    assert_rejected(third, "[ERROR] The number of receivers has reached limits.\n" + errors.RECEIVERS_FULL_HINT)
     # A sender with an open body; a second sender is refused.
     sender = client.put("/p?n=2", b"first part ", end=False)
     yield wait_for(lambda: waiting.nbytes >= 11 and second.nbytes >= 11, what="the first part")
@@ -117,7 +118,7 @@ def test_rejections_of_a_pipe_in_use(server, h2clients):
     yield server.wait_sender("/q")
     other = client.request("POST", "/q", body=b"intruder")
     yield other.wait()
-    assert_rejected(other, "[ERROR] Another sender has been connected on '/q'.")
+    assert_rejected(other, "[ERROR] Another sender has been connected on '/q'.\n" + errors.SECOND_SENDER_HINT)
     receiver = client.get("/q")
     yield finish(client, receiver, lonely)
     assert receiver.body == b"body"

@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 
+from pipeserver import errors
+
 from helpers import curl, gated, has_received, http, make_file, open_gate
 
 RESERVED = ["/", "/noscript", "/help", "/version", "/favicon.ico", "/robots.txt"]
@@ -126,7 +128,7 @@ def test_second_sender(server, procs, tmp_path):
     yield server.wait_sender("/p")
     for method in ("PUT", "POST"):
         reply = yield http(method, url, data=b"intruder")
-        assert_rejected(reply, "[ERROR] Another sender has been connected on '/p'.")
+        assert_rejected(reply, "[ERROR] Another sender has been connected on '/p'.\n" + errors.SECOND_SENDER_HINT)
     receiver = procs.spawn(curl(url), name="receiver", keep=False)
     yield receiver.wait()
     yield sender.wait()
@@ -165,7 +167,7 @@ def test_receivers_beyond_k(server, procs):
     waiting = [procs.spawn(curl(server.url("/p?n=2")), name=f"r{i}") for i in range(2)]
     yield server.wait_receivers("/p", 2)
     reply = yield http("GET", server.url("/p?n=2"))
-    assert_rejected(reply, "[ERROR] The number of receivers has reached limits.")
+    assert_rejected(reply, "[ERROR] The number of receivers has reached limits.\n" + errors.RECEIVERS_FULL_HINT)
     for proc in waiting:
         proc.kill()
         yield proc.wait()

@@ -210,8 +210,11 @@ def test_each_failed_request_says_why(make_server, procs, captured, tmp_path):
     assert {o["result"] for o in access} == {"ok", "refused", "timed_out", "cut", "left"}
     for o in access:
         assert set(o) == {"time", "level", "namespace", "text", "method", "path", "status",
-                          "result", "received", "sent", "duration", "project"}, o
-        assert [type(o[k]) for k in ("method", "path", "result", "project", "time")] == [str] * 5
+                          "result", "received", "sent", "duration", "project", "mode"}, o
+        assert [type(o[k]) for k in ("method", "path", "result", "project", "time", "mode")] == [
+            str
+        ] * 6
+        assert o["mode"] == "plain"
         assert [type(o[k]) for k in ("status", "received", "sent")] == [int] * 3
         assert type(o["duration"]) is float
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", o["time"]), o

@@ -144,6 +144,7 @@ class Recorder:
         self.started: List[Pipe] = []
         self.ended: List[Tuple[Pipe, Outcome]] = []
         self.rejections: List[Tuple[str, str]] = []
+        self.events: List[str] = []
 
     def transferStarted(self, pipe: Pipe) -> None:
         self.started.append(pipe)
@@ -153,6 +154,9 @@ class Recorder:
 
     def rejected(self, project: str, reason: str) -> None:
         self.rejections.append((project, reason))
+
+    def receiverEvent(self, pipe: Pipe, receiver: object, event: str) -> None:
+        self.events.append(event)
 
 
 @pytest.fixture
@@ -367,7 +371,9 @@ def test_joining_rules(clock: Clock, observer: Recorder) -> None:
     registry.send(KEY, 2, FakeSender())
     with pytest.raises(errors.Rejection) as caught:
         registry.send(KEY, 2, FakeSender())
-    assert caught.value.text == "[ERROR] Another sender has been connected on '/p'."
+    assert caught.value.text == (
+        "[ERROR] Another sender has been connected on '/p'.\n" + errors.SECOND_SENDER_HINT
+    )
     with pytest.raises(errors.Rejection) as caught:
         registry.receive(KEY, 3, FakeReceiver())
     assert caught.value.text == "[ERROR] The number of receivers should be 2 but 3.\nThe pipe on '/p' is for 2 receiver(s): use ?n=2 in your URL."

@@ -12,6 +12,7 @@ from typing import Any, List, Tuple, cast
 
 import pytest
 
+from pipeserver import errors
 from pipeserver.parties import CLOSE_GRACE
 from unit_support import (  # noqa: F401  (fixtures)
     Client,
@@ -454,7 +455,7 @@ def test_sender_on_established_pipe(env: Env) -> None:
 def test_second_sender(env: Env) -> None:
     s = sender(env)
     second = env.client().send(request(b"PUT", b"/p", body=b"intruder"))
-    assert_rejected(second, 400, "[ERROR] Another sender has been connected on '/p'.")
+    assert_rejected(second, 400, "[ERROR] Another sender has been connected on '/p'.\n" + errors.SECOND_SENDER_HINT)
     r = receiver(env)
     finish_body(s, b"first")
     assert r.response().body == b"first"
@@ -476,7 +477,7 @@ def test_n_differs_from_the_pipe(env: Env, method: bytes) -> None:
 def test_receiver_beyond_k(env: Env) -> None:
     r1, r2 = receiver(env, n=2), receiver(env, n=2)
     r3 = receiver(env, n=2)
-    assert_rejected(r3, 400, "[ERROR] The number of receivers has reached limits.")
+    assert_rejected(r3, 400, "[ERROR] The number of receivers has reached limits.\n" + errors.RECEIVERS_FULL_HINT)
     s = sender(env, n=2)
     finish_body(s, b"two")
     assert r1.response().body == r2.response().body == b"two"
@@ -514,7 +515,7 @@ def test_rejected_sender_with_body_in_flight_then_pipelined_request(env: Env) ->
     )
     wire = other.wire()
     assert wire.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 400 ")
-    assert_rejected(other, 400, "[ERROR] Another sender has been connected on '/p'.")
+    assert_rejected(other, 400, "[ERROR] Another sender has been connected on '/p'.\n" + errors.SECOND_SENDER_HINT)
     assert other.open
     # The rest of its body, and a pipelined request after it.
     other.send(chunk(b"more") + chunk(b"") + request(b"GET", b"/version"))
@@ -578,7 +579,10 @@ def test_expect_continue_before_a_rejection_of_the_pipe(env: Env) -> None:
     )
     assert c.wire().startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 400 ")
     c.send(chunk(b""))
-    assert c.response().lines == ["[ERROR] Another sender has been connected on '/p'."]
+    assert c.response().lines == [
+        "[ERROR] Another sender has been connected on '/p'.",
+        errors.SECOND_SENDER_HINT,
+    ]
     first.disconnect()
 
 
