@@ -254,6 +254,7 @@ class Record:
         self.method, self.path, self.code, self.startedWriting = method, path, code, written
         self.cutShort, self.endedBy = False, None
         self.bodyBytes, self.sentLength, self.startedAt, self.project = 1024, 0, 10.0, ""
+        self.mode = "plain"
         vars(self).update(more)
 
 
@@ -264,6 +265,7 @@ RECORDS = [
     Record(b"POST", b"/r", 404, 1, startedAt=9.9995004),
     Record(None, None, 400, 0),
     Record(b"GET", b"/\xff\xfe", 200, 1, endedBy=Outcome.ABORTED),
+    Record(b"GET", b"/l", 200, 1, mode="live"),
 ]
 TEXTS = [
     "PUT /a b/ü 200 ok in=1024 out=0 0.250s project=-",
@@ -272,6 +274,7 @@ TEXTS = [
     "POST /r 404 refused in=1024 out=0 0.251s project=-",
     "- - 400 refused in=1024 out=0 0.250s project=-",
     "GET /\ufffd\ufffd 200 cut in=1024 out=0 0.250s project=-",
+    "GET /l 200 ok in=1024 out=0 0.250s mode=live project=-",
 ]
 
 
