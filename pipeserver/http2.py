@@ -139,6 +139,13 @@ BUDGETS = {
     # bytes of a response that has ended.)
     "silent": (1000.0, 200.0),
 }
+#: Control frames every connection sends once: its SETTINGS, its ack of
+#: ours, its GOAWAY as it leaves. The first of each is free.
+ONCE_PER_CONNECTION = (
+    h2.events.RemoteSettingsChanged,
+    h2.events.SettingsAcknowledged,
+    h2.events.ConnectionTerminated,
+)
 #: Seconds after which every budget is full again.
 REFILL = max(burst / rate for burst, rate in BUDGETS.values())
 
@@ -251,6 +258,8 @@ class H2Channel(Protocol):
         #: the connection (one without is a frame that changes nothing; a
         #: client's first, which widens the window, is free).
         self.sentSinceUpdate = True
+        #: Which of ONCE_PER_CONNECTION this connection has had.
+        self._once: set[type] = set()
         self._acks: Dict[int, int] = {}
         self._idle: Optional[IDelayedCall] = None
         self._settingsTimer: Optional[IDelayedCall] = None
@@ -415,17 +424,17 @@ class H2Channel(Protocol):
         elif isinstance(event, h2.events.WindowUpdated):
             self._windowUpdated(event.stream_id)
         elif isinstance(event, h2.events.RemoteSettingsChanged):
-            if self._spend("control"):
+            if self._spendControl(event):
                 self._drainAll()
         elif isinstance(event, h2.events.SettingsAcknowledged):
             self._stopSettingsTimer()
-            self._spend("control")
+            self._spendControl(event)
         elif isinstance(event, h2.events.ConnectionTerminated):
             # The client opens no new stream; those open go on (RFC 9113
             # 6.8): h2's state machine is kept open, and new streams are
             # refused here.
             self.h2.keep_open()
-            if not self._spend("control"):
+            if not self._spendControl(event):
                 return
             self.closing = True
             if not self.streams:
@@ -465,6 +474,18 @@ class H2Channel(Protocol):
             return
         self.sentSinceUpdate = False
         self._drainBlocked()
+
+    def _spendControl(self, event: h2.events.Event) -> bool:
+        """Spend a control frame, but for the first of each kind every
+        connection sends once (ONCE_PER_CONNECTION): those are the price of
+        a connection, which the connection caps bound, not a flood; charged,
+        a pool of short connections from one address (a worker loop of
+        ``curl --http2-prior-knowledge``) ran out of budget by its 50th."""
+        kind = type(event)
+        if kind in ONCE_PER_CONNECTION and kind not in self._once:
+            self._once.add(kind)
+            return True
+        return self._spend("control")
 
     def _spend(self, budget: str, count: int = 1) -> bool:
         """Spend from ``budget``; past it the connection is a flood, and ends."""

@@ -163,6 +163,28 @@ def test_a_new_connection_gets_no_fresh_budget(server, procs, tmp_path, h2client
     assert sender.lines()[-1] == SUCCESS, sender.describe()
 
 
+@pytest_twisted.inlineCallbacks
+def test_a_pool_of_short_connections_from_one_address_is_no_flood(server, h2clients):
+    """A worker loop of one-message HTTP/2 connections from one address (as
+    ``while curl --http2-prior-knowledge ...``): each connection's SETTINGS,
+    its ack of ours and its GOAWAY are the price of a connection, not a
+    flood of control frames. 200 of them, as fast as they go, all served."""
+    for n in range(200):
+        client = yield h2clients.h2c(server.portnum)
+        data = os.urandom(1000)
+        receiver = client.get(f"/job{n}")
+        sender = client.put(f"/job{n}", data)
+        yield receiver.wait()
+        yield sender.wait()
+        assert client.goaway is None, (n, client.goaway)
+        assert receiver.status == 200 and receiver.sha256 == helpers.sha256(data), (n, receiver.describe())
+        client.conn.close_connection()  # a GOAWAY, as curl sends on leaving
+        client.flush()
+        client.close()
+        yield client.wait_closed()
+    yield server.wait_empty()
+
+
 @pytest.mark.parametrize(
     "frames",
     ["window_update_0", "window_update_closed", "rst_closed", "empty_data_closed"],
