@@ -35,7 +35,7 @@ TWISTED_LOWEST = "25.5.0"
 TWISTED_MIDDLE = "26.4.0"
 TWISTED_NEWEST = "26.10.0"
 #: setup.cfg's h2 range: its lower bound, and the newest release. The DATA
-#: fast path runs only on the releases pipeserver/_h2.py verified (the
+#: fast path runs only on the releases pipeserver/http2/_h2.py verified (the
 #: newest); on the lowest, h2's own code (tests/test_h2_integration.py
 #: moves bytes over h2c on whichever is installed).
 H2_LOWEST = "4.1.0"

@@ -74,8 +74,9 @@ def serve(port: int, statport: int) -> None:
     from twisted.internet import reactor
     from twisted.internet.protocol import Factory, Protocol
 
-    from pipeserver import http2, tap
-    from pipeserver.fastpath import buffered_bytes
+    from pipeserver.http2 import connection as http2
+    from pipeserver.ops import tap
+    from pipeserver.http.fastpath import buffered_bytes
 
     options = tap.Options()
     options.parseOptions(["--listen", f"tcp:{port}:interface=127.0.0.1"])

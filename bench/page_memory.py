@@ -41,7 +41,8 @@ def serve(page_file: str, port: int) -> None:
     sys.path.insert(0, str(ROOT))
     from twisted.internet import reactor
 
-    from pipeserver import pages, tap
+    from pipeserver.ops import tap
+    from pipeserver.web import pages
 
     page = Path(page_file).read_bytes()
     script = re.search(rb"<script>(.*?)</script>", page, re.S)

@@ -1,4 +1,4 @@
-// pipeserver's video player, the script of /PATH?video (pipeserver/video.py).
+// pipeserver's video player, the script of /PATH?video (pipeserver/web/video.py).
 // It fetches /PATH once, as one receiver, and feeds the bytes to a Media
 // Source Extensions SourceBuffer as they come. It reads only as fast as the
 // video plays (at most AHEAD seconds ahead), so the pipe's backpressure

@@ -1,6 +1,6 @@
 # twistd -ny tap/pipe.tac -- the same server as `twistd -n pipe`.
 # Settings come from the environment, as in the container image
-# (pipeserver/environ.py): each option --NAME of `twistd pipe` is PIPE_NAME,
+# (pipeserver/ops/environ.py): each option --NAME of `twistd pipe` is PIPE_NAME,
 # e.g. PIPE_WAIT_TIMEOUT, PIPE_MAX_RECEIVERS, PIPE_TOKENS (a file),
 # PIPE_SHUTDOWN_GRACE, PIPE_LOG_FORMAT (text or json); PIPE_LISTEN,
 # PIPE_METRICS_LISTEN and PIPE_TRUSTED_PROXY take space-separated lists
@@ -10,8 +10,8 @@ import os
 
 from twisted.application import service
 
-from pipeserver.environ import options
-from pipeserver.tap import makeService
+from pipeserver.ops.environ import options
+from pipeserver.ops.tap import makeService
 
 application = service.Application("pipeserver")
 makeService(options(os.environ)).setServiceParent(application)

@@ -336,7 +336,7 @@ def server_channel(server: Any, client: RawClient) -> Any:
 def held_for(channel: Any) -> int:
     """Bytes the server holds for ``channel``'s connection: what its transport
     has not sent yet, and what it read from its client and not parsed."""
-    from pipeserver.fastpath import buffered_bytes
+    from pipeserver.http.fastpath import buffered_bytes
 
     return buffered_bytes(channel.transport) + channel.unparsedBytes()
 

@@ -705,7 +705,7 @@ class RawH2(_Closing, Protocol):
     def unread(self) -> int:
         """What we wrote that the server has not read yet, as far as this
         side's user-space buffer shows it."""
-        from pipeserver.fastpath import buffered_bytes
+        from pipeserver.http.fastpath import buffered_bytes
 
         return buffered_bytes(self.transport) if not self.is_closed else 0
 

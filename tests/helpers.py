@@ -20,7 +20,7 @@ import treq
 from twisted.internet import defer, reactor, task
 from twisted.internet.protocol import ProcessProtocol
 
-from pipeserver import tap
+from pipeserver.ops import tap
 
 CURL = "curl"
 # Note: curl 7.88 ignores --limit-rate when it writes to a pipe; a

@@ -595,7 +595,7 @@ def test_max_waiting(make_server, failures):
 
 @pytest_twisted.inlineCallbacks
 def test_max_waiting_per_project(make_server, failures, tmp_path):
-    from pipeserver.tokens import hash_token
+    from pipeserver.web.tokens import hash_token
 
     tokens = tmp_path / "tokens"
     tokens.write_text(f"alpha {hash_token('tok-a')}\nbeta {hash_token('tok-b')}\n")

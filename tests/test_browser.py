@@ -256,7 +256,7 @@ def test_the_pages_sha256_is_sha256():
         page = browser.new_page()
         page.goto("data:text/html,<p>")
         # The page's script, minus what needs its DOM.
-        from pipeserver import pages
+        from pipeserver.web import pages
 
         source = pages._INDEX.decode()
         start = source.index("const SHA256_K")

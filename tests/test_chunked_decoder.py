@@ -7,7 +7,7 @@ import random
 import pytest
 from twisted.web import http
 
-from pipeserver.chunked import ViewChunkedDecoder
+from pipeserver.http.chunked import ViewChunkedDecoder
 
 
 def _run(cls, pieces, batch=False):

@@ -10,8 +10,8 @@ import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.web.http_headers import Headers
 
-from pipeserver import clients
-from pipeserver.clients import PEERS_KEPT, ClientAddresses, network
+from pipeserver.http import clients
+from pipeserver.http.clients import PEERS_KEPT, ClientAddresses, network
 
 
 class FakeRequest:

@@ -1,4 +1,4 @@
-"""The site's connections by client (pipeserver/connections.py): the cap on
+"""The site's connections by client (pipeserver/http/connections.py): the cap on
 connections per client, the tab of response bytes queued for each, and a
 pipelining client answered only as fast as it takes the answers (unit, on a
 Clock; the same over real sockets: tests/test_abuse.py, test_integration_limits.py)."""
@@ -9,7 +9,7 @@ from typing import List, Optional, Tuple
 
 from twisted.internet.address import IPv4Address, UNIXAddress
 
-from pipeserver.connections import Connections, Tab
+from pipeserver.http.connections import Connections, Tab
 from unit_support import Env, env, make_site, request  # noqa: F401  (fixtures)
 
 

@@ -336,7 +336,7 @@ def test_image_is_runtime_only_and_runs_as_non_root(podman, images):
     assert config["StopSignal"] in ("SIGTERM", "15")
     # Kept only in the docker format (`make image` gives --format docker).
     health = image.get("Healthcheck") or config.get("Healthcheck")
-    assert health and health["Test"][-2:] == ["pipeserver.environ", "healthcheck"], health
+    assert health and health["Test"][-2:] == ["pipeserver.ops.environ", "healthcheck"], health
     size = image["Size"]
     base_size = json.loads(podman.out("image", "inspect", images["base"]))[0]["Size"]
     print(f"image {size / 1e6:.0f} MB, {(size - base_size) / 1e6:.0f} MB over its base")

@@ -1,5 +1,5 @@
 # mypy: disable-error-code="union-attr"
-"""pipeserver.disposition without a server: the name a receiver asks for,
+"""pipeserver.http.disposition without a server: the name a receiver asks for,
 made harmless, and the header value it becomes (RFC 6266 / RFC 5987).
 tests/test_integration_urls.py checks the same on the wire."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeserver import disposition
-from pipeserver.disposition import Override, header_value, requested, sanitise
+from pipeserver.http import disposition
+from pipeserver.http.disposition import Override, header_value, requested, sanitise
 from pipeserver.errors import Rejection
 
 

@@ -24,7 +24,7 @@ from twisted.internet import defer, reactor
 
 import helpers
 from helpers import curl
-from pipeserver import tap
+from pipeserver.ops import tap
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 SUCCESS = "[INFO] All receiver(s) was/were received successfully."

@@ -1,5 +1,5 @@
 # mypy: disable-error-code="has-type,misc"
-"""pipeserver.environ: the PIPE_* variables the container image and
+"""pipeserver.ops.environ: the PIPE_* variables the container image and
 tap/pipe.tac are configured by."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from pipeserver import environ, tap
+from pipeserver.ops import environ, tap
 
 
 def parse(env):
@@ -104,7 +104,7 @@ def test_tac_refuses_a_bad_value_naming_its_variable():
 
 
 def test_the_images_command_refuses_a_misspelled_variable():
-    out = subprocess.run([sys.executable, "-m", "pipeserver.environ"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "pipeserver.ops.environ"], capture_output=True,
                          text=True, env=dict(os.environ, PIPE_MAX_RECIEVERS="5"), timeout=30)
     assert out.returncode == 1, out
     assert out.stderr.startswith(

@@ -32,8 +32,8 @@ from h2_support import (
     settings_frame,
 )
 from helpers import curl, make_file, sleep, wait_for
-from pipeserver import tap
-from pipeserver.fastpath import buffered_bytes
+from pipeserver.ops import tap
+from pipeserver.http.fastpath import buffered_bytes
 
 MiB = 1024 * 1024
 SUCCESS = "[INFO] All receiver(s) was/were received successfully."

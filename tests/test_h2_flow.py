@@ -31,7 +31,7 @@ from helpers import (
     stalled_receiver,
     wait_for,
 )
-from pipeserver.fastpath import buffered_bytes
+from pipeserver.http.fastpath import buffered_bytes
 
 MiB = 1024 * 1024
 H2C = "--http2-prior-knowledge"

@@ -35,8 +35,8 @@ from h2_support import (
     rst_frame,
 )
 from helpers import curl, make_file, sleep, wait_for
-from pipeserver import _h2, http2
-from pipeserver.fastpath import buffered_bytes
+from pipeserver.http2 import _h2, connection as http2
+from pipeserver.http.fastpath import buffered_bytes
 from test_endpoints import run_service, self_signed, services  # noqa: F401  (fixture)
 
 MiB = 1024 * 1024
@@ -259,7 +259,7 @@ def test_a_frame_over_our_max_frame_size_over_tls(procs, services, tmp_path, h2c
     svc, (tls,) = yield run_service(
         services, "--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
     )
-    from pipeserver._twisted import ALPN_SET_PER_CONNECTION
+    from pipeserver.http._twisted import ALPN_SET_PER_CONNECTION
 
     if ALPN_SET_PER_CONNECTION:
         pytest.skip("this Twisted offers no ALPN (h2 by prior knowledge only)")

@@ -45,7 +45,7 @@ def test_httpx_http2_sender(procs, services, tmp_path, order, scheme, mode, kind
         "--listen", "tcp:0:interface=127.0.0.1",
         "--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
     )
-    from pipeserver._twisted import ALPN_SET_PER_CONNECTION
+    from pipeserver.http._twisted import ALPN_SET_PER_CONNECTION
 
     if scheme == "tls" and ALPN_SET_PER_CONNECTION:
         pytest.skip("this Twisted offers no ALPN (h2 by prior knowledge only)")

@@ -21,7 +21,7 @@ from abuse_support import RawClient, connect, parse_responses
 from h2_support import h2clients  # noqa: F401  (fixture)
 from helpers import curl, file_sha256, make_file
 from test_endpoints import run_service, self_signed, services  # noqa: F401  (fixture)
-from pipeserver._twisted import ALPN_SET_PER_CONNECTION
+from pipeserver.http._twisted import ALPN_SET_PER_CONNECTION
 
 #: Twisted 25.5 offers no ALPN (channel.PipeSite): there h2 is prior knowledge only.
 needs_alpn = pytest.mark.skipif(
@@ -360,7 +360,7 @@ def test_one_mib_over_h2c_on_this_h2(server, procs, tmp_path):
     """Whatever h2 setup.cfg allows is installed (CI: the lowest and the
     newest), HTTP/2 moves bytes intact: by the fast path where it was
     verified (_h2.VERIFIED), by h2's own code elsewhere."""
-    from pipeserver import _h2
+    from pipeserver.http2 import _h2
 
     print(f"h2 {_h2.VERSION}: fast path {'on' if _h2.FAST else 'off'}, hooks {_h2.HOOKS}")
     assert _h2.HOOKS, _h2.PROBLEMS

@@ -1,5 +1,5 @@
 # mypy: disable-error-code="attr-defined,return-value"
-"""pipeserver/_h2.py's DATA fast path against h2 itself.
+"""pipeserver/http2/_h2.py's DATA fast path against h2 itself.
 
 Two server connections, h2's own ``H2Connection`` and ``FastH2Connection``,
 are fed the same random frames (HEADERS with and without CONTINUATION, DATA
@@ -36,8 +36,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 
-from pipeserver import _h2 as h2fast
-from pipeserver._h2 import FastH2Connection
+from pipeserver.http2 import _h2 as h2fast
+from pipeserver.http2._h2 import FastH2Connection
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 STREAMS = [1, 3, 5, 7]

@@ -93,7 +93,7 @@ def test_image_healthcheck(server, procs):
     cmd = re.search(r"HEALTHCHECK [^\n]*\\\n\s*CMD (\[.*\])", text)
     assert cmd, "no HEALTHCHECK CMD in the Containerfile"
     argv = json.loads(cmd.group(1))
-    assert argv == ["python3", "-m", "pipeserver.environ", "healthcheck"]
+    assert argv == ["python3", "-m", "pipeserver.ops.environ", "healthcheck"]
     probe = procs.spawn(["env", f"PIPE_LISTEN=tcp:{server.portnum}", sys.executable, *argv[1:]])
     yield probe.wait()
     assert probe.exit_code == 0, probe.describe()

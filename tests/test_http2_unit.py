@@ -1,4 +1,4 @@
-"""HTTP/2 (pipeserver/http2.py) driven by hand: an ``h2`` client connection
+"""HTTP/2 (pipeserver/http2/connection.py) driven by hand: an ``h2`` client connection
 on one side, the site on a FakeTCP transport and a MemoryReactorClock on the
 other. Flow control as backpressure, truncation as RST_STREAM, the flood
 budgets, the handover from PipeChannel. The same on real sockets with curl:
@@ -17,7 +17,7 @@ import h2.settings
 from twisted.internet.task import Clock
 
 from pipeserver import __version__
-from pipeserver.http2 import BUDGETS, DEFAULT_WINDOW, LINGER, Budget, H2Channel
+from pipeserver.http2.connection import BUDGETS, DEFAULT_WINDOW, LINGER, Budget, H2Channel
 
 from unit_support import chunk, env, make_site, request  # noqa: F401  (fixtures)
 

@@ -32,7 +32,7 @@ from abuse_support import (
 from helpers import curl, file_has, file_sha256, sleep, wait_for
 from unit_support import Env, env, make_site, request  # noqa: F401  (fixtures)
 
-from pipeserver import fastpath
+from pipeserver.http import fastpath
 from pipeserver.headers import SANDBOX_CSP
 
 MiB = 1 << 20
@@ -386,7 +386,7 @@ def test_cr_or_nul_in_a_header_value_gets_400(server, failures, value):
 
 def test_unsafe_field_value_check_is_ours() -> None:
     """Held by pipeserver, not only by Twisted (25.5 lets a bare CR pass)."""
-    from pipeserver.request import _unsafeFieldValue
+    from pipeserver.http.request import _unsafeFieldValue
 
     assert _unsafeFieldValue(b"Content-Disposition: a\rSet-Cookie: evil=1")
     assert _unsafeFieldValue(b"X-Piping: a\x00")
@@ -499,7 +499,7 @@ class EveryLine:
         self.events.append(event)
 
     def text(self) -> str:
-        from pipeserver.logs import _json_line, _text_line
+        from pipeserver.http.logs import _json_line, _text_line
 
         return "".join((_text_line(e) or "") + (_json_line(e) or "") for e in self.events)
 

@@ -30,7 +30,7 @@ from helpers import (
     wait_for,
 )
 
-from pipeserver.fastpath import buffered_bytes
+from pipeserver.http.fastpath import buffered_bytes
 
 MiB = 1024 * 1024
 

@@ -35,7 +35,7 @@ from helpers import Server, curl, sha256, wait_for
 from test_abuse import BIG_PAGE, assert_over_limit, settled, wait_answers, wait_many
 from test_endpoints import run_service, self_signed, services  # noqa: F401  (fixture)
 
-from pipeserver.fastpath import buffered_bytes
+from pipeserver.http.fastpath import buffered_bytes
 
 CLIENT_LIMIT = "[ERROR] Too many parties from your address are waiting or transferring."
 

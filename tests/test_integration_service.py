@@ -407,7 +407,7 @@ def test_the_access_line_names_the_mode(make_server, procs, tmp_path):
 def test_metrics_show_queue_depth_live_joins_leaves_and_stall_cuts(make_server, procs):
     from prometheus_client.parser import text_string_to_metric_families
 
-    from pipeserver.metrics import makeMetricsSite
+    from pipeserver.ops.metrics import makeMetricsSite
 
     # A sender killed while its window is full sends no FIN the server could
     # see (its kernel holds it behind the unsent bytes): the stream, with no

@@ -11,7 +11,7 @@ import pytest
 from twisted.logger import LogLevel, formatEventAsClassicLogText, formatTime, timeFormatRFC3339
 from twisted.python.failure import Failure
 
-from pipeserver.logs import text_file_observer
+from pipeserver.http.logs import text_file_observer
 
 
 def _twisted(event):
@@ -92,7 +92,7 @@ from twisted.logger import globalLogPublisher  # noqa: E402
 
 import helpers  # noqa: E402
 from helpers import curl  # noqa: E402
-from pipeserver.logs import json_file_observer  # noqa: E402
+from pipeserver.http.logs import json_file_observer  # noqa: E402
 
 
 class Captured:
@@ -225,13 +225,13 @@ def test_json_line_of_a_plain_event_and_a_failure() -> None:
     out = io.StringIO()
     observer = json_file_observer(out)
     observer(dict(log_format="Capacity: {fds:,} fds", fds=19900, log_time=NOW,
-                  log_namespace="pipeserver.tap", log_level=LogLevel.info,
+                  log_namespace="pipeserver.ops.tap", log_level=LogLevel.info,
                   log_logger=object(), log_source=None))
     observer(dict(log_format="boom", log_failure=_failure(), log_time=NOW,
                   log_namespace="x", log_level=LogLevel.critical))
     first, second = out.getvalue().splitlines()
     assert first == (
-        '{"time":"2026-11-18T11:06:40.750Z","level":"info","namespace":"pipeserver.tap",'
+        '{"time":"2026-11-18T11:06:40.750Z","level":"info","namespace":"pipeserver.ops.tap",'
         '"text":"Capacity: 19,900 fds"}'
     )
     failure = json.loads(second)
@@ -243,8 +243,8 @@ def test_json_line_of_a_plain_event_and_a_failure() -> None:
 
 from twisted.logger import FileLogObserver, LogPublisher, Logger  # noqa: E402
 
-from pipeserver import _twisted as internals, logs  # noqa: E402
-from pipeserver.interfaces import Outcome  # noqa: E402
+from pipeserver.http import _twisted as internals, logs  # noqa: E402
+from pipeserver.domain.interfaces import Outcome  # noqa: E402
 
 
 class Record:

@@ -14,8 +14,8 @@ from twisted.internet import reactor, threads
 
 import helpers
 from helpers import curl
-from pipeserver import tap
-from pipeserver.metrics import makeMetricsSite
+from pipeserver.ops import tap
+from pipeserver.ops.metrics import makeMetricsSite
 
 Sample = Tuple[str, FrozenSet[Tuple[str, str]]]
 SUCCESS = "[INFO] All receiver(s) was/were received successfully."

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from twisted.web.http_headers import Headers
 
 from pipeserver.headers import passable
-from pipeserver.multipart import (
+from pipeserver.domain.multipart import (
     _TOKEN,
     MAX_PART_HEADERS,
     MAX_PREAMBLE,

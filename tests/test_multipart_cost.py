@@ -20,7 +20,7 @@ import pytest_twisted
 
 import abuse_support as raw
 import helpers
-from pipeserver.multipart import FirstPartDecoder
+from pipeserver.domain.multipart import FirstPartDecoder
 from unit_support import make_env, request, chunk
 
 BOUNDARY = b"B0undary"

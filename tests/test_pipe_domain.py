@@ -1,5 +1,5 @@
 """The pipe and its registry on their own: fake parties, a ``task.Clock``, no
-HTTP and no sockets (pipeserver.pipe is the domain; parties.py adapts HTTP
+HTTP and no sockets (pipeserver.domain.pipe is the domain; parties.py adapts HTTP
 requests to the ``SenderParty``/``ReceiverParty`` protocols faked here)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 
 from pipeserver import errors
-from pipeserver.interfaces import Data, Pacer
-from pipeserver.multipart import FirstPartDecoder
-from pipeserver.pipe import Limits, Outcome, Pipe, PipeRegistry, State
+from pipeserver.domain.interfaces import Data, Pacer
+from pipeserver.domain.multipart import FirstPartDecoder
+from pipeserver.domain.pipe import Limits, Outcome, Pipe, PipeRegistry, State
 
 WAIT = 300.0
 

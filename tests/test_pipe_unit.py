@@ -13,7 +13,7 @@ from typing import Any, List, Tuple, cast
 import pytest
 
 from pipeserver import errors
-from pipeserver.parties import CLOSE_GRACE
+from pipeserver.http.parties import CLOSE_GRACE
 from unit_support import (  # noqa: F401  (fixtures)
     Client,
     Env,
@@ -963,7 +963,7 @@ def socketpair():
 def test_hangup_watcher_aborts_a_transport_whose_peer_left(socketpair) -> None:
     from twisted.internet.testing import MemoryReactor
 
-    from pipeserver.fastpath import HangupWatcher
+    from pipeserver.http.fastpath import HangupWatcher
 
     reactor = MemoryReactor()
     watcher = HangupWatcher(reactor)
@@ -1046,7 +1046,7 @@ FORM = ((b"Content-Type", b"multipart/form-data; boundary=B"),)
 
 
 def test_form_without_its_boundary_fails_everyone(env: Env) -> None:
-    from pipeserver.multipart import MAX_PREAMBLE
+    from pipeserver.domain.multipart import MAX_PREAMBLE
 
     r = receiver(env)
     s = env.client().send(request(b"POST", b"/p", FORM, chunked=True))
@@ -1146,7 +1146,7 @@ def test_closed_sender_keeps_reading_after_its_write_buffer_drains(env: Env) -> 
 
 
 def test_shut_sender_is_read_for_the_linger_then_cut(env: Env) -> None:
-    from pipeserver.parties import SENDER_LINGER
+    from pipeserver.http.parties import SENDER_LINGER
 
     s = sender(env, first=b"some")
     env.clock.advance(WAIT)

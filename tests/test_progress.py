@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.internet.task import LoopingCall
 
-from pipeserver import progress
+from pipeserver.web import progress
 from unit_support import (  # noqa: F401  (fixtures)
     Client,
     Env,

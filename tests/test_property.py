@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from abuse_support import FailureLog, parse_responses
-from pipeserver.pipe import State
+from pipeserver.domain.pipe import State
 from unit_support import Client, make_env
 
 CRLF = b"\r\n"
@@ -318,7 +318,7 @@ def test_mutated_pairs(streams_, data):
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pair_streams(), st.data())
 def test_mutated_pairs_with_tokens(tmp_path_factory, streams_, data):
-    from pipeserver.tokens import hash_token
+    from pipeserver.web.tokens import hash_token
 
     path = tmp_path_factory.mktemp("tokens") / "tokens"
     path.write_text(f"p {hash_token('t')}\n")

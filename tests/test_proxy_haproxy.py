@@ -24,7 +24,7 @@ from proxy_support import (
     free_port,
     guide_block,
 )
-from pipeserver._twisted import ALPN_SET_PER_CONNECTION
+from pipeserver.http._twisted import ALPN_SET_PER_CONNECTION
 from test_endpoints import run_service, self_signed, services  # noqa: F401 (a fixture)
 
 SIZE = 5 * 1024 * 1024 + 7

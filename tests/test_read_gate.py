@@ -1,4 +1,4 @@
-"""One owner decides whether a sender's connection reads (pipeserver/gate.py):
+"""One owner decides whether a sender's connection reads (pipeserver/http/gate.py):
 HTTPChannel and the pipe each hold its ReadGate for their own reason, and
 neither can undo the other's hold."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.internet.testing import StringTransport
 
-from pipeserver.gate import CHANNEL, PIPE, ReadGate
+from pipeserver.http.gate import CHANNEL, PIPE, ReadGate
 from unit_support import Env, chunk, env, make_site, request  # noqa: F401  (fixtures)
 
 

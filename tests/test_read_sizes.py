@@ -16,7 +16,7 @@ from twisted.internet import task, threads
 
 from helpers import curl, file_has, file_sha256, make_file, sleep, wait_for, with_timeout
 
-from pipeserver import fastpath
+from pipeserver.http import fastpath
 
 KiB = 1024
 MiB = 1024 * KiB

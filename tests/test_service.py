@@ -16,7 +16,7 @@ from twisted.internet import task
 
 import helpers
 from helpers import curl
-from pipeserver import tap
+from pipeserver.ops import tap
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 TOKEN_A = "alpha-token-for-the-service-test"

@@ -9,7 +9,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from pipeserver import errors
-from pipeserver.pipe import LiveStream, Mode, Outcome, Pipe, PipeRegistry, State
+from pipeserver.domain.pipe import LiveStream, Mode, Outcome, Pipe, PipeRegistry, State
 from test_pipe_domain import (  # noqa: F401  (fixtures)
     KEY,
     WAIT,

@@ -12,9 +12,9 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 
 import pipeserver
-from pipeserver import tap
-from pipeserver.site import PipeSite
-from pipeserver.pipe import PipeRegistry
+from pipeserver.ops import tap
+from pipeserver.web.site import PipeSite
+from pipeserver.domain.pipe import PipeRegistry
 
 
 def parse(*argv: str) -> tap.Options:

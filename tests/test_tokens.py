@@ -11,7 +11,7 @@ import pytest
 from twisted.internet import task
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
-from pipeserver import tokens
+from pipeserver.web import tokens
 from pipeserver.errors import Rejection
 
 
@@ -106,7 +106,7 @@ def test_main_prints_token_and_line(capsys):
 
 def test_main_usage(capsys):
     assert tokens.main([]) == 2
-    assert "usage: python -m pipeserver.tokens PROJECT" in capsys.readouterr().err
+    assert "usage: python -m pipeserver.web.tokens PROJECT" in capsys.readouterr().err
 
 
 @pytest.fixture

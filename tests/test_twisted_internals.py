@@ -1,9 +1,9 @@
 # mypy: disable-error-code="arg-type,assignment,attr-defined,comparison-overlap,func-returns-value,method-assign,misc,union-attr,unused-ignore"
-"""Guards for the Twisted internals pipeserver relies on (see pipeserver/_twisted.py).
+"""Guards for the Twisted internals pipeserver relies on (see pipeserver/http/_twisted.py).
 
 The streaming request path overrides hooks Twisted documents as "not
 intended for users" and reads private channel attributes, all of them
-through pipeserver/_twisted.py, which checks them at import. If a Twisted
+through pipeserver/http/_twisted.py, which checks them at import. If a Twisted
 upgrade changes any of them, a test here fails before users notice. The
 supported range is in setup.cfg, and CI (noxfile.py) runs this file on the
 lowest and the newest Twisted in it; widen it only after these pass on both.
@@ -30,9 +30,9 @@ from twisted.internet.testing import StringTransport
 from twisted.web import http, resource, server
 from zope.interface import implementer
 
-from pipeserver.channel import PipeChannel
-from pipeserver.request import PipeRequest
-from pipeserver.site import PipeSite
+from pipeserver.http1.channel import PipeChannel
+from pipeserver.http.request import PipeRequest
+from pipeserver.web.site import PipeSite
 from unit_support import Env, chunk, env, make_site, request  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -485,8 +485,8 @@ def _h2_range() -> List[Tuple[str, str]]:
 def test_ci_tests_the_h2_range_setup_cfg_claims() -> None:
     """setup.cfg's h2 range starts at the lowest h2 CI (noxfile.py) runs,
     and holds the newest it runs, which is one the fast path was verified
-    against (pipeserver/_h2.py); the installed h2 is inside it."""
-    from pipeserver import _h2
+    against (pipeserver/http2/_h2.py); the installed h2 is inside it."""
+    from pipeserver.http2 import _h2
 
     nox = _noxfile()
     specs = _h2_range()
@@ -581,7 +581,7 @@ def test_tls_handshakes_from_one_context_all_complete() -> None:
     from twisted.test import iosim
     import twisted.test
 
-    from pipeserver._twisted import _alpnSetPerConnection as _alpn_set_on_each_connection
+    from pipeserver.http._twisted import _alpnSetPerConnection as _alpn_set_on_each_connection
 
     @implementer(IHandshakeListener)
     class Client(Protocol):
@@ -668,8 +668,8 @@ def test_chunked_decoder_state_copies_with_its_buffer() -> None:
     """PipeChannel.bodyInKernel runs a copy of the live chunked decoder over
     peeked bytes: a shallow copy plus a fresh ``_buffer`` must be a decoder
     of its own, leaving the real one untouched."""
-    from pipeserver._twisted import chunked_body_ends as _chunkedBodyEnds
-    from pipeserver.chunked import ViewChunkedDecoder
+    from pipeserver.http._twisted import chunked_body_ends as _chunkedBodyEnds
+    from pipeserver.http.chunked import ViewChunkedDecoder
 
     assert isinstance(http._ChunkedTransferDecoder(None, None)._buffer, bytearray)
     got: List[bytes] = []
@@ -694,7 +694,7 @@ def test_tcp_transport_reports_a_fin_as_readConnectionLost() -> None:
     peer's FIN as readConnectionLost, not connectionLost."""
     from twisted.internet import interfaces, tcp
 
-    from pipeserver.channel import PipeChannel
+    from pipeserver.http1.channel import PipeChannel
 
     assert interfaces.IHalfCloseableProtocol.providedBy(PipeChannel())
     assert interfaces.IHalfCloseableDescriptor.implementedBy(tcp.Connection)
@@ -705,8 +705,8 @@ def test_tcp_transport_reports_a_fin_as_readConnectionLost() -> None:
     assert re.search(r"self\.protocol(: \w+)? = protocol", inspect.getsource(tcp.Connection.__init__))
 
 
-# ------------------------------------------------------------ pipeserver/_twisted.py
-# Every private name of Twisted pipeserver uses is named in pipeserver/_twisted.py
+# ------------------------------------------------------------ pipeserver/http/_twisted.py
+# Every private name of Twisted pipeserver uses is named in pipeserver/http/_twisted.py
 # and checked when it is imported; one test each below shows, with real bytes,
 # what it does for us (and so what would break were it renamed or reshaped).
 
@@ -731,7 +731,7 @@ def test_a_missing_internal_stops_the_import_with_its_name(
     start, naming the Twisted version and what is missing."""
     import importlib
 
-    from pipeserver import _twisted
+    from pipeserver.http import _twisted
 
     module, _, cls = owner.rpartition(".")
     monkeypatch.delattr(getattr(importlib.import_module(module), cls), name)
@@ -744,7 +744,7 @@ def test_a_missing_internal_stops_the_import_with_its_name(
 def test_a_reshaped_request_line_stops_the_import(monkeypatch: pytest.MonkeyPatch) -> None:
     """The request line is read from a stock channel at import: were
     ``_command``/``_path``/``_version`` renamed, that probe says so."""
-    from pipeserver import _twisted
+    from pipeserver.http import _twisted
 
     original = http.HTTPChannel.lineReceived
 
@@ -763,7 +763,7 @@ def test_request_line_is_read_at_header_time_and_gone_after_the_body() -> None:
     """StreamingChannel.requestLine reads ``_command``/``_path``/``_version``:
     set while the head is read (when PipeChannel dispatches PUT and POST),
     deleted once the body is in (when stock Twisted would render)."""
-    from pipeserver._twisted import StreamingChannel
+    from pipeserver.http._twisted import StreamingChannel
 
     seen: List[Tuple[bytes, bytes, bytes]] = []
 
@@ -797,7 +797,7 @@ def test_a_chunked_body_gets_our_decoder_through_the_private_hook(env: Env) -> N
     """``_maybeChooseTransferDecoder`` is where Twisted picks the decoder;
     StreamingChannel swaps in ViewChunkedDecoder there (chunked.py). Without
     the hook the stock decoder would copy every body byte twice."""
-    from pipeserver.chunked import ViewChunkedDecoder
+    from pipeserver.http.chunked import ViewChunkedDecoder
 
     receiver = env.client().send(request(b"GET", b"/p"))
     sender = env.client().send(request(b"PUT", b"/p", chunked=True))
@@ -842,7 +842,7 @@ def test_the_abort_timer_of_a_too_slow_head_is_twisteds_own(env: Env) -> None:
 
 
 def test_response_chunked_reads_how_twisted_frames_the_response() -> None:
-    from pipeserver._twisted import response_chunked
+    from pipeserver.http._twisted import response_chunked
 
     req, _ = _response_wire()
     assert response_chunked(req) is True
@@ -856,7 +856,7 @@ def test_exit_signal_is_what_twistd_exits_with() -> None:
     from twisted.application import app
     from twisted.internet import base
 
-    from pipeserver._twisted import set_exit_signal
+    from pipeserver.http._twisted import set_exit_signal
 
     assert "reactor._exitSignal" in inspect.getsource(app)
     reactor = object.__new__(base.ReactorBase)
@@ -871,7 +871,7 @@ def test_the_channels_own_pauses_go_through_the_read_gate(env: Env) -> None:
     ReadGate there (gate.py), so those become the gate's CHANNEL hold and the
     pipe's own hold survives them. Under another name the channel would
     pause the transport behind the gate's back."""
-    from pipeserver.gate import CHANNEL
+    from pipeserver.http.gate import CHANNEL
 
     client = env.client()
     assert client.proto.readGate() is client.proto.gate
@@ -890,7 +890,7 @@ def test_a_reshaped_log_publisher_turns_the_direct_access_line_off(
     an event again, never a crash."""
     from twisted.logger import LogPublisher
 
-    from pipeserver import _twisted
+    from pipeserver.http import _twisted
 
     assert _twisted._logObserversKnown() and _twisted.LOG_OBSERVERS_KNOWN
     publisher = LogPublisher()
@@ -953,7 +953,8 @@ def test_a_leaf_root_is_processed_without_traversal_same_heads(
     ``Request.process`` less the traversal and a Date per request
     (_twisted.process_leaf, headers.http_date); the same heads, byte for
     byte, as Twisted's own gives."""
-    from pipeserver import _twisted, headers
+    from pipeserver import headers
+    from pipeserver.http import _twisted
 
     assert _twisted.LEAN_PROCESS
     paths = (b"/version", b"/robots.txt?y=%41", b"/help", b"/favicon.ico")
@@ -984,7 +985,7 @@ def test_a_reshaped_request_process_turns_the_lean_one_off(monkeypatch: pytest.M
     it is compared with it on requests of its own. A Twisted whose
     ``process`` does anything more (here: one more header) fails closed:
     Twisted's own runs."""
-    from pipeserver import _twisted
+    from pipeserver.http import _twisted
 
     assert _twisted._leanProcessMatches()
     original = server.Request.process
@@ -1008,7 +1009,7 @@ def test_a_reshaped_dowrite_keeps_the_writer_registered(monkeypatch: pytest.Monk
     A ``doWrite`` that does more there (here: tells its producer), or no
     ``_writeDisconnecting``, fails closed: the writer stays registered and
     the reactor's next turn does Twisted's own."""
-    from pipeserver import _twisted
+    from pipeserver.http import _twisted
 
     assert _twisted._idleWriterCheck() and _twisted.IDLE_WRITER_STOPS
     original = abstract.FileDescriptor.doWrite

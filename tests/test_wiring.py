@@ -7,9 +7,10 @@ from typing import Dict, List, Optional, Tuple
 
 from twisted.internet.testing import MemoryReactorClock
 
-from pipeserver import errors, tap
-from pipeserver.metrics import PipeMetrics
-from pipeserver.tokens import Tokens
+from pipeserver import errors
+from pipeserver.ops import tap
+from pipeserver.ops.metrics import PipeMetrics
+from pipeserver.web.tokens import Tokens
 
 
 def parse(*argv: str) -> tap.Options:

@@ -17,8 +17,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
-from pipeserver import tap
-from pipeserver.pipe import Pipe
+from pipeserver.ops import tap
+from pipeserver.domain.pipe import Pipe
 
 from http_wire import CRLF, Response, parse_responses  # noqa: F401  (re-exported)
 

@@ -1,5 +1,5 @@
 from twisted.application.service import ServiceMaker
 
 pipe = ServiceMaker(
-    "pipeserver", "pipeserver.tap", "Stream HTTP bodies from senders to receivers", "pipe"
+    "pipeserver", "pipeserver.ops.tap", "Stream HTTP bodies from senders to receivers", "pipe"
 )

@@ -4,7 +4,7 @@ The tokens file holds one ``PROJECT SHA256_HEX_OF_TOKEN`` per line; ``#``
 starts a comment. Only hashes are stored. A request names its token as
 ``Authorization: Bearer TOKEN`` or as the password of Basic auth.
 
-``python -m pipeserver.tokens PROJECT`` prints a fresh token and its line.
+``python -m pipeserver.web.tokens PROJECT`` prints a fresh token and its line.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from pipeserver import errors
-from pipeserver.interfaces import Request
+from pipeserver.domain.interfaces import Request
 
 log = Logger()
 
@@ -214,7 +214,7 @@ def new_token(project: str) -> Tuple[str, str]:
 def main(argv: Optional[List[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0].startswith("-"):
-        print("usage: python -m pipeserver.tokens PROJECT", file=sys.stderr)
+        print("usage: python -m pipeserver.web.tokens PROJECT", file=sys.stderr)
         print("Prints a new token, then the line to add to the tokens file.", file=sys.stderr)
         return 2
     try:

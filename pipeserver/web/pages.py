@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 
 from pipeserver import __version__, errors
 from pipeserver.headers import PAGE_CSP
-from pipeserver.interfaces import Request
+from pipeserver.domain.interfaces import Request
 
 # Every page also gets "X-Content-Type-Options: nosniff" (headers.harden).
 

@@ -14,10 +14,10 @@ from typing import Optional, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
-from pipeserver.clients import ClientAddresses
-from pipeserver.connections import Connections
+from pipeserver.http.clients import ClientAddresses
+from pipeserver.http.connections import Connections
 from pipeserver.errors import Rejection
-from pipeserver.interfaces import Request
+from pipeserver.domain.interfaces import Request
 
 
 @dataclass(frozen=True)

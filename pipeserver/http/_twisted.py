@@ -81,7 +81,7 @@ def _changed(name: str, why: str) -> TwistedChanged:
     return TwistedChanged(
         f"pipeserver cannot run on Twisted {VERSION}: {name} ({why}) is missing or changed. "
         "pipeserver supports the Twisted releases setup.cfg names; see "
-        "pipeserver/_twisted.py and tests/test_twisted_internals.py."
+        "pipeserver/http/_twisted.py and tests/test_twisted_internals.py."
     )
 
 

@@ -17,7 +17,7 @@ out), ``received``, ``sent`` (bytes), ``duration`` (seconds).
 ``twistd pipe --log-format json`` works by setting the observer on the
 twistd application (see :class:`LoggingService`), which twistd uses in place
 of its own text observer; ``--logfile`` and ``--nodaemon`` keep their meaning.
-``twistd --logger=pipeserver.logs.json_observer`` (stdout) works too.
+``twistd --logger=pipeserver.http.logs.json_observer`` (stdout) works too.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ from twisted.python import logfile
 from twisted.python.compat import ioType
 from twisted.python.components import Componentized
 
-from pipeserver import _twisted
-from pipeserver.interfaces import Outcome
+from pipeserver.http import _twisted
+from pipeserver.domain.interfaces import Outcome
 
 FORMATS = ("text", "json")
 
@@ -258,7 +258,7 @@ def json_file_observer(out: IO[Any]) -> FileLogObserver:
 
 
 def json_observer() -> FileLogObserver:
-    """For ``twistd --logger=pipeserver.logs.json_observer``: JSON on stdout."""
+    """For ``twistd --logger=pipeserver.http.logs.json_observer``: JSON on stdout."""
     return json_file_observer(sys.stdout)
 
 

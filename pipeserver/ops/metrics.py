@@ -34,11 +34,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from pipeserver import _twisted
+from pipeserver.http import _twisted
 from pipeserver.errors import TEXT_PLAIN, Rejection
 from pipeserver.headers import HardenedRequest
-from pipeserver.interfaces import ReceiverParty, Request
-from pipeserver.pipe import Outcome, Pipe, PipeRegistry, State
+from pipeserver.domain.interfaces import ReceiverParty, Request
+from pipeserver.domain.pipe import Outcome, Pipe, PipeRegistry, State
 
 #: Seconds a party waited for its pipe to be established.
 WAIT_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)

@@ -20,7 +20,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from twisted.internet.address import IPv4Address, IPv6Address
 
-from pipeserver.interfaces import Request
+from pipeserver.domain.interfaces import Request
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]

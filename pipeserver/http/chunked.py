@@ -21,7 +21,7 @@ from typing import Callable, List, Optional, Union
 
 from twisted.web import http
 
-from pipeserver._twisted import ChunkedTransferDecoder
+from pipeserver.http._twisted import ChunkedTransferDecoder
 
 Data = Union[bytes, memoryview]
 

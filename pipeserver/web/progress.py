@@ -45,9 +45,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pipeserver import errors
-from pipeserver.interfaces import Outcome, ReceiverParty, Request
-from pipeserver.pages import inline_script
-from pipeserver.pipe import Key, Observer, Pipe, PipeRegistry, State, display_path
+from pipeserver.domain.interfaces import Outcome, ReceiverParty, Request
+from pipeserver.web.pages import inline_script
+from pipeserver.domain.pipe import Key, Observer, Pipe, PipeRegistry, State, display_path
 
 log = Logger()
 
@@ -164,7 +164,7 @@ class Spectators:
     """Every spectator of the server, and the registry's milestones they
     need: when each transfer started, how recent ones ended.
 
-    It is the registry's :class:`~pipeserver.interfaces.Observer` and passes
+    It is the registry's :class:`~pipeserver.domain.interfaces.Observer` and passes
     every milestone on to the one it replaced (metrics), so it must be made
     after that one is set (``resource.PipeResource`` makes it).
     """

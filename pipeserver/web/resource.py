@@ -10,13 +10,15 @@ from twisted.web.http import NO_CONTENT
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from pipeserver import disposition, errors, pages, paths, progress, video
-from pipeserver.clients import ClientAddresses
+from pipeserver import errors, paths
+from pipeserver.http import disposition
+from pipeserver.web import pages, progress, video
+from pipeserver.http.clients import ClientAddresses
 from pipeserver.errors import Rejection
-from pipeserver.health import Health
-from pipeserver.interfaces import Request
+from pipeserver.web.health import Health
+from pipeserver.domain.interfaces import Request
 from pipeserver.paths import Target
-from pipeserver.pipe import Mode, PipeRegistry
+from pipeserver.domain.pipe import Mode, PipeRegistry
 
 _INTEGER = re.compile(rb"^\s*([+-]?)(\d+)\s*$")
 #: Digits past which ``n`` is not parsed at all: it is out of range anyway,

@@ -32,7 +32,7 @@ from twisted.internet.interfaces import IReactorTime
 import pipeserver
 from pipeserver import __version__, errors
 from pipeserver.headers import PAGE_CSP
-from pipeserver.interfaces import Request
+from pipeserver.domain.interfaces import Request
 
 
 class RegistryLike(Protocol):

@@ -32,7 +32,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTim
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from pipeserver import _twisted
+from pipeserver.http import _twisted
 
 Data = Union[bytes, memoryview]
 

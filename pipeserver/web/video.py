@@ -15,7 +15,7 @@ from __future__ import annotations
 from importlib import resources
 
 from pipeserver import errors
-from pipeserver.interfaces import Request
+from pipeserver.domain.interfaces import Request
 from pipeserver.paths import VIDEO_SCRIPT
 
 #: The player page's policy: our script, requests to this server (the

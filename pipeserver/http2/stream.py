@@ -34,13 +34,14 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
-from pipeserver import _twisted, errors
+from pipeserver import errors
+from pipeserver.http import _twisted
 from pipeserver.errors import Rejection
-from pipeserver.interfaces import Data, Outcome, Pacer
-from pipeserver.parties import Download, PipeRequestLike, Upload
-from pipeserver.pipe import Pipe
-from pipeserver.settings import SiteView
-from pipeserver.request import STREAMED_METHODS, PipeRequest, expects_only_continue, target_ok
+from pipeserver.domain.interfaces import Data, Outcome, Pacer
+from pipeserver.http.parties import Download, PipeRequestLike, Upload
+from pipeserver.domain.pipe import Pipe
+from pipeserver.http.settings import SiteView
+from pipeserver.http.request import STREAMED_METHODS, PipeRequest, expects_only_continue, target_ok
 
 #: Seconds a failed response's queued bytes get before its stream is reset.
 CLOSE_GRACE = 10.0

@@ -1,6 +1,6 @@
 """The site: what each connection is built with, and where it turns.
 
-:class:`PipeSite` builds a :class:`~pipeserver.channel.PipeChannel` for each
+:class:`PipeSite` builds a :class:`~pipeserver.http1.channel.PipeChannel` for each
 connection its client may open (past its cap, a :class:`RefusedConnection`)
 and offers h2 by ALPN; the channel's first bytes may turn the connection
 to HTTP/2 (``http2.turn``, which the site hands each channel). It sits
@@ -21,17 +21,18 @@ from twisted.web import server
 from twisted.web.resource import IResource
 from zope.interface import classImplementsOnly
 
-from pipeserver import _twisted, http2
-from pipeserver.channel import PipeChannel
-from pipeserver.clients import ClientAddresses
-from pipeserver.connections import Connections
+from pipeserver.http import _twisted
+from pipeserver.http2 import connection as http2
+from pipeserver.http1.channel import PipeChannel
+from pipeserver.http.clients import ClientAddresses
+from pipeserver.http.connections import Connections
 from pipeserver.errors import Rejection
-from pipeserver.interfaces import Request
-from pipeserver.logs import access_line
-from pipeserver.pipe import PipeRegistry
-from pipeserver.request import PipeRequest
-from pipeserver.resource import PipeResource
-from pipeserver.settings import Settings
+from pipeserver.domain.interfaces import Request
+from pipeserver.http.logs import access_line
+from pipeserver.domain.pipe import PipeRegistry
+from pipeserver.http.request import PipeRequest
+from pipeserver.web.resource import PipeResource
+from pipeserver.http.settings import Settings
 
 
 class RefusedConnection(protocol.Protocol):
@@ -46,7 +47,7 @@ class RefusedConnection(protocol.Protocol):
 
 class PipeSite(server.Site):
     """A Site that builds :class:`PipeChannel` and :class:`PipeRequest`, each
-    connection with the same :class:`~pipeserver.settings.Settings`
+    connection with the same :class:`~pipeserver.http.settings.Settings`
     (``settings.SiteView`` is what its channels and streams read of it)."""
 
     # Twisted's own protocol switch would hand h2 to its H2Connection, whose

@@ -1,6 +1,6 @@
 """``twistd -n pipe`` configured by ``PIPE_*`` environment variables.
 
-What the container image runs (``python -m pipeserver.environ``), and what
+What the container image runs (``python -m pipeserver.ops.environ``), and what
 ``tap/pipe.tac`` reads. Every option ``--NAME`` of ``twistd pipe`` is the
 variable ``PIPE_NAME`` (upper case, ``_`` for ``-``): ``PIPE_WAIT_TIMEOUT=60``,
 ``PIPE_TOKENS=/etc/pipeserver/tokens``, ``PIPE_LOG_FORMAT=json``, ...
@@ -10,9 +10,9 @@ An unset or empty variable leaves the option's default. A ``PIPE_*``
 variable that names no option (a typo: ``PIPE_WAIT_TIMOUT``) is refused,
 in one line naming the closest option's variable: a setting the operator
 believes in force must not be silently ignored. Arguments given to
-``python -m pipeserver.environ`` are passed on to ``twistd pipe`` after them.
+``python -m pipeserver.ops.environ`` are passed on to ``twistd pipe`` after them.
 
-``python -m pipeserver.environ healthcheck`` GETs ``/api/v1/pipe/health`` on
+``python -m pipeserver.ops.environ healthcheck`` GETs ``/api/v1/pipe/health`` on
 the first ``PIPE_LISTEN`` endpoint (tcp:8080 by default) and exits 0 if it
 answers 200 with ``"status": "ok"``: the image's HEALTHCHECK.
 ``healthcheck URL`` asks that server instead (``http://127.0.0.1:8080``, its
@@ -28,7 +28,7 @@ import sys
 from typing import TYPE_CHECKING, List, Mapping, Optional, Tuple
 
 if TYPE_CHECKING:
-    from pipeserver.tap import Options
+    from pipeserver.ops.tap import Options
 
 PREFIX = "PIPE_"
 #: Options that may be given several times: a space-separated list each.
@@ -42,7 +42,7 @@ def variable(option: str) -> str:
 
 
 def _options() -> Tuple[List[str], List[str]]:
-    from pipeserver.tap import Options
+    from pipeserver.ops.tap import Options
 
     parameters = [entry[0] for entry in getattr(Options, "optParameters", [])]
     flags = [entry[0] for entry in getattr(Options, "optFlags", [])]
@@ -97,7 +97,7 @@ def options(environ: Mapping[str, str]) -> "Options":
     one line (``tap.StartError``)."""
     from twisted.python import usage
 
-    from pipeserver.tap import Options, StartError
+    from pipeserver.ops.tap import Options, StartError
 
     complaint = refusal(environ)
     if complaint is not None:
@@ -115,7 +115,7 @@ def _culprit(environ: Mapping[str, str]) -> Optional[str]:
     refused (Twisted's message does not name the option)."""
     from twisted.python import usage
 
-    from pipeserver.tap import Options
+    from pipeserver.ops.tap import Options
 
     for name in environ:
         if not name.startswith(PREFIX):
@@ -128,7 +128,7 @@ def _culprit(environ: Mapping[str, str]) -> Optional[str]:
     return None
 
 
-#: What the health check asks (pipeserver/health.py).
+#: What the health check asks (pipeserver/web/health.py).
 HEALTH_PATH = "/api/v1/pipe/health"
 
 

@@ -26,9 +26,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from pipeserver import errors
-from pipeserver.interfaces import NO_PACING, Data, Limits, Outcome
-from pipeserver.interfaces import Pacer, ReceiverParty, SenderParty, Watcher, _NoWatcher
-from pipeserver.multipart import MultipartError
+from pipeserver.domain.interfaces import NO_PACING, Data, Limits, Outcome
+from pipeserver.domain.interfaces import Pacer, ReceiverParty, SenderParty, Watcher, _NoWatcher
+from pipeserver.domain.multipart import MultipartError
 
 __all__ = [
     "Limits",

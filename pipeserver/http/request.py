@@ -23,9 +23,10 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.http_headers import Headers
 
-from pipeserver import _twisted, errors
+from pipeserver import errors
+from pipeserver.http import _twisted
 from pipeserver.headers import HardenedRequest, http_date
-from pipeserver.interfaces import Outcome
+from pipeserver.domain.interfaces import Outcome
 
 #: The methods whose body is streamed to a pipe, dispatched at header time.
 STREAMED_METHODS = (b"PUT", b"POST")

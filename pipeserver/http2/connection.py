@@ -55,12 +55,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from pipeserver.channel import PipeChannel
-from pipeserver.connections import Tab, uncounted_tab
-from pipeserver.fastpath import buffered_bytes, read_freely
-from pipeserver._h2 import FastH2Connection
-from pipeserver.h2stream import H2Stream
-from pipeserver.settings import SiteView
+from pipeserver.http1.channel import PipeChannel
+from pipeserver.http.connections import Tab, uncounted_tab
+from pipeserver.http.fastpath import buffered_bytes, read_freely
+from pipeserver.http2._h2 import FastH2Connection
+from pipeserver.http2.stream import H2Stream
+from pipeserver.http.settings import SiteView
 
 log = Logger()
 

@@ -21,8 +21,9 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from pipeserver import _twisted, disposition, errors
-from pipeserver.fastpath import (
+from pipeserver import errors
+from pipeserver.http import _twisted, disposition
+from pipeserver.http.fastpath import (
     DirectWrites,
     ReadPacer,
     direct_socket,
@@ -30,14 +31,14 @@ from pipeserver.fastpath import (
     send_buffered_now,
 )
 from pipeserver.errors import Rejection
-from pipeserver.gate import PIPE, ReadGate
+from pipeserver.http.gate import PIPE, ReadGate
 from pipeserver.headers import passable
-from pipeserver.multipart import FirstPartDecoder, boundary_of
-from pipeserver.interfaces import NO_PACING, Data, Outcome, Pacer
-from pipeserver.pipe import State
+from pipeserver.domain.multipart import FirstPartDecoder, boundary_of
+from pipeserver.domain.interfaces import NO_PACING, Data, Outcome, Pacer
+from pipeserver.domain.pipe import State
 
 if TYPE_CHECKING:
-    from pipeserver.pipe import Pipe
+    from pipeserver.domain.pipe import Pipe
 
 # How long a party we closed may keep its socket to drain what it was sent.
 CLOSE_GRACE = 10.0

@@ -1,6 +1,6 @@
 """What a pipe talks to, and what it is given: the domain's interfaces.
 
-A :class:`~pipeserver.pipe.Pipe` knows its sender and receivers only as a
+A :class:`~pipeserver.domain.pipe.Pipe` knows its sender and receivers only as a
 :class:`SenderParty` and :class:`ReceiverParty` (parties.py adapts HTTP
 requests to them; the domain's unit tests use fakes), sizes its sender's
 reads through a :class:`Pacer` (fastpath.py), and tells its ``Observer``
@@ -42,7 +42,7 @@ from twisted.internet.interfaces import (
 from twisted.web.http_headers import Headers
 
 from pipeserver.errors import Replying
-from pipeserver.multipart import FirstPartDecoder
+from pipeserver.domain.multipart import FirstPartDecoder
 
 Data = Union[bytes, memoryview]
 

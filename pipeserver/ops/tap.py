@@ -17,23 +17,24 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
-from pipeserver import __version__, _twisted, clients
-from pipeserver.settings import Settings
-from pipeserver.site import PipeSite
-from pipeserver.fastpath import HangupWatcher, buffered_bytes
-from pipeserver.clients import ClientAddresses
-from pipeserver.connections import Connections
-from pipeserver.http2 import H2Channel
-from pipeserver.interfaces import IServerReactor
-from pipeserver.logs import FORMATS, LoggingService, observer_factory
-from pipeserver.parties import HTTPParties
-from pipeserver.pipe import Limits, PipeRegistry
-from pipeserver.resource import PipeResource, open_project
-from pipeserver.tokens import TokenFileError, Tokens
-from pipeserver.tokens import parse as parse_tokens
+from pipeserver import __version__
+from pipeserver.http import _twisted, clients
+from pipeserver.http.settings import Settings
+from pipeserver.web.site import PipeSite
+from pipeserver.http.fastpath import HangupWatcher, buffered_bytes
+from pipeserver.http.clients import ClientAddresses
+from pipeserver.http.connections import Connections
+from pipeserver.http2.connection import H2Channel
+from pipeserver.domain.interfaces import IServerReactor
+from pipeserver.http.logs import FORMATS, LoggingService, observer_factory
+from pipeserver.http.parties import HTTPParties
+from pipeserver.domain.pipe import Limits, PipeRegistry
+from pipeserver.web.resource import PipeResource, open_project
+from pipeserver.web.tokens import TokenFileError, Tokens
+from pipeserver.web.tokens import parse as parse_tokens
 
 if TYPE_CHECKING:
-    from pipeserver.metrics import PipeMetrics
+    from pipeserver.ops.metrics import PipeMetrics
 
 log = Logger()
 
@@ -43,7 +44,7 @@ receivers GET the same path (?n=N), and the bytes stream through with
 backpressure. Nothing is stored.
 
 With --tokens FILE every pipe needs a token (Authorization: Bearer TOKEN);
-`python -m pipeserver.tokens PROJECT` prints a new token and its line.
+`python -m pipeserver.web.tokens PROJECT` prints a new token and its line.
 The file is re-read on SIGHUP and when it changes: valid lines apply, bad
 ones are skipped and logged by line number. SIGTERM drains: waiting
 parties are released, transfers get --shutdown-grace seconds to finish.
@@ -341,7 +342,7 @@ def makeServer(options: OptionsLike, reactor: IServerReactor, fds: Optional[int]
     tokens = Tokens(options["tokens"], reactor) if options["tokens"] else None
     metrics: Optional[PipeMetrics] = None
     if options.get("metrics-listen"):
-        from pipeserver.metrics import PipeMetrics
+        from pipeserver.ops.metrics import PipeMetrics
 
         metrics = PipeMetrics(reactor)
         registry.observer = metrics
@@ -625,7 +626,7 @@ def makeService(options: OptionsLike, reactor: Optional[IServerReactor] = None) 
     for description in endpoints:
         Listener("--listen", description, server.site, reactor).setServiceParent(parent)
     if server.metrics is not None:
-        from pipeserver.metrics import makeMetricsSite
+        from pipeserver.ops.metrics import makeMetricsSite
 
         metricsSite = server.metricsSite = makeMetricsSite(server.metrics, reactor)
         for description in options["metrics-listen"]:

@@ -27,17 +27,18 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from pipeserver import _twisted, errors
-from pipeserver.chunked import ViewChunkedDecoder
-from pipeserver.connections import Tab, uncounted_tab
-from pipeserver.fastpath import PEEK_MAX, buffered_bytes, kernel_unread, peek, read_heads
-from pipeserver.gate import BACKLOG, CHANNEL, ReadGate
+from pipeserver import errors
+from pipeserver.http import _twisted
+from pipeserver.http.chunked import ViewChunkedDecoder
+from pipeserver.http.connections import Tab, uncounted_tab
+from pipeserver.http.fastpath import PEEK_MAX, buffered_bytes, kernel_unread, peek, read_heads
+from pipeserver.http.gate import BACKLOG, CHANNEL, ReadGate
 from pipeserver.errors import Rejection
 from pipeserver.headers import head
-from pipeserver.parties import ConnectionDownload, ConnectionUpload, PipeRequestLike
-from pipeserver.pipe import Pipe
-from pipeserver.settings import SiteView
-from pipeserver.request import STREAMED_METHODS, PipeRequest, _unsafeFieldValue, expects_only_continue, target_ok
+from pipeserver.http.parties import ConnectionDownload, ConnectionUpload, PipeRequestLike
+from pipeserver.domain.pipe import Pipe
+from pipeserver.http.settings import SiteView
+from pipeserver.http.request import STREAMED_METHODS, PipeRequest, _unsafeFieldValue, expects_only_continue, target_ok
 
 #: Why a PipeChannel starts no next request (``PipeChannel._stalls``): its
 #: own responses are not taken; its client's are not (over its budget).

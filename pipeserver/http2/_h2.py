@@ -151,7 +151,7 @@ if not HOOKS:  # pragma: no cover  (an h2 outside setup.cfg's range)
     log.warn(
         "h2 {version} lacks {missing}: HTTP/2 runs on h2's own frame buffer, "
         "without pipeserver's early frame-size check and header-block cap "
-        "(pipeserver/_h2.py)",
+        "(pipeserver/http2/_h2.py)",
         version=VERSION,
         missing=", ".join(PROBLEMS),
     )
@@ -159,7 +159,7 @@ elif not VERIFIED_HERE:
     log.info(
         "h2 {version} (hyperframe {hyperframe}) is not a release the HTTP/2 DATA "
         "fast path was verified against: h2's own code handles DATA frames "
-        "(pipeserver/_h2.py)",
+        "(pipeserver/http2/_h2.py)",
         version=VERSION,
         hyperframe=HYPERFRAME_VERSION,
     )

@@ -1,0 +1,1 @@
+"""The domain: the pipe and its registry, what they talk to; no I/O."""

@@ -1,0 +1,1 @@
+"""HTTP/1.1: the channel that streams request bodies."""

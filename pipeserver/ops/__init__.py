@@ -1,0 +1,1 @@
+"""Operations: the command line (twistd pipe), the composition root, metrics."""

@@ -1,0 +1,1 @@
+"""The site above both protocols, routing, the pages, tokens."""
