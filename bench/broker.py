@@ -26,6 +26,8 @@ Rows (docs/BENCHMARKS.md, "A pipe against a broker"):
   live    64 MiB 1 -> 8 readers joined to a `?live` stream (SPEC section 12),
           against fanout8 in the same run; Redis: PUBLISH/SUBSCRIBE as in
           fanout; skipped like queue where there are no service paths
+  live200 a quarter of that, 1 -> 200 `?live` readers: what 200 attached
+          readers cost the server in memory (peak RSS growth), MB/s out
 """
 
 from __future__ import annotations
@@ -53,9 +55,9 @@ import run  # noqa: E402  (servers, /proc figures, table cells)
 HOST = run.HOST
 MiB = run.MiB
 SYSTEMS = ("ours", "base", "piping", "redis")
-ROWS = ("one", "fanout", "seq", "pairs", "queue", "fanout8", "live")
+ROWS = ("one", "fanout", "seq", "pairs", "queue", "fanout8", "live", "live200")
 #: Rows that need SPEC section 12's service paths (probed with ?queue).
-SERVICE_ROWS = ("queue", "live")
+SERVICE_ROWS = ("queue", "live", "live200")
 #: Redis values and pipe sends are cut in pieces of this size.
 PIECE = 1 << 20
 #: How long one row of one system may take before the bench gives up.
@@ -785,6 +787,10 @@ def row_specs(cfg: Dict[str, Any]) -> Dict[str, Tuple[str, Callable[[System], Di
                  "peak RSS growth)",
                  lambda s: measure_bulk(s, fsize, 8, live=True),
                  [("mbps", "", 0), ("cpu_s_per_gb", "", 2), ("rss_growth_mib", "MiB", 1)]),
+        "live200": (f"{fsize // 4 // MiB} MiB 1 -> 200 ?live readers: MB/s out (server CPU-s/GB "
+                    "out, peak RSS growth)",
+                    lambda s: measure_bulk(s, fsize // 4, 200, live=True),
+                    [("mbps", "", 0), ("cpu_s_per_gb", "", 2), ("rss_growth_mib", "MiB", 1)]),
     }
 
 
