@@ -20,9 +20,16 @@ from abuse_support import RawClient, chunk, connect
 from helpers import curl
 
 #: How a reader hangs up: curl killed (HTTP/1.1, HTTP/2 by prior knowledge:
-#: its kernel sends a FIN), or an HTTP/2 client that resets its stream and
-#: keeps the connection.
-READERS = ["http1.1", "h2c", "h2-rst-stream"]
+#: its kernel sends a FIN); an HTTP/2 client that resets its stream and
+#: keeps the connection; or an HTTP/1.1 client that sent more after its GET
+#: than the server buffers (a pipelined head of :data:`UNREAD` bytes), so
+#: its connection is not read, and then closes it (FIN) or resets it.
+READERS = ["http1.1", "h2c", "h2-rst-stream", "http1.1-unread-fin", "http1.1-unread-rst"]
+#: More than Twisted keeps behind the request in flight (16 KiB) before it
+#: stops reading, little enough that the server's kernel takes the rest, so
+#: the FIN behind it arrives (behind unsent bytes it would wait in the
+#: client's kernel, and no server could see it).
+UNREAD = 64 * 1024
 
 
 class Reader:
@@ -36,6 +43,15 @@ class Reader:
 @defer.inlineCallbacks
 def reader(kind: str, server: helpers.Server, procs: helpers.Procs, h2clients: Any, path: str):
     """A :class:`Reader` of ``kind`` on ``path`` (its request sent)."""
+    if kind.startswith("http1.1-unread"):
+        raw = yield connect(server.portnum)
+        raw.send(
+            f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            + b"GET /next HTTP/1.1\r\nHost: x\r\nX-Pad: "
+            + b"a" * UNREAD
+        )
+        rst = kind.endswith("rst")
+        return Reader(lambda: body_so_far(raw), lambda: raw.kill(rst))
     if kind == "h2-rst-stream":
         client = yield h2clients.h2c(server.portnum)
         stream = client.get(path)
@@ -55,6 +71,13 @@ def quiet_sender(port: int, path: str, first: bytes):
         + chunk(first)
     )
     return client
+
+
+def body_so_far(client: RawClient) -> bytes:
+    """The body of the response ``client`` is reading, so far."""
+    if b"\r\n\r\n" not in client.data:
+        return b""
+    return client.response().body
 
 
 def said(sender: RawClient, line: str) -> bool:
