@@ -14,6 +14,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import task
 
+import hangup_support as hangup
+from h2_support import h2clients  # noqa: F401  (fixture)
 from helpers import (
     CURL_PARTIAL_FILE,
     curl,
@@ -125,6 +127,32 @@ def test_only_receiver_killed(server, procs, tmp_path, body):
     if gen is not None:
         gen.kill()
         yield gen.wait()
+    yield pair_works(server, procs, "/p", tmp_path)
+
+
+@pytest.mark.parametrize("kind", hangup.READERS)
+@pytest_twisted.inlineCallbacks
+def test_only_receiver_hanging_up_while_its_sender_is_quiet(
+    server, procs, h2clients, tmp_path, kind
+):
+    # Its sender pauses (sends nothing for a while, but has not ended): no
+    # byte is written to the receiver, so only its connection says it left.
+    reader = yield hangup.reader(kind, server, procs, h2clients, "/p")
+    yield server.wait_receivers("/p", 1)
+    sender = yield hangup.quiet_sender(server.portnum, "/p", b"first part\n")
+    yield wait_for(lambda: reader.got().endswith(b"first part\n"), 10, what="the first part")
+    reader.hang_up()
+    yield sender.wait_closed(5, "the sender to be told and closed")
+    response = sender.response()
+    assert not response.complete, "the sender's response must show the failure"
+    assert response.text.splitlines() == [
+        "[INFO] Waiting for 1 receiver(s)...",
+        "[INFO] 1 receiver(s) has/have been connected.",
+        "[INFO] Start sending to 1 receiver(s)!",
+        "[INFO] A receiver aborted.",
+        "[INFO] All receiver(s) was/were aborted halfway.",
+    ]
+    yield server.wait_empty()
     yield pair_works(server, procs, "/p", tmp_path)
 
 

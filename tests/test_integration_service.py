@@ -16,7 +16,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
+import hangup_support as hangup
 import helpers
+from abuse_support import chunk
+from h2_support import h2clients  # noqa: F401  (fixture)
 from helpers import CURL_PARTIAL_FILE, Proc, curl, sleep, wait_for
 from pipeserver import errors
 
@@ -362,6 +365,45 @@ def test_a_live_reader_that_never_reads_holds_the_stream_not_memory(make_server,
     assert reader.exit_code == 0
 
 
+@pytest.mark.parametrize("kind", hangup.READERS)
+@pytest_twisted.inlineCallbacks
+def test_a_live_reader_that_hangs_up_while_the_stream_is_quiet_is_seen(
+    make_server, procs, h2clients, kind
+):
+    # A log tail quiet for minutes: nothing is written to its readers, so
+    # only their connection says one left. The count, the metrics and the
+    # no-reader deadline all hang on it.
+    server = make_server()
+    reader = yield hangup.reader(kind, server, procs, h2clients, "/quiet?live")
+    yield server.wait_receivers("/quiet", 1)
+    sender = yield hangup.quiet_sender(server.portnum, "/quiet?live", b"first line\n")
+    yield wait_for(lambda: reader.got().endswith(b"first line\n"), 10, what="the first line")
+    yield wait_for(lambda: hangup.said(sender, "[INFO] A receiver joined (1 now)."), 10)
+    reader.hang_up()
+    yield wait_for(
+        lambda: hangup.said(sender, "[INFO] A receiver left (0 now)."), 5, what="the leave"
+    )
+    assert server.pipe("/quiet").receivers == []
+    # The stream waits for the next reader, which gets what comes from now.
+    late = procs.spawn(curl("-f", server.url("/quiet?live")), name="late")
+    yield server.wait_receivers("/quiet", 1)
+    yield wait_for(lambda: hangup.lines(sender).count("[INFO] A receiver joined (1 now).") == 2, 10)
+    sender.send(chunk(b"second line\n") + chunk(b""))
+    yield late.wait(timeout=10)
+    assert late.exit_code == 0, late.describe()
+    assert late.text == "second line\n"
+    yield wait_for(lambda: sender.response().complete, 10, what="the sender's response")
+    assert hangup.lines(sender) == [
+        "[INFO] Streaming live: receivers may join at any time.",
+        "[INFO] A receiver joined (1 now).",
+        "[INFO] A receiver left (0 now).",
+        "[INFO] A receiver joined (1 now).",
+        "[INFO] Sent successfully!",
+        "[INFO] 1 receiver(s) got the end of the stream.",
+    ]
+    sender.close()
+
+
 @pytest_twisted.inlineCallbacks
 def test_a_live_sender_with_no_reader_gets_its_line(make_server, procs):
     server = make_server("--wait-timeout", "1")
@@ -403,16 +445,19 @@ def test_the_access_line_names_the_mode(make_server, procs, tmp_path):
     assert any(t.startswith("POST /a 200 ok ") and t.endswith(" mode=queue project=-") for t in seen)
 
 
+def quiet(pipe, total: int) -> bool:
+    """Whether ``pipe`` passed on all ``total`` bytes and holds none for
+    its readers: nothing is being written to them."""
+    return pipe.bytes == total and all(download.held() == 0 for download in pipe.receivers)
+
+
 @pytest_twisted.inlineCallbacks
 def test_metrics_show_queue_depth_live_joins_leaves_and_stall_cuts(make_server, procs):
     from prometheus_client.parser import text_string_to_metric_families
 
     from pipeserver.ops.metrics import makeMetricsSite
 
-    # A sender killed while its window is full sends no FIN the server could
-    # see (its kernel holds it behind the unsent bytes): the stream, with no
-    # reader, is ended by its deadline.
-    server = make_server("--stall-timeout", "1", "--metrics-listen", "tcp:0", "--wait-timeout", "2")
+    server = make_server("--stall-timeout", "1", "--metrics-listen", "tcp:0")
     port = reactor.listenTCP(0, makeMetricsSite(server.site.metrics), interface="127.0.0.1")
 
     @pytest_twisted.inlineCallbacks
@@ -438,13 +483,18 @@ def test_metrics_show_queue_depth_live_joins_leaves_and_stall_cuts(make_server, 
         stuck = deaf_reader(server.portnum, "/l?live")
         leaver = procs.spawn(curl("-f", "-o", os.devnull, server.url("/l?live")))
         yield server.wait_receivers("/l", 2)
-        producer, sender = procs.pipeline(
-            ["sh", "-c", "head -c 30000000 /dev/zero; sleep 30"],
-            curl("-f", "-T", "-", server.url("/l?live")),
-        )
-        yield wait_for(lambda: "[INFO] A receiver was cut" in sender.text, 20, what="the cut")
+        # 30 MB, then a quiet stream. Not from curl -T -: while its stdin is
+        # quiet it reads none of its response (hangup_support), so when the
+        # leaver had taken all 30 MB before it left, the line that says so
+        # never showed (issue 18).
+        sender = yield hangup.quiet_sender(server.portnum, "/l?live", b"\0" * 30_000_000)
+        yield wait_for(lambda: b"[INFO] A receiver was cut" in sender.data, 20, what="the cut")
+        # The leaver leaves a quiet stream: all passed on, nothing held for it.
+        yield wait_for(lambda: quiet(server.pipe("/l"), 30_000_000), 20, what="a quiet stream")
         leaver.kill()
-        yield wait_for(lambda: "(0 now)" in sender.text, 10, what="the leave")
+        yield wait_for(
+            lambda: hangup.said(sender, "[INFO] A receiver left (0 now)."), 10, what="the leave"
+        )
         after = yield scrape()
         events = {
             dict(labels)["event"]: v
@@ -453,8 +503,7 @@ def test_metrics_show_queue_depth_live_joins_leaves_and_stall_cuts(make_server, 
         }
         assert events == {"joined": 2.0, "left": 2.0, "cut_stalled": 1.0}
         assert after[("pipeserver_bytes_out_total", (("project", ""),))] > 0
-        sender.kill()
-        producer.kill()
+        sender.reset()
         stuck.close()
         yield server.wait_empty(timeout=10)
     finally:

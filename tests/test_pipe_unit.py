@@ -1016,6 +1016,46 @@ def test_sender_is_unwatched_once_established(env: Env, socketpair) -> None:
     assert r.response().body == b"ok"
 
 
+def _watched_receiver(env: Env, sock) -> Client:
+    r = env.client()
+    r.transport.fileno = sock.fileno  # type: ignore[attr-defined]
+    return r.send(request(b"GET", b"/p"))
+
+
+def test_receiver_is_watched_and_freed_when_it_hangs_up_on_a_quiet_stream(
+        env: Env, socketpair) -> None:
+    # Its sender pauses: nothing is written to it, and its connection may
+    # not be read (issue 18); the kernel still says it left.
+    ours, peer = socketpair()
+    s = sender(env, first=b"hello")
+    r = _watched_receiver(env, ours)
+    watcher = env.registry.watcher
+    assert r.response().body == b"hello"
+    assert watcher in env.clock.getReaders()
+    peer.close()
+    watcher.doRead()
+    r.flush()  # the reactor delivers connectionLost on its next turn
+    assert r.transport.aborted and not r.transport.connected
+    assert sender_lines(s)[-2:] == [
+        "[INFO] A receiver aborted.",
+        "[INFO] All receiver(s) was/were aborted halfway.",
+    ]
+    assert env.registry.pipes == {}
+    assert watcher not in env.clock.getReaders()
+
+
+def test_receiver_is_unwatched_once_its_response_ends(env: Env, socketpair) -> None:
+    # Its connection may carry a next request: no longer the pipe's to watch.
+    ours, peer = socketpair()
+    s = sender(env)
+    r = _watched_receiver(env, ours)
+    watcher = env.registry.watcher
+    assert watcher in env.clock.getReaders()
+    finish_body(s, b"ok")
+    assert r.response().body == b"ok" and r.response().complete
+    assert watcher not in env.clock.getReaders()
+
+
 # --------------------------------------------------------------- rejected uploads
 @pytest.mark.parametrize("path", [b"/help", b"/p"])
 def test_rejected_sender_that_trickles_its_body_is_cut_at_the_header_timeout(

@@ -11,7 +11,7 @@ Nothing here changes what a transfer does, only how cheaply its bytes move:
   kernel wake the reactor only once much has queued (``SO_RCVLOWAT``);
 * :func:`send_buffered_now` puts a response head on the socket at once;
   :func:`reset` closes with a RST (``SO_LINGER`` 0);
-* :class:`HangupWatcher` sees a paused sender hang up (epoll).
+* :class:`HangupWatcher` sees a paused sender, or a receiver, hang up (epoll).
 
 Every one of them applies to a plain TCP transport only (see
 :func:`direct_socket`): under TLS, or with a test's fake transport, they do
@@ -441,10 +441,12 @@ class ReadPacer:
 # ---- a paused sender hanging up
 @implementer(IReadDescriptor)
 class HangupWatcher:
-    """Sees a paused sender hang up.
+    """Sees a paused sender, or a receiver, hang up.
 
     A transport that is not reading never notices its peer leaving, yet a
-    waiting sender must free its place at once. The kernel still knows: one
+    waiting sender must free its place at once; so must a receiver, which is
+    written nothing while its stream is quiet, and whose connection may not
+    be read either (``parties.ConnectionDownload``). The kernel still knows: one
     epoll set, registered with the reactor as a reader, reports the peer's
     shutdown (EPOLLRDHUP) or reset for the watched sockets, and the watcher
     aborts that transport so the normal connection-lost path runs.
@@ -457,6 +459,9 @@ class HangupWatcher:
         self._reactor = reactor
         self._epoll = select.epoll() if hasattr(select, "epoll") else None
         self._watched: Dict[int, Any] = {}
+        # Each watched transport's fd, kept: a closed one's fileno() is -1,
+        # and every receiver is watched, so unwatch must not scan them all.
+        self._fds: Dict[Any, int] = {}
 
     def watch(self, transport: Any) -> None:
         self._watch(transport, select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR)
@@ -483,15 +488,21 @@ class HangupWatcher:
             return
         if not self._watched:
             self._reactor.addReader(self)
+        stale = self._watched.get(fd)
+        if stale is not None and stale is not transport:
+            self._fds.pop(stale, None)  # closed unwatched: its fd is reused
         self._watched[fd] = transport
+        self._fds[transport] = fd
 
     def unwatch(self, transport: Any) -> None:
-        for fd, watched in list(self._watched.items()):
-            if watched is transport:
-                self._forget(fd)
+        fd = self._fds.get(transport)
+        if fd is not None:
+            self._forget(fd)
 
     def _forget(self, fd: int) -> None:
-        self._watched.pop(fd, None)
+        transport = self._watched.pop(fd, None)
+        if transport is not None:
+            self._fds.pop(transport, None)
         if self._epoll is not None:
             try:
                 self._epoll.unregister(fd)

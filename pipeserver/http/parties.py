@@ -447,7 +447,30 @@ class Download:
 class ConnectionDownload(DirectWrites, Download):
     """A receiver on an HTTP/1.1 connection: body bytes go straight to its
     socket (:class:`fastpath.DirectWrites`); cut short, its response ends
-    unframed and its connection closes."""
+    unframed and its connection closes; its hang-up seen while in its pipe
+    (the pipe's watcher)."""
+
+    def __init__(self, pipe: "Pipe", request: PipeRequestLike) -> None:
+        super().__init__(pipe, request)
+        # While its stream is quiet it is written nothing, and its connection
+        # is not read either once its client sent more than Twisted buffers
+        # behind the request in flight (the channel's read gate): only the
+        # kernel knows it left (a FIN, a reset). Its FIN means it left, as
+        # when the connection is read (PipeChannel.readConnectionLost).
+        pipe.watcher.watch(self.transport)
+
+    def _lost(self, reason: Failure) -> None:
+        self.pipe.watcher.unwatch(self.transport)
+        super()._lost(reason)
+
+    def finish(self) -> None:
+        # The connection may carry its next request: no longer the pipe's.
+        self.pipe.watcher.unwatch(self.transport)
+        super().finish()
+
+    def reject(self, status: int, text: str, how: Outcome) -> None:
+        self.pipe.watcher.unwatch(self.transport)
+        super().reject(status, text, how)
 
     def headWritten(self) -> None:
         """Its response head is written: body bytes may now go straight to
@@ -458,6 +481,7 @@ class ConnectionDownload(DirectWrites, Download):
         """End before the response does: a chunked stream gets no last chunk,
         a counted one comes up short, so the client knows it is truncated."""
         self.request.endedBy = how
+        self.pipe.watcher.unwatch(self.transport)  # its close is under way
         if self.request.producer is not None:
             self.request.unregisterProducer()
         if not self._chunked and not self.request.responseHeaders.hasHeader(b"content-length"):
@@ -472,6 +496,7 @@ class ConnectionDownload(DirectWrites, Download):
         graceful close must still send, so the connection is aborted (the
         response is truncated) at once, freeing what it holds."""
         self.request.endedBy = Outcome.ABORTED
+        self.pipe.watcher.unwatch(self.transport)
         if self.request.producer is not None:
             self.request.unregisterProducer()
         abort = getattr(self.transport, "abortConnection", None)
