@@ -159,19 +159,19 @@ def inline_script(page: bytes) -> bytes:
     return b"'sha256-" + base64.b64encode(hashlib.sha256(script.group(1)).digest()) + b"'"
 
 
-def _load_index() -> Tuple[bytes, bytes]:
-    """The browser page, and a Content-Security-Policy that admits only its
-    own inline script (by hash) and requests to this server."""
-    page = resources.files("pipeserver").joinpath("index.html").read_bytes()
-    csp = (
-        b"default-src 'none'; script-src " + inline_script(page) + b"; "
-        b"style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; "
-        b"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-    )
-    return page, csp
+def load_page(name: str, policy: bytes) -> Tuple[bytes, bytes]:
+    """One of our pages, and a Content-Security-Policy that admits only its
+    own inline script (by hash), then ``policy`` (what else it may do)."""
+    page = resources.files("pipeserver").joinpath(name).read_bytes()
+    return page, b"default-src 'none'; script-src " + inline_script(page) + b"; " + policy
 
 
-_INDEX, _INDEX_CSP = _load_index()
+# The browser page: requests to this server only.
+_INDEX, _INDEX_CSP = load_page(
+    "index.html",
+    b"style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; "
+    b"form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+)
 
 
 def index(request: Request) -> bytes:

@@ -36,7 +36,6 @@ import collections
 import json
 import secrets
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -46,7 +45,7 @@ from zope.interface import implementer
 
 from pipeserver import errors
 from pipeserver.domain.interfaces import Outcome, ReceiverParty, Request
-from pipeserver.web.pages import inline_script
+from pipeserver.web import pages
 from pipeserver.domain.pipe import Key, Observer, Pipe, PipeRegistry, State, display_path
 
 log = Logger()
@@ -367,19 +366,12 @@ class Spectators:
 # ---- the page
 
 
-def _load_page() -> Tuple[bytes, bytes]:
-    """The page, and a Content-Security-Policy that admits only its own
-    inline script (by hash) and requests to this server."""
-    page = resources.files("pipeserver").joinpath("progress.html").read_bytes()
-    csp = (
-        b"default-src 'none'; script-src " + inline_script(page) + b"; "
-        b"style-src 'unsafe-inline'; connect-src 'self'; form-action 'none'; "
-        b"base-uri 'none'; frame-ancestors 'none'"
-    )
-    return page, csp
-
-
-PAGE, PAGE_CSP = _load_page()
+# The page: requests to this server only, no form.
+PAGE, PAGE_CSP = pages.load_page(
+    "progress.html",
+    b"style-src 'unsafe-inline'; connect-src 'self'; form-action 'none'; "
+    b"base-uri 'none'; frame-ancestors 'none'",
+)
 
 
 def page(request: Request) -> bytes:
