@@ -254,6 +254,11 @@ class Pipe:
         self.registry.established(self)
         pending, self._pending = self._pending, []
         self._startReceivers()
+        return self._flow(pending)
+
+    def _flow(self, pending: List[bytes]) -> bool:
+        """Streaming now: the bytes that came while it waited go on, then
+        the body's end, or the sender is read."""
         for data in pending:
             self.write(data)
         if self._bodyEnded and self.state is State.STREAMING:
@@ -670,13 +675,7 @@ class LiveStream(Pipe):
         for download in list(self.receivers):
             self._attach(download)
         pending, self._pending = self._pending, []
-        for data in pending:
-            self.write(data)
-        if self._bodyEnded and self.state is State.STREAMING:
-            self._complete()
-        else:
-            self._updateReading()
-        return True
+        return self._flow(pending)
 
     def _startReceivers(self) -> None:
         if self.started or self.sender is None:
